@@ -1,0 +1,4 @@
+fn main() {
+    let p = addrprobe::Prober::auto().unwrap();
+    println!("{:?}", p.backend());
+}
