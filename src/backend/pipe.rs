@@ -196,17 +196,17 @@ impl PipeUser {
     pub(crate) fn open(backend: Backend) -> Result<PipeUser, Error> {
         let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
         for slot in &POOL {
-            if slot.verified().is_none() {
-                if let Err(e) = slot.fill() {
-                    if *users == 0 {
-                        POOL.iter().for_each(Slot::empty);
-                    }
-                    return Err(Error::from_errno(
-                        backend,
-                        e,
-                        "pipe2 for the probe pipe pool",
-                    ));
+            if slot.verified().is_none()
+                && let Err(e) = slot.fill()
+            {
+                if *users == 0 {
+                    POOL.iter().for_each(Slot::empty);
                 }
+                return Err(Error::from_errno(
+                    backend,
+                    e,
+                    "pipe2 for the probe pipe pool",
+                ));
             }
         }
         *users += 1;

@@ -5,7 +5,10 @@
 //! - `addrprobe report [--json]`: kernel, CPU, each backend's availability, guarantee and
 //!   self-test, the conformance matrix on this kernel and a quick cost table.
 
+mod context;
+mod json;
 mod report;
+mod timing;
 
 const USAGE: &str = "usage: addrprobe <command> [options]
 
