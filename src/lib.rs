@@ -82,6 +82,7 @@ pub mod fixtures;
 pub mod range;
 mod selftest;
 mod sys;
+pub mod unwind;
 
 pub use auto::AutoOptions;
 
