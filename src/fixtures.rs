@@ -513,9 +513,9 @@ impl FixtureSet {
             Truth::UNMAPPED,
         ));
         fx.push(fixture(
-            "last byte of the address space",
-            usize::MAX,
-            1,
+            "end of the address space",
+            usize::MAX - 8,
+            8,
             Truth::UNMAPPED,
         ));
         let vsyscall = if vsyscall_readable() {

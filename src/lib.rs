@@ -47,8 +47,9 @@
 //! # Rules every backend follows
 //!
 //! - `len == 0` is `Ok(true)` without a syscall.
-//! - A range whose last byte `addr + len - 1` wraps past `usize::MAX` is
-//!   [`Error::InvalidRange`], never `Ok(true)`.
+//! - A range whose end `addr + len` wraps past `usize::MAX` is [`Error::InvalidRange`],
+//!   never `Ok(true)`. (The kernel's own `msync` accepts `len = SIZE_MAX` because its
+//!   rounding wraps to 0; this crate checks before any syscall.)
 //! - No address crashes, hangs or panics the caller: NULL, kernel addresses, non-canonical
 //!   addresses, the vsyscall page and ranges crossing the top of user space included. Ranges
 //!   reaching [`range::USER_SPACE_LIMIT`] are answered `Ok(false)` without a syscall.
@@ -254,7 +255,7 @@ pub enum Error {
         /// The operation and why it is refused.
         operation: &'static str,
     },
-    /// `addr + len - 1` overflows `usize`.
+    /// `addr + len` overflows `usize`.
     InvalidRange {
         /// Start of the range.
         addr: usize,

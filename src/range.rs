@@ -77,16 +77,17 @@ pub enum Classified {
 /// Validates `[addr, addr + len)` and rounds it to pages of `page_size` bytes.
 ///
 /// `page_size` must be a power of two (the caller passes [`page_size()`]).
-/// Returns [`Error::InvalidRange`] when the last byte `addr + len - 1` would wrap past
-/// `usize::MAX`. A range whose last byte is exactly `usize::MAX` is valid (and outside user
-/// space).
+/// Returns [`Error::InvalidRange`] when the end `addr + len` wraps past `usize::MAX` (so a
+/// range that would include the very last byte of the address space is refused too: its end
+/// is not representable).
 pub fn classify(addr: usize, len: usize, page_size: usize) -> Result<Classified, Error> {
     if len == 0 {
         return Ok(Classified::Empty);
     }
-    let last = addr
-        .checked_add(len - 1)
+    let end = addr
+        .checked_add(len)
         .ok_or(Error::InvalidRange { addr, len })?;
+    let last = end - 1;
     if last >= USER_SPACE_LIMIT {
         return Ok(Classified::OutsideUserSpace);
     }
@@ -216,8 +217,16 @@ mod tests {
             classify(usize::MAX, 2, PS),
             Err(Error::InvalidRange { .. })
         ));
+        assert!(matches!(
+            classify(usize::MAX, 1, PS),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            classify(1, usize::MAX, PS),
+            Err(Error::InvalidRange { .. })
+        ));
         assert_eq!(
-            classify(usize::MAX, 1, PS).unwrap(),
+            classify(usize::MAX - 1, 1, PS).unwrap(),
             Classified::OutsideUserSpace
         );
         assert_eq!(
