@@ -66,6 +66,12 @@ pub(crate) fn check(ret: libc::c_long) -> Result<libc::c_long, i32> {
 #[inline]
 pub(crate) fn identity(fd: i32) -> Result<(u64, u64), i32> {
     let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // The raw syscall: glibc's fstat goes through fstatat(fd, "", AT_EMPTY_PATH), which costs
+    // an extra path lookup on older kernels. x86_64's kernel `struct stat` is libc's.
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: fstat writes at most one `struct stat` into the buffer we pass.
+    let ret = unsafe { libc::syscall(libc::SYS_fstat, fd, st.as_mut_ptr()) };
+    #[cfg(not(target_arch = "x86_64"))]
     // SAFETY: fstat writes at most one `struct stat` into the buffer we pass.
     let ret = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
     if ret != 0 {
