@@ -531,7 +531,7 @@ impl FixtureSet {
         })
     }
 
-    /// The fixtures, without the stack one (see [`FixtureSet::probe_all`]).
+    /// The fixtures, without the stack one (see [`FixtureSet::for_each`]).
     pub fn fixtures(&self) -> &[Fixture] {
         &self.fixtures
     }

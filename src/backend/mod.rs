@@ -1,4 +1,4 @@
-//! The eight probing techniques, one module each, and the [`State`] that dispatches to them.
+//! The eight probing techniques, one module each, and the `State` that dispatches to them.
 //!
 //! Each module's first paragraph says what its technique proves and cites the kernel code
 //! that makes it so. Every module exposes the same shape: `open()` acquires what the

@@ -5,7 +5,7 @@
 //! read, write or exec permission, and a fault beyond the end of a shared file's mapping). A
 //! fault makes the write return `EFAULT`. So a successful write of one byte per page proves
 //! that the kernel could read every page at that moment; the byte is then read back to keep
-//! the pipe empty. [`read`] copies the bytes themselves: `write` the range into the pipe page
+//! the pipe empty. `read` copies the bytes themselves: `write` the range into the pipe page
 //! by page, and `read` them straight into the destination.
 //!
 //! # Concurrency, reentrancy and descriptors
