@@ -195,15 +195,10 @@ impl Mapping {
     }
 
     fn map(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Mapping> {
-        // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing of ours.
-        let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            addr: p as usize,
-            len,
-        })
+        // A quiet region keeps the holes we punch from being reused by concurrent mmaps.
+        let addr =
+            crate::sys::mmap_quiet(len, prot, flags, fd).ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { addr, len })
     }
 
     fn protect(&self, offset: usize, len: usize, prot: i32) -> io::Result<()> {

@@ -31,9 +31,7 @@ impl Drop for Pages {
 type Case = (&'static str, usize, bool, bool, bool);
 
 fn map(len: usize, prot: i32, flags: i32, fd: i32) -> Option<usize> {
-    // SAFETY: a fresh mapping at a kernel-chosen address.
-    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
-    (p != libc::MAP_FAILED).then_some(p as usize)
+    crate::sys::mmap_quiet(len, prot, flags, fd)
 }
 
 /// A file of one page: a memfd, or an unlinked temp file where memfd is refused.

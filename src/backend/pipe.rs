@@ -3,8 +3,10 @@
 //! `pipe_write()` (`fs/pipe.c`) copies the caller's buffer with `copy_page_from_iter()`, which
 //! takes the same page-fault path as a user load (`handle_mm_fault` refuses a VMA without
 //! read, write or exec permission, and a fault beyond the end of a shared file's mapping). A
-//! fault makes the write return `EFAULT`. So a successful write of one byte per page proves
-//! that the kernel could read every page at that moment; the byte is then read back to keep
+//! fault makes the write return `EFAULT`, or a short count once some bytes were copied. So a
+//! successful write of one byte per page proves that the kernel could read every page at that
+//! moment. The one-byte writes of up to 64 pages go into a single `writev` (one iovec per page;
+//! a short count names the first page that faulted), and the bytes are then read back to keep
 //! the pipe empty. `read` copies the bytes themselves: `write` the range into the pipe page
 //! by page, and `read` them straight into the destination.
 //!
@@ -289,25 +291,26 @@ fn drain(fds: Fds) {
     }
 }
 
-/// Writes `len` bytes from `src` into the pipe. `Ok(true)`: all copied; `Ok(false)`: a fault.
-/// On `EAGAIN` it drains and retries, then replaces the pipe (`refill`) and retries once more.
+/// Writes the bytes that `iov` describes (`len` in all, at most `PIPE_BUF`) into the pipe
+/// with one `writev`. `Ok(true)`: all copied; `Ok(false)`: a fault. On `EAGAIN` it drains and
+/// retries, then replaces the pipe (`refill`) and retries once more.
 #[inline]
 fn write_in(
     backend: Backend,
     fds: Fds,
     refill: &dyn Fn() -> Result<(), i32>,
-    src: usize,
+    iov: &[libc::iovec],
     len: usize,
 ) -> Result<bool, Error> {
     let mut attempt = 0;
     loop {
-        // SAFETY: the kernel validates `src`; a fault is reported as EFAULT or a short count.
-        let n = unsafe { libc::write(fds.wfd, src as *const libc::c_void, len) };
+        // SAFETY: the kernel validates every iovec's base; a fault is reported as EFAULT or
+        // as a short count (writes of at most PIPE_BUF bytes into a pipe are otherwise whole).
+        let n = unsafe { libc::writev(fds.wfd, iov.as_ptr(), iov.len() as libc::c_int) };
         if n == len as isize {
             return Ok(true);
         }
         if n >= 0 {
-            // A short write of at most PIPE_BUF bytes into an empty pipe: the copy faulted.
             drain(fds);
             return Ok(false);
         }
@@ -346,16 +349,36 @@ fn read_out(backend: Backend, fds: Fds, dst: *mut u8, len: usize) -> Result<(), 
     }
 }
 
-/// One byte per page of `r` through a pipe.
+/// One-byte iovecs per `writev`: 64 pages per syscall, a 1 KiB array on the stack.
+const IOVECS: usize = 64;
+
+const EMPTY_IOV: libc::iovec = libc::iovec {
+    iov_base: core::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// One byte per page of `r` through a pipe: one `writev` of up to [`IOVECS`] one-byte
+/// iovecs, then one `read` to drain the bytes.
 #[inline]
 pub(crate) fn check(backend: Backend, r: &PageRange) -> Result<bool, Error> {
     with_pipe(backend, |fds, refill| {
-        let mut byte = 0u8;
-        for point in r.probe_points() {
-            if !write_in(backend, fds, refill, point, 1)? {
-                return Ok(false);
+        let mut sink = [0u8; IOVECS];
+        let mut iov = [EMPTY_IOV; IOVECS];
+        let mut n = 0;
+        let mut points = r.probe_points().peekable();
+        while let Some(point) = points.next() {
+            iov[n] = libc::iovec {
+                iov_base: point as *mut libc::c_void,
+                iov_len: 1,
+            };
+            n += 1;
+            if n == IOVECS || points.peek().is_none() {
+                if !write_in(backend, fds, refill, &iov[..n], n)? {
+                    return Ok(false);
+                }
+                read_out(backend, fds, sink.as_mut_ptr(), n)?;
+                n = 0;
             }
-            read_out(backend, fds, &mut byte, 1)?;
         }
         Ok(true)
     })
@@ -367,7 +390,11 @@ pub(crate) fn read(backend: Backend, r: &PageRange, dst: &mut [u8]) -> Result<bo
     with_pipe(backend, |fds, refill| {
         let mut off = 0;
         for (start, len) in r.page_chunks() {
-            if !write_in(backend, fds, refill, start, len)? {
+            let iov = [libc::iovec {
+                iov_base: start as *mut libc::c_void,
+                iov_len: len,
+            }];
+            if !write_in(backend, fds, refill, &iov, len)? {
                 return Ok(false);
             }
             read_out(backend, fds, dst[off..off + len].as_mut_ptr(), len)?;
