@@ -149,11 +149,15 @@ impl Backend {
         }
     }
 
-    /// Whether the backend holds a file descriptor while a [`Prober`] for it exists.
+    /// Whether a [`Prober`] for this backend holds file descriptors while it exists.
+    ///
+    /// `SigprocMask` holds the pipe pool for [`Prober::read`] (`rt_sigprocmask` cannot hand
+    /// the bytes back); its `check` needs no descriptor, and it still works, without `read`,
+    /// when no descriptor can be opened.
     pub const fn holds_fd(self) -> bool {
         matches!(
             self,
-            Backend::DevNull | Backend::Pipe | Backend::ProcmapQuery
+            Backend::DevNull | Backend::Pipe | Backend::ProcmapQuery | Backend::SigprocMask
         )
     }
 
