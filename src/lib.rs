@@ -67,8 +67,9 @@
 //!   load) block until the fault is resolved: do not probe such memory from a signal handler.
 //! - Pages that only the hardware can judge, such as `[vvar]` and the vsyscall page, may get
 //!   different answers from the kernel-copy backends and from the CPU.
-//! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS: the
-//!   kernel then kills the process on the first fault. Another library that later replaces the
+//! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS, which
+//!   includes code running inside a SIGSEGV/SIGBUS handler installed without `SA_NODEFER` (a
+//!   crash reporter's): the kernel then kills the process on the first fault. Another library that later replaces the
 //!   crate's handler without chaining breaks it the same way.
 
 #![deny(missing_docs)]
