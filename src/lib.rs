@@ -80,9 +80,11 @@ use core::str::FromStr;
 
 mod auto;
 pub mod backend;
+pub mod batch;
 pub mod fixtures;
 pub mod range;
 mod selftest;
+pub mod stack_bounds;
 mod sys;
 pub mod unwind;
 
