@@ -376,13 +376,31 @@ impl StackBounds {
     /// Async-signal-safe; no syscall.
     #[inline]
     pub fn load_word(&self, sp: usize, addr: usize) -> Option<usize> {
-        if addr % core::mem::align_of::<usize>() != 0
+        if !addr.is_multiple_of(core::mem::align_of::<usize>())
             || !self.covers(sp, addr, core::mem::size_of::<usize>())
         {
             return None;
         }
         // SAFETY: aligned, and inside `[sp, hi)`, which is mapped and readable (module docs).
         Some(unsafe { core::ptr::read_volatile(addr as *const usize) })
+    }
+    /// Loads the two aligned machine words at `addr` (a frame record: saved frame pointer and
+    /// return address) with plain loads if [`covers`](Self::covers) accepts all of them;
+    /// `None` means "not covered (or misaligned): probe it". Async-signal-safe; no syscall.
+    #[inline]
+    pub fn load_pair(&self, sp: usize, addr: usize) -> Option<[usize; 2]> {
+        const W: usize = core::mem::size_of::<usize>();
+        if !addr.is_multiple_of(W) || !self.covers(sp, addr, 2 * W) {
+            return None;
+        }
+        let p = addr as *const usize;
+        // SAFETY: aligned, and inside `[sp, hi)`, which is mapped and readable (module docs).
+        Some(unsafe {
+            [
+                core::ptr::read_volatile(p),
+                core::ptr::read_volatile(p.add(1)),
+            ]
+        })
     }
 }
 

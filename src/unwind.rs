@@ -26,6 +26,10 @@
 //!   end of its file, and another thread may unmap the page between the check and the load.
 //!   It exists to measure those backends in an unwinder, and for callers that vouch for the
 //!   stack.
+//! - With [`Unwinder::with_fast_path`], frames that lie inside the calling thread's registered
+//!   stack ([`crate::stack_bounds`]) are read with plain loads and cost no syscall; the first
+//!   frame outside falls back to the prober. [`Unwinder::with_batch_window`] makes each probe
+//!   copy a window of frames at once ([`crate::batch`]).
 //!
 //! # Sanity checks
 //!
@@ -45,6 +49,10 @@
 use core::mem::size_of;
 
 use crate::{Error, Guarantee, Prober};
+
+#[path = "unwind_fast.rs"]
+mod fast;
+pub use fast::{MAX_BATCH_WINDOW, ReadStats};
 
 /// Bytes in one machine word, the alignment every frame pointer must have.
 const WORD: usize = size_of::<usize>();
@@ -114,6 +122,12 @@ pub struct Unwinder<'p> {
     prober: &'p Prober,
     mode: ReadMode,
     max_depth: usize,
+    /// Read frames inside the thread's [`StackBounds`](crate::stack_bounds::StackBounds)
+    /// with plain loads (see [`Unwinder::with_fast_path`]).
+    fast_path: bool,
+    /// Batch window in bytes for probed frames, 0 for none (see
+    /// [`Unwinder::with_batch_window`]).
+    batch: usize,
 }
 
 /// The default [`Unwinder::max_depth`].
@@ -135,6 +149,8 @@ impl<'p> Unwinder<'p> {
             prober,
             mode: ReadMode::Read,
             max_depth: DEFAULT_MAX_DEPTH,
+            fast_path: false,
+            batch: 0,
         })
     }
 
@@ -157,6 +173,8 @@ impl<'p> Unwinder<'p> {
             prober,
             mode: ReadMode::CheckThenLoad,
             max_depth: DEFAULT_MAX_DEPTH,
+            fast_path: false,
+            batch: 0,
         }
     }
 
@@ -247,7 +265,8 @@ impl<'p> Unwinder<'p> {
             };
         }
         out[0] = Frame { pc, fp };
-        walk_chain(fp, 0, &mut out[..limit], 1, |fp| self.read_frame(fp))
+        let mut reader = fast::FrameReader::new(self, &[]);
+        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(fp))
     }
 
     /// Walks the calling thread's stack, starting with the return address into the caller of
@@ -257,7 +276,8 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        walk_chain(fp, sp, &mut out[..limit], 0, |fp| self.read_frame(fp))
+        let mut reader = fast::FrameReader::new(self, &[sp]);
+        walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp))
     }
 }
 
