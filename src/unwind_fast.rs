@@ -17,10 +17,10 @@
 
 use core::mem::MaybeUninit;
 
-use super::{Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
+use super::{Frame, Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
 use crate::batch;
 use crate::stack_bounds::{StackBounds, current_sp};
-use crate::{Backend, Error};
+use crate::{Backend, Error, Prober};
 
 /// The largest batch window [`Unwinder::with_batch_window`] accepts (it lives on the walking
 /// thread's stack, which may be a small sigaltstack).
@@ -40,13 +40,14 @@ pub struct ReadStats {
     pub probes: usize,
 }
 
-use crate::Prober;
-
 impl<'p> Unwinder<'p> {
-    /// Reads frames inside the calling thread's registered stack with plain loads (see the
-    /// [module docs](self) and [`crate::stack_bounds`]). Off by default. Only threads that
-    /// called [`StackBounds::register_current_thread`] benefit; on others every frame is
-    /// probed as before.
+    /// Reads frames inside the calling thread's registered stack with plain loads: a frame
+    /// whose two words lie between a stack pointer of this thread and the top of its stack
+    /// ([`StackBounds::covers`]) costs no syscall; see [`crate::stack_bounds`] for why that
+    /// cannot fault. Every other frame (on a sigaltstack, a coroutine or split stack, behind a
+    /// corrupt frame pointer) goes through the prober. The sanity checks are unchanged. Off
+    /// by default. Only threads that called [`StackBounds::register_current_thread`] benefit;
+    /// on others every frame is probed as before.
     pub fn with_fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
         self
@@ -116,8 +117,6 @@ impl<'p> Unwinder<'p> {
         walk
     }
 }
-
-use super::Frame;
 
 /// A frame's words as read from a batch window.
 struct Window {
