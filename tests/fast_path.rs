@@ -816,7 +816,7 @@ fn sigaltstack_walk() {
 
 /// Installs a seccomp filter that makes the probe syscalls of the `SigprocMask`,
 /// `ProcessVmReadv` and `Pipe` backends fail with `EPERM`: `process_vm_readv`,
-/// `rt_sigprocmask` with an invalid `how`, and `write` to any descriptor but stdout and stderr
+/// `rt_sigprocmask` with an invalid `how`, and `write`/`writev` to any descriptor but stdout and stderr
 /// (the pipes; `SigprocMask` reads through them).
 fn deny_probe_syscalls() {
     const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
@@ -844,17 +844,18 @@ fn deny_probe_syscalls() {
     // Jump offsets are relative to the next instruction.
     let filter = [
         ld(4),                                        // 0: arch
-        jeq(AUDIT_ARCH_X86_64, 0, 8),                 // 1: other arch -> 10 allow
+        jeq(AUDIT_ARCH_X86_64, 0, 9),                 // 1: other arch -> 11 allow
         ld(0),                                        // 2: syscall number
-        jeq(libc::SYS_process_vm_readv as u32, 7, 0), // 3: -> 11 deny
-        jeq(libc::SYS_write as u32, 3, 0),            // 4: -> 8
-        jeq(libc::SYS_rt_sigprocmask as u32, 0, 4),   // 5: other syscall -> 10 allow
-        ld(16),                                       // 6: low word of args[0] (`how`)
-        jeq(u32::MAX, 3, 2),                          // 7: how == -1 -> 11 deny, else 10
-        ld(16),                                       // 8: write's fd
-        jge(3, 1, 0),                                 // 9: not stdout/stderr -> 11 deny
-        ret(libc::SECCOMP_RET_ALLOW),                 // 10
-        ret(deny),                                    // 11
+        jeq(libc::SYS_process_vm_readv as u32, 8, 0), // 3: -> 12 deny
+        jeq(libc::SYS_write as u32, 4, 0),            // 4: -> 9
+        jeq(libc::SYS_writev as u32, 3, 0),           // 5: -> 9
+        jeq(libc::SYS_rt_sigprocmask as u32, 0, 4),   // 6: other syscall -> 11 allow
+        ld(16),                                       // 7: low word of args[0] (`how`)
+        jeq(u32::MAX, 3, 2),                          // 8: how == -1 -> 12 deny, else 11
+        ld(16),                                       // 9: write's / writev's fd
+        jge(3, 1, 0),                                 // 10: not stdout/stderr -> 12 deny
+        ret(libc::SECCOMP_RET_ALLOW),                 // 11
+        ret(deny),                                    // 12
     ];
     let prog = libc::sock_fprog {
         len: filter.len() as u16,
