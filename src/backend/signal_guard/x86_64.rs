@@ -157,6 +157,23 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(target) };
         f(sig);
     }
+    if !from_kernel {
+        // A previous handler that resets the disposition to SIG_DFL and returns (Rust std's
+        // does, for any fault outside a guard page) relies on the faulting instruction
+        // running again to kill the process. A sent signal re-executes nothing, so it would
+        // be swallowed, and our handler would be gone too. Raise it again: it is blocked
+        // while we run and kills as soon as we return.
+        // SAFETY: sigaction with a NULL new action only reads the current one; raise is
+        // async-signal-safe.
+        unsafe {
+            let mut now = MaybeUninit::<libc::sigaction>::zeroed();
+            if libc::sigaction(sig, core::ptr::null(), now.as_mut_ptr()) == 0
+                && now.assume_init().sa_sigaction == libc::SIG_DFL
+            {
+                libc::raise(sig);
+            }
+        }
+    }
 }
 
 /// One guarded byte load per page of `r`.
