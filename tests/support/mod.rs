@@ -165,33 +165,69 @@ pub fn ps() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// An anonymous mapping of `pages` pages, unmapped on drop.
+/// Maps `len` bytes in a quiet part of the address space (16 GiB upward, below the program),
+/// where the kernel's top-down allocator does not reach: a page a test unmaps there stays a
+/// hole while other threads call `mmap`. Falls back to a kernel-chosen address.
+pub fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CURSOR: AtomicUsize = AtomicUsize::new(0);
+    // Another base than the crate's own fixtures use, so the two rarely meet.
+    const BASE: usize = 0x20_0000_0000;
+    const STEP: usize = 16 << 20;
+    for _ in 0..64 {
+        let hint = BASE + (CURSOR.fetch_add(1, Ordering::Relaxed) % 4096) * STEP;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        if p as usize == hint {
+            return hint;
+        }
+        // SAFETY: a kernel that ignored the flag gave us another mapping: ours to unmap.
+        unsafe { libc::munmap(p, len) };
+    }
+    // SAFETY: a fresh mapping at an address the kernel picks.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
+    assert_ne!(p, libc::MAP_FAILED, "mmap");
+    p as usize
+}
+
+/// An anonymous mapping of up to 64 pages in a quiet region; the pages still ours are
+/// unmapped on drop (a page [`Region::unmap`]ped earlier is left alone: it may be someone
+/// else's by then).
 pub struct Region {
     /// Its first byte.
     pub addr: usize,
     /// Its length in bytes.
     pub len: usize,
+    unmapped: std::sync::atomic::AtomicU64,
 }
 
 impl Region {
     /// `pages` read-write private anonymous pages.
     pub fn anon(pages: usize) -> Region {
+        assert!(pages <= 64);
         let len = pages * ps();
-        // SAFETY: a fresh mapping at an address the kernel picks.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        Region {
-            addr: p as usize,
+        let addr = mmap_quiet(
             len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        );
+        Region {
+            addr,
+            len,
+            unmapped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -221,13 +257,20 @@ impl Region {
         // SAFETY: page `i` lies in our mapping.
         let r = unsafe { libc::munmap(self.page(i) as *mut libc::c_void, ps()) };
         assert_eq!(r, 0, "munmap");
+        self.unmapped
+            .fetch_or(1 << i, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Drop for Region {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping; unmapping already-unmapped parts is allowed.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+        let gone = self.unmapped.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.len / ps() {
+            if gone & (1 << i) == 0 {
+                // SAFETY: page `i` is still our mapping.
+                unsafe { libc::munmap(self.page(i) as *mut libc::c_void, ps()) };
+            }
+        }
     }
 }
 
