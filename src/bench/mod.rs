@@ -16,6 +16,8 @@ use crate::Backend;
 
 #[cfg(feature = "bench")]
 pub mod peers;
+pub mod profiler;
+pub mod scaling;
 
 /// A kernel address: never readable from user space (the start of the x86_64 kernel text
 /// mapping; above [`range::USER_SPACE_LIMIT`](crate::range::USER_SPACE_LIMIT) on every
@@ -239,7 +241,7 @@ impl Floors {
     }
 
     /// The syscall(s) `backend` makes to probe 8 bytes at `addr`, called directly: `msync` /
-    /// `mincore` of one page, `write` of 8 bytes to `/dev/null`, a 1-byte pipe `write` plus
+    /// `mincore` of one page, `write` of 8 bytes to `/dev/null`, a 1-byte pipe `writev` plus
     /// the `read` that drains it, `rt_sigprocmask(-1, addr, NULL, 8)`, a 1-byte
     /// `process_vm_readv`, one `PROCMAP_QUERY` ioctl. Returns the raw result (`None` for
     /// [`Backend::SignalGuard`], which makes no syscall: compare it with [`volatile_load`]).
@@ -261,7 +263,12 @@ impl Floors {
                 }
                 Backend::DevNull => libc::write(self.dev_null, addr as *const libc::c_void, 8),
                 Backend::Pipe => {
-                    let n = libc::write(self.pipe_w, addr as *const libc::c_void, 1);
+                    // The backend writes its one-byte-per-page iovecs with writev.
+                    let iov = libc::iovec {
+                        iov_base: addr as *mut libc::c_void,
+                        iov_len: 1,
+                    };
+                    let n = libc::writev(self.pipe_w, &iov, 1);
                     if n == 1 {
                         let mut b = 0u8;
                         libc::read(self.pipe_r, (&mut b as *mut u8).cast(), 1);
@@ -412,6 +419,34 @@ pub fn getppid() -> i64 {
 pub unsafe fn volatile_load(addr: usize) -> u64 {
     // SAFETY: the caller guarantees `addr` is readable and aligned.
     black_box(unsafe { core::ptr::read_volatile(addr as *const u64) })
+}
+
+/// The frame pointer and stack pointer of the caller (this function is always inlined), for
+/// benchmark baselines that walk without validation. `(0, 0)` on architectures without a
+/// known frame-pointer register.
+#[inline(always)]
+pub fn current_fp_sp() -> (usize, usize) {
+    cfg_if::cfg_if! {
+        if #[cfg(target_arch = "x86_64")] {
+            let (fp, sp): (usize, usize);
+            // SAFETY: reads two registers; no memory access, no side effects.
+            unsafe {
+                core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp,
+                    options(nomem, nostack, preserves_flags));
+            }
+            (fp, sp)
+        } else if #[cfg(target_arch = "aarch64")] {
+            let (fp, sp): (usize, usize);
+            // SAFETY: reads two registers; no memory access, no side effects.
+            unsafe {
+                core::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp,
+                    options(nomem, nostack, preserves_flags));
+            }
+            (fp, sp)
+        } else {
+            (0, 0)
+        }
+    }
 }
 
 /// How long to measure.
