@@ -467,7 +467,7 @@ impl Prober {
     /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
     #[inline]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        let _errno = sys::ErrnoGuard::new();
+        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         match range::classify(addr, len, range::page_size())? {
             range::Classified::Empty => Ok(true),
             range::Classified::OutsideUserSpace => Ok(false),
@@ -485,7 +485,7 @@ impl Prober {
     /// preserved.
     #[inline]
     pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
-        let _errno = sys::ErrnoGuard::new();
+        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         if self.guarantee() != Guarantee::Readable {
             return Err(Error::Unsupported {
                 backend: self.backend(),
