@@ -83,6 +83,8 @@ pub mod backend;
 pub mod batch;
 pub mod bench;
 pub mod fixtures;
+#[cfg(feature = "msync-patch-emulation")]
+pub mod msync_patch;
 pub mod range;
 mod selftest;
 pub mod stack_bounds;
