@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::{EmulatedMsync, FileMappings, Mode};
-use crate::Error;
+use crate::unwind::{Frame, Stop, Walk, walk_chain};
 
 /// Nanoseconds of `CLOCK_MONOTONIC` (under QEMU `-icount shift=0`: guest instructions).
 #[inline]
@@ -366,36 +366,33 @@ pub unsafe fn write_chain(
     base
 }
 
-/// Walks the frame-pointer chain from `fp`, validating each frame record with `probe` before
-/// loading it (the libunwind `validate_mem` pattern), storing return addresses in `out`.
-/// Stops at a null or non-increasing frame pointer, an unmapped record, or when `out` is
-/// full. Returns the number of frames.
+/// Walks the frame-pointer chain from `fp` with [`crate::unwind::walk_chain`] (the crate's
+/// unwinder), validating each frame record with `probe` before loading it: the
+/// check-then-load pattern of [`Unwinder::check_then_load`](crate::unwind::Unwinder::check_then_load)
+/// (libunwind's `validate_mem`), with the emulated msync in place of the [`Prober`](crate::Prober).
+/// Returns the walk; `out` holds the frames.
 ///
-/// Sound only on stacks known to be readable when mapped: msync proves "mapped", not
-/// "readable" (the workloads build their chains in read-write memory they own).
+/// # Safety
+///
+/// msync proves "mapped", not "readable": every frame pointer the walk can reach must point
+/// into memory that stays readable for the walk, as the chains that [`write_chain`] builds in
+/// read-write memory the caller owns do.
 #[inline]
-pub fn walk(probe: &EmulatedMsync, mut fp: usize, out: &mut [usize]) -> Result<usize, Error> {
-    let mut n = 0;
-    while fp != 0 && n < out.len() {
-        if !fp.is_multiple_of(core::mem::align_of::<usize>()) || !probe.check(fp, FRAME_RECORD)? {
-            break;
+pub unsafe fn walk(probe: &EmulatedMsync, fp: usize, out: &mut [Frame]) -> Walk {
+    walk_chain(fp, 0, out, 0, |fp| {
+        if !probe.check(fp, FRAME_RECORD)? {
+            return Ok(None);
         }
-        // SAFETY: the record is mapped (msync) and lies in read-write memory that the
-        // workload built (see above).
-        let (next, ret) = unsafe {
-            (
-                core::ptr::read_volatile(fp as *const usize),
-                core::ptr::read_volatile((fp + 8) as *const usize),
-            )
-        };
-        out[n] = ret;
-        n += 1;
-        if next <= fp {
-            break;
-        }
-        fp = next;
-    }
-    Ok(n)
+        let p = fp as *const usize;
+        // SAFETY: `walk_chain` only passes word-aligned frame pointers; the record is mapped
+        // (msync said so) and the caller vouched that mapped records are readable.
+        Ok(Some(unsafe {
+            [
+                core::ptr::read_volatile(p),
+                core::ptr::read_volatile(p.add(1)),
+            ]
+        }))
+    })
 }
 
 /// Where the unwinder workload's stack lives.
@@ -580,25 +577,33 @@ impl UnwindSetup {
         fp
     }
 
-    /// One walk from `fp` with `probe`, returning the frames found.
+    /// One walk from `fp` (as [`rewrite`](Self::rewrite) returned it) with `probe`: the
+    /// number of frames found, or the probe's error.
     #[inline]
     pub fn walk(
         &self,
         probe: &EmulatedMsync,
         fp: usize,
-        out: &mut [usize],
-    ) -> Result<usize, Error> {
+        out: &mut [Frame],
+    ) -> Result<usize, crate::Error> {
         let n = self.cfg.frames.min(out.len());
-        walk(probe, fp, &mut out[..n])
+        // SAFETY: `fp` and every frame it links to lie in this setup's read-write region
+        // (`rewrite` built them there), so every mapped record is readable.
+        let w = unsafe { walk(probe, fp, &mut out[..n]) };
+        match w.stop {
+            Stop::Error(e) => Err(e),
+            _ => Ok(w.depth),
+        }
     }
 
-    /// Times `cfg.walks` rewrite+walk iterations in `mode`.
-    pub fn run(&mut self, mode: Mode) -> Result<UnwindResult, String> {
+    /// The probe for `mode`, with the workload brought to that mode's steady state (see
+    /// below). Call before timing [`rewrite`](Self::rewrite) + [`walk`](Self::walk) loops.
+    pub fn prepare(&mut self, mode: Mode) -> Result<EmulatedMsync, String> {
         let maps = self
             .mappings()
             .map_err(|e| format!("finding the file mappings: {e}"))?;
         let probe = EmulatedMsync::new(mode, maps).map_err(|e| e.to_string())?;
-        let mut out = vec![0usize; self.cfg.frames];
+        let mut out = vec![Frame::default(); self.cfg.frames];
         // Untimed warm-up: enough iterations to write every code page once. Each mode then
         // starts from its own steady state: on a stock kernel the pages stay dirty (and
         // writable); with A + B only the probed stack pages are written back (the first walk
@@ -613,6 +618,13 @@ impl UnwindSetup {
                 .settle()
                 .map_err(|e| format!("fdatasync: {e}"))?;
         }
+        Ok(probe)
+    }
+
+    /// Times `cfg.walks` rewrite+walk iterations in `mode`.
+    pub fn run(&mut self, mode: Mode) -> Result<UnwindResult, String> {
+        let probe = self.prepare(mode)?;
+        let mut out = vec![Frame::default(); self.cfg.frames];
         let mut walk_ns = Vec::with_capacity(self.cfg.walks);
         let mut rewrite_total = 0u64;
         let mut frames = usize::MAX;
