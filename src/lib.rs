@@ -98,6 +98,8 @@ mod auto;
 pub mod backend;
 pub mod batch;
 pub mod bench;
+#[doc(hidden)]
+pub mod fast_path_bench;
 pub mod fixtures;
 #[cfg(feature = "msync-patch-emulation")]
 pub mod msync_patch;

@@ -265,8 +265,9 @@ impl<'p> Unwinder<'p> {
             };
         }
         out[0] = Frame { pc, fp };
-        let mut reader = fast::FrameReader::new(self, &[]);
-        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(fp))
+        fast::with_reader(self, &[], |reader| {
+            walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(fp))
+        })
     }
 
     /// Walks the calling thread's stack, starting with the return address into the caller of
@@ -276,8 +277,9 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        let mut reader = fast::FrameReader::new(self, &[sp]);
-        walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp))
+        fast::with_reader(self, &[sp], |reader| {
+            walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp))
+        })
     }
 }
 

@@ -15,11 +15,9 @@
 //! are served from it: a chain of frames off the thread's stack costs one syscall per window
 //! instead of one (or, through a pipe, three) per frame.
 
-use core::mem::MaybeUninit;
-
 use super::{Frame, Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
 use crate::batch;
-use crate::stack_bounds::{StackBounds, current_sp};
+use crate::stack_bounds::{FrameWindow, StackBounds, current_sp};
 use crate::{Backend, Error, Prober};
 
 /// The largest batch window [`Unwinder::with_batch_window`] accepts (it lives on the walking
@@ -100,10 +98,11 @@ impl<'p> Unwinder<'p> {
             pc: regs.pc,
             fp: regs.fp,
         };
-        let mut reader = FrameReader::new(self, &[regs.sp]);
-        let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| reader.read(fp));
-        *stats = reader.stats;
-        walk
+        with_reader(self, &[regs.sp], |reader| {
+            let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| reader.read(fp));
+            *stats = reader.stats;
+            walk
+        })
     }
 
     /// [`walk_current`](Self::walk_current), also reporting how the frames were read.
@@ -111,39 +110,28 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current_counted(&self, out: &mut [Frame], stats: &mut ReadStats) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        let mut reader = FrameReader::new(self, &[sp]);
-        let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp));
-        *stats = reader.stats;
-        walk
+        with_reader(self, &[sp], |reader| {
+            let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp));
+            *stats = reader.stats;
+            walk
+        })
     }
 }
 
-/// A frame's words as read from a batch window.
-struct Window {
-    buf: MaybeUninit<[u8; MAX_BATCH_WINDOW]>,
-    initialised: bool,
+/// The last batch window a walk copied.
+pub(super) struct Window {
+    buf: [u8; MAX_BATCH_WINDOW],
     start: usize,
     len: usize,
 }
 
 impl Window {
-    const fn new() -> Window {
+    fn new() -> Window {
         Window {
-            buf: MaybeUninit::uninit(),
-            initialised: false,
+            buf: [0; MAX_BATCH_WINDOW],
             start: 0,
             len: 0,
         }
-    }
-
-    /// The buffer, zeroed on first use (a walk that never batches never pays for it).
-    fn buf(&mut self) -> &mut [u8; MAX_BATCH_WINDOW] {
-        if !self.initialised {
-            self.buf.write([0; MAX_BATCH_WINDOW]);
-            self.initialised = true;
-        }
-        // SAFETY: written just above, or on an earlier call.
-        unsafe { self.buf.assume_init_mut() }
     }
 
     /// The two words at `fp` if the last copy holds them.
@@ -155,8 +143,7 @@ impl Window {
         if off.checked_add(2 * WORD)? > self.len {
             return None;
         }
-        let buf = self.buf();
-        Some([word_at(buf, off), word_at(buf, off + WORD)])
+        Some([word_at(&self.buf, off), word_at(&self.buf, off + WORD)])
     }
 }
 
@@ -169,18 +156,58 @@ fn word_at(buf: &[u8], off: usize) -> usize {
 /// The memory access of one walk: the fast path, then a batch window, then the prober.
 pub(super) struct FrameReader<'a, 'p> {
     unwinder: &'a Unwinder<'p>,
-    /// The thread's bounds and the lowest known stack pointer on that stack.
-    fast: Option<(StackBounds, usize)>,
+    /// The frame records between the lowest known stack pointer on the thread's stack and
+    /// its top.
+    fast: Option<FrameWindow>,
     batch: usize,
-    window: Window,
+    /// Present when batching is on (the 1 KiB buffer is only set up then).
+    window: Option<&'a mut Window>,
     stats: ReadStats,
 }
 
+/// Runs `f` with the reader for one walk: `sps` are stack pointers of this thread's contexts
+/// that may serve as the fast path's lower bound (the walker's own is always added).
+#[inline(always)]
+pub(super) fn with_reader<R>(
+    unwinder: &Unwinder<'_>,
+    sps: &[usize],
+    f: impl FnOnce(&mut FrameReader<'_, '_>) -> R,
+) -> R {
+    let batch = batch_len(unwinder);
+    if batch == 0 {
+        f(&mut FrameReader::new(unwinder, sps, 0, None))
+    } else {
+        let mut window = Window::new();
+        f(&mut FrameReader::new(
+            unwinder,
+            sps,
+            batch,
+            Some(&mut window),
+        ))
+    }
+}
+
+/// The batch window a walk uses: 0 unless the mode copies (`Read`) and the backend makes
+/// syscalls.
+fn batch_len(unwinder: &Unwinder<'_>) -> usize {
+    if unwinder.mode == super::ReadMode::Read
+        && unwinder.prober.backend() != Backend::SignalGuard
+        && unwinder.batch >= 2 * WORD
+    {
+        unwinder.batch
+    } else {
+        0
+    }
+}
+
 impl<'a, 'p> FrameReader<'a, 'p> {
-    /// `sps`: stack pointers of this thread's contexts that the walk may use as the lower
-    /// bound (the walker's own is always added).
-    #[inline]
-    pub(super) fn new(unwinder: &'a Unwinder<'p>, sps: &[usize]) -> Self {
+    #[inline(always)]
+    fn new(
+        unwinder: &'a Unwinder<'p>,
+        sps: &[usize],
+        batch: usize,
+        window: Option<&'a mut Window>,
+    ) -> Self {
         let fast = if unwinder.fast_path {
             StackBounds::current().and_then(|b| {
                 // Any stack pointer of this thread that lies on its stack is a sound lower
@@ -190,39 +217,37 @@ impl<'a, 'p> FrameReader<'a, 'p> {
                     .chain([current_sp()])
                     .filter(|&sp| b.contains_sp(sp))
                     .min()
-                    .map(|sp| (b, sp))
+                    .and_then(|sp| b.frame_window(sp))
             })
         } else {
             None
-        };
-        let batch = if unwinder.mode == super::ReadMode::Read
-            && unwinder.prober.backend() != Backend::SignalGuard
-            && unwinder.batch >= 2 * WORD
-        {
-            unwinder.batch
-        } else {
-            0
         };
         FrameReader {
             unwinder,
             fast,
             batch,
-            window: Window::new(),
+            window,
             stats: ReadStats::default(),
         }
     }
 
     /// Reads the `(saved fp, return address)` pair at `fp` (word-aligned and non-zero, as
     /// `walk_chain` guarantees): `Ok(None)` if unreadable.
-    #[inline]
+    #[inline(always)]
     pub(super) fn read(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
-        if let Some((bounds, sp)) = self.fast
-            && let Some(words) = bounds.load_pair(sp, fp)
+        if let Some(window) = self.fast
+            && let Some(words) = window.load_pair(fp)
         {
             self.stats.fast += 1;
             return Ok(Some(words));
         }
-        if self.batch != 0 {
+        self.read_slow(fp)
+    }
+
+    /// Everything but the fast path: kept out of line so the fast loop stays small.
+    #[inline(never)]
+    fn read_slow(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
+        if self.window.is_some() {
             return self.read_batched(fp);
         }
         self.stats.probes += 1;
@@ -233,12 +258,7 @@ impl<'a, 'p> FrameReader<'a, 'p> {
         Ok(got)
     }
 
-    #[cold]
     fn read_batched(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
-        if let Some(words) = self.window.get(fp) {
-            self.stats.batched += 1;
-            return Ok(Some(words));
-        }
         let prober: &Prober = self.unwinder.prober;
         let mut len = self.batch;
         if prober.backend() != Backend::ProcessVmReadv {
@@ -246,17 +266,22 @@ impl<'a, 'p> FrameReader<'a, 'p> {
             let to_page_end = ps - (fp & (ps - 1));
             len = len.min(to_page_end).max(2 * WORD);
         }
+        let Some(window) = self.window.as_deref_mut() else {
+            return Ok(None);
+        };
+        if let Some(words) = window.get(fp) {
+            self.stats.batched += 1;
+            return Ok(Some(words));
+        }
         self.stats.probes += 1;
-        self.window.len = 0;
-        let buf = self.window.buf();
-        let n = batch::read_prefix(prober, fp, &mut buf[..len])?;
+        window.len = 0;
+        let n = batch::read_prefix(prober, fp, &mut window.buf[..len])?;
         if n < 2 * WORD {
             return Ok(None);
         }
-        let words = [word_at(buf, 0), word_at(buf, WORD)];
-        self.window.start = fp;
-        self.window.len = n;
+        window.start = fp;
+        window.len = n;
         self.stats.probed += 1;
-        Ok(Some(words))
+        Ok(Some([word_at(&window.buf, 0), word_at(&window.buf, WORD)]))
     }
 }

@@ -83,7 +83,8 @@ fn main() {
         .iter()
         .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
         .collect();
-    println!("\nrunning {} tests (each in a child process)", chosen.len());
+    let total = chosen.len();
+    println!("\nrunning {total} tests (each in a child process)");
     let mut failed = Vec::new();
     for (name, _) in chosen {
         let (ok, detail) = run_child(&exe, name);
@@ -96,8 +97,9 @@ fn main() {
         println!("\n---- {name} ----\n{detail}");
     }
     println!(
-        "\ntest result: {}. {} failed",
+        "\ntest result: {}. {} passed; {} failed",
         if failed.is_empty() { "ok" } else { "FAILED" },
+        total - failed.len(),
         failed.len()
     );
     if !failed.is_empty() {
