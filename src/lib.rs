@@ -464,8 +464,8 @@ impl Prober {
         Ok(prober)
     }
 
-    /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here,
-    /// without installing a signal handler. See [`AutoOptions`] for the order and to allow
+    /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here and can
+    /// also [`read`](Self::read), without installing a signal handler. See [`AutoOptions`] for the order and to allow
     /// [`Backend::SignalGuard`].
     pub fn auto() -> Result<Prober, Error> {
         AutoOptions::new().build()
@@ -479,6 +479,13 @@ impl Prober {
     /// What an `Ok(true)` from [`check`](Self::check) proves.
     pub fn guarantee(&self) -> Guarantee {
         self.backend().guarantee()
+    }
+
+    /// Whether [`read`](Self::read) can copy bytes with this prober: the guarantee is
+    /// [`Guarantee::Readable`] and what the copy needs is there (`SigprocMask` copies through
+    /// the pipe pool, which may have failed to open when no descriptor was free).
+    pub fn supports_read(&self) -> bool {
+        self.guarantee() == Guarantee::Readable && self.state.can_read()
     }
 
     /// Probes `[addr, addr + len)`. `Ok(true)` proves what [`guarantee`](Self::guarantee)

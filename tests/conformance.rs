@@ -271,6 +271,15 @@ fn auto_picks_a_readable_backend_without_a_signal_handler() {
         Backend::SigprocMask,
         "first candidate without a handler"
     );
+    assert!(p.supports_read());
+    for b in [
+        Backend::Msync,
+        Backend::Mincore,
+        Backend::DevNull,
+        Backend::ProcmapQuery,
+    ] {
+        assert!(!Prober::new(b).is_ok_and(|p| p.supports_read()), "{b}");
+    }
     let with = AutoOptions::new()
         .allow_signal_handler(true)
         .build()
