@@ -6,6 +6,7 @@
 //! Ratios are measured in the same run: the own-stack walk against the unvalidated walk
 //! (paired, back to back), the profiler's fast-path slowdown against SignalGuard's.
 
+use addrprobe::bench::profiler::Walker;
 use addrprobe::fast_path_bench as fb;
 
 fn main() {
@@ -24,23 +25,23 @@ fn main() {
             r.name, r.ns_per_walk, r.vs_baseline, r.probes
         );
     }
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
-    println!("profiler, {threads} threads at 10 kHz each:");
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+    println!("profiler workload, {threads} threads at 10 kHz each:");
     let rows = fb::profiler(quick, threads, 10_000);
     for r in &rows {
         println!(
-            "  {:<28} slowdown {:>+7.2} %  {:>6} samples  {:>5.1} frames/sample  walk {:>6.0} ns median",
-            r.mode.name(),
+            "  {:<28} slowdown {:>+7.2} %  {:>6} samples  {:>5.1} frames/sample  walk {:>6.0} ns/sample",
+            r.walker.name(),
             r.slowdown_pct,
             r.samples,
             r.frames_per_sample,
-            r.walk_ns_median
+            r.walk_ns_per_sample
         );
     }
-    let find = |m| rows.iter().find(|r| r.mode == m);
+    let find = |m: &dyn Fn(Walker) -> bool| rows.iter().find(|r| m(r.walker));
     if let (Some(f), Some(g)) = (
-        find(fb::ProfMode::AutoFastPath),
-        find(fb::ProfMode::SignalGuard),
+        find(&|w| matches!(w, Walker::FastPath(_))),
+        find(&|w| w == Walker::Backend(addrprobe::Backend::SignalGuard)),
     ) {
         println!(
             "  fast-path slowdown / SignalGuard slowdown = {:.2} (target <= 1.2)",
