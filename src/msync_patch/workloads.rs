@@ -38,6 +38,17 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time of the calling thread in nanoseconds (user + system, signal handlers included).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// What kind of file system a directory is on, as far as writeback is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsKind {
@@ -613,11 +624,14 @@ impl UnwindSetup {
             let fp = self.rewrite();
             self.walk(&probe, fp, &mut out).map_err(|e| e.to_string())?;
         }
+        // A alone writes back the whole file at the first probe of every walk, so its steady
+        // state is "all clean"; get there without waiting for the walks to do it.
         if mode == Mode::AAlone {
             self.region
                 .settle()
                 .map_err(|e| format!("fdatasync: {e}"))?;
         }
+        self.region.wait_writeback();
         Ok(probe)
     }
 
@@ -787,8 +801,14 @@ pub struct ProfilerResult {
     pub ops: u64,
     /// Time the application took, ns.
     pub elapsed_ns: u64,
-    /// Application throughput.
+    /// Application throughput: operations per second of elapsed time.
     pub ops_per_s: f64,
+    /// CPU time the application thread used in the window (its stores, its faults and the
+    /// sampler's handler; not time spent waiting for I/O or for the CPU), ns.
+    pub cpu_ns: u64,
+    /// Operations per second of the thread's CPU time: the throughput without the time the
+    /// thread was not running (on a shared machine, mostly other processes' load).
+    pub ops_per_cpu_s: f64,
     /// Samples the sampler took.
     pub samples: u64,
     /// msync probes the sampler made.
@@ -1035,16 +1055,13 @@ impl ProfilerSetup {
             FileMappings::overlapping(self.region.addr(), self.region.addr() + self.region.len())
                 .map_err(|e| format!("finding the file mapping: {e}"))?;
         let probe = EmulatedMsync::new(mode, maps).map_err(|e| e.to_string())?;
-        // Each mode starts from its own steady state: every page written once (so it is
-        // mapped and, on a stock kernel or with A + B, which writes back only the few probed
-        // pages, stays dirty and writable), then, for A alone, which writes back the whole
-        // file at every sample, written back (clean and write-protected).
+        // Each mode (and, inside a guest, each kernel) reaches its own steady state before
+        // the window: every page is written once (so all are mapped and dirty), then the
+        // application runs a quarter of `ops` with the sampler on, untimed, so that whatever
+        // the msync does (nothing on a stock kernel; writeback of the whole file with A alone,
+        // of the probed pages with A + B) has happened; writeback that this started is
+        // waited for. The same steps run on the host and in a guest.
         self.touch_all();
-        if mode == Mode::AAlone {
-            self.region
-                .settle()
-                .map_err(|e| format!("fdatasync: {e}"))?;
-        }
         let sampler = Box::new(Sampler {
             probe: &probe,
             k: self.cfg.pointers_per_sample,
@@ -1079,11 +1096,24 @@ impl ProfilerSetup {
         // SAFETY: the sampler lives until it is freed below, after the handler is gone.
         let sampler_ref: &Sampler = unsafe { &*sampler_ptr };
         let recent = &sampler_ref.recent[..self.cfg.pointers_per_sample];
+        let warmup = (ops / 4).max(1);
+        let timer = SampleTimer::start(self.cfg.hz);
+        let acc0 = self.app(warmup, recent, 0x5851_f42d_4c95_7f2d ^ ops);
+        timer.stop();
+        core::hint::black_box(acc0);
+        self.region.wait_writeback();
+        sampler_ref.samples.store(0, Ordering::SeqCst);
+        sampler_ref.probes.store(0, Ordering::SeqCst);
+        sampler_ref.failures.store(0, Ordering::SeqCst);
+        sampler_ref.probe_ns.store(0, Ordering::SeqCst);
+
         let io = IoProbe::start(&self.region);
         let timer = SampleTimer::start(self.cfg.hz);
+        let c0 = thread_cpu_ns();
         let t0 = now_ns();
         let acc = self.app(ops, recent, 0x9e37_79b9_7f4a_7c15 ^ ops);
         let elapsed = now_ns() - t0;
+        let cpu = thread_cpu_ns() - c0;
         let sampler_clock = timer.stop();
         let io = io.finish(&self.region);
         core::hint::black_box(acc);
@@ -1108,6 +1138,8 @@ impl ProfilerSetup {
             ops,
             elapsed_ns: elapsed,
             ops_per_s: ops as f64 * 1e9 / elapsed.max(1) as f64,
+            cpu_ns: cpu,
+            ops_per_cpu_s: ops as f64 * 1e9 / cpu.max(1) as f64,
             samples: s.samples.load(Ordering::Relaxed),
             probes,
             probe_failures: s.failures.load(Ordering::Relaxed),
@@ -1144,6 +1176,8 @@ pub fn profile(
             out.ops = v.iter().map(|r| r.ops).sum();
             out.elapsed_ns = v.iter().map(|r| r.elapsed_ns).sum();
             out.ops_per_s = median_f(v.iter().map(|r| r.ops_per_s).collect());
+            out.cpu_ns = v.iter().map(|r| r.cpu_ns).sum();
+            out.ops_per_cpu_s = median_f(v.iter().map(|r| r.ops_per_cpu_s).collect());
             out.samples = v.iter().map(|r| r.samples).sum();
             out.probes = v.iter().map(|r| r.probes).sum();
             out.probe_failures = v.iter().map(|r| r.probe_failures).sum();

@@ -116,6 +116,8 @@ struct Row {
     io: Io,
     extra: Vec<(&'static str, f64)>,
     sampler_clock: Option<&'static str>,
+    /// Operations per second of the application thread's CPU time (profiler only).
+    cpu_throughput: Option<f64>,
 }
 
 impl Row {
@@ -140,6 +142,7 @@ impl Row {
                 ("rewrite_ns_mean", r.rewrite_ns_mean),
             ],
             sampler_clock: None,
+            cpu_throughput: None,
         }
     }
 
@@ -160,8 +163,11 @@ impl Row {
                 ("samples", r.samples as f64),
                 ("probes", r.probes as f64),
                 ("probe_failures", r.probe_failures as f64),
+                ("cpu_ns", r.cpu_ns as f64),
+                ("ops_per_cpu_s", r.ops_per_cpu_s),
             ],
             sampler_clock: Some(r.sampler_clock),
+            cpu_throughput: Some(r.ops_per_cpu_s),
         }
     }
 
@@ -273,16 +279,17 @@ fn table(o: &Opts, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         s,
-        "| workload | fs | mode | ns/probe (min–max) | × stock | throughput | × stock | device MB/s | dirtied MB/s | minor faults |"
+        "| workload | fs | mode | ns/probe (min–max) | × stock | throughput | × stock | per CPU-s × stock | device MB/s | dirtied MB/s | minor faults |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let st = stock_of(rows, r);
         let pr = st.and_then(|st| ratio(r.ns_per_probe, st.ns_per_probe));
         let tr = st.and_then(|st| ratio(r.throughput, st.throughput));
+        let cr = st.and_then(|st| ratio(r.cpu_throughput?, st.cpu_throughput?));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {:.0} {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {:.0} {} | {} | {} | {} | {} | {} |",
             r.workload,
             r.fs,
             r.mode,
@@ -293,6 +300,7 @@ fn table(o: &Opts, rows: &[Row]) -> String {
             r.throughput,
             r.throughput_unit,
             tr.map_or("–".into(), |v| format!("{v:.3}")),
+            cr.map_or("–".into(), |v| format!("{v:.3}")),
             mb(r.per_s(r.io.device_bytes)),
             mb(r.per_s(r.io.dirtied_bytes)),
             r.io.minor_faults
@@ -302,6 +310,8 @@ fn table(o: &Opts, rows: &[Row]) -> String {
         s,
         "\nns/probe: median walk / frames (unwinders), mean in the SIGPROF handler (profiler); \
          the median of {} interleaved rounds, with the smallest and largest round.\n\
+         per CPU-s: profiler operations per second of the application thread's CPU time \
+         (leaves out time the thread waited for the CPU or for I/O).\n\
          device MB/s: sectors written to the file's block device during the run (all processes).\n\
          dirtied MB/s: /proc/self/io write_bytes (clean pages this process dirtied; each is written once, \
          now under the patch, up to 30 s later on a stock kernel).",
@@ -425,6 +435,12 @@ fn json(o: &Opts, rows: &[Row]) -> String {
             "\"throughput_vs_stock\": {}",
             jopt(st.and_then(|st| ratio(r.throughput, st.throughput)))
         ));
+        if r.cpu_throughput.is_some() {
+            f.push(format!(
+                "\"cpu_throughput_vs_stock\": {}",
+                jopt(st.and_then(|st| ratio(r.cpu_throughput?, st.cpu_throughput?)))
+            ));
+        }
         let _ = writeln!(
             s,
             "    {{{}}}{}",
