@@ -120,10 +120,13 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
     let fs = FsKind::of(&dir).expect("statfs of the temp dir");
     let region = Region::shared_file(&dir, "test-modes", 8 * ps, ps).expect("shared file");
     let page = |i: usize| region.addr() + i * ps;
-    for mode in Mode::ALL {
+    for (mode, wait) in Mode::ALL.into_iter().flat_map(|m| [(m, false), (m, true)]) {
         let maps = FileMappings::overlapping(region.addr(), region.addr() + region.len()).unwrap();
         assert_eq!(maps.len(), 1);
-        let probe = EmulatedMsync::new(mode, maps).expect("EmulatedMsync");
+        let probe = EmulatedMsync::new(mode, maps)
+            .expect("EmulatedMsync")
+            .with_wait_before(wait);
+        assert_eq!(probe.waits_before(), wait);
         // Dirty every page and make sure each is mapped writable (a second store never faults).
         for round in 0..2 {
             for i in 0..8 {
@@ -152,7 +155,7 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
         assert_eq!(
             (probed, other),
             expect,
-            "{mode} on {}: (probed page refaulted, other page refaulted)",
+            "{mode} (wait before: {wait}) on {}: (probed page refaulted, other page refaulted)",
             fs.name()
         );
         // Unmapped memory still answers "not mapped" in every mode.

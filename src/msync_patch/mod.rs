@@ -22,8 +22,12 @@
 //!   file offsets that the probed pages map.
 //!
 //! `SYNC_FILE_RANGE_WRITE` starts writeback of dirty pages that are not already under
-//! writeback and does not wait for it (`WB_SYNC_NONE`), which is what a patched `MS_ASYNC`
-//! would do; the real-kernel measurement (`kernels/`) also tries a `WB_SYNC_ALL` variant.
+//! writeback and does not wait for it (`WB_SYNC_NONE`, like `filemap_flush`). A patch that
+//! calls `filemap_fdatawrite_range`, as the 2012 one did, uses `WB_SYNC_ALL`, which also
+//! waits for pages already under writeback and writes them again;
+//! [`EmulatedMsync::with_wait_before`] approximates that by adding
+//! `SYNC_FILE_RANGE_WAIT_BEFORE` (wait for writeback in flight, then start it; still no wait
+//! for the new I/O). The real-kernel measurement (`kernels/`) has both variants.
 //!
 //! # How the file behind an address is found
 //!
@@ -261,6 +265,7 @@ pub struct EmulatedMsync {
     prober: Prober,
     mode: Mode,
     maps: FileMappings,
+    flags: libc::c_uint,
 }
 
 impl EmulatedMsync {
@@ -270,7 +275,26 @@ impl EmulatedMsync {
             prober: Prober::new(Backend::Msync)?,
             mode,
             maps,
+            flags: libc::SYNC_FILE_RANGE_WRITE,
         })
+    }
+
+    /// With `true`, the patched modes wait for writeback already in flight on the range
+    /// before starting it (`SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE`): the
+    /// userspace approximation of `WB_SYNC_ALL` (`filemap_fdatawrite_range`). Default
+    /// `false`: `WB_SYNC_NONE`, pages under writeback are skipped.
+    pub fn with_wait_before(mut self, wait: bool) -> Self {
+        self.flags = if wait {
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE
+        } else {
+            libc::SYNC_FILE_RANGE_WRITE
+        };
+        self
+    }
+
+    /// Whether [`with_wait_before`](Self::with_wait_before) is on.
+    pub fn waits_before(&self) -> bool {
+        self.flags & libc::SYNC_FILE_RANGE_WAIT_BEFORE != 0
     }
 
     /// The emulated behaviour.
@@ -324,14 +348,14 @@ impl EmulatedMsync {
                     m.fd.as_raw_fd(),
                     off as libc::off64_t,
                     nbytes as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
+                    self.flags,
                 )
             };
             if ret != 0 {
                 return Err(Error::Failed {
                     backend: Backend::Msync,
                     errno: crate::sys::last_errno(),
-                    during: "sync_file_range(SYNC_FILE_RANGE_WRITE) of the msync-patch emulation",
+                    during: "sync_file_range of the msync-patch emulation",
                 });
             }
         }

@@ -440,6 +440,8 @@ pub struct UnwindConfig {
     pub walks: usize,
     /// `write` size used to fill the file (see [`Region::shared_file`]); 0 = page size.
     pub fill_chunk: usize,
+    /// Emulate `WB_SYNC_ALL` (see [`EmulatedMsync::with_wait_before`]).
+    pub wait_before: bool,
 }
 
 impl UnwindConfig {
@@ -452,6 +454,7 @@ impl UnwindConfig {
             code_pages_written_per_walk: 8,
             walks,
             fill_chunk: 0,
+            wait_before: false,
         }
     }
 }
@@ -613,7 +616,9 @@ impl UnwindSetup {
         let maps = self
             .mappings()
             .map_err(|e| format!("finding the file mappings: {e}"))?;
-        let probe = EmulatedMsync::new(mode, maps).map_err(|e| e.to_string())?;
+        let probe = EmulatedMsync::new(mode, maps)
+            .map_err(|e| e.to_string())?
+            .with_wait_before(self.cfg.wait_before);
         let mut out = vec![Frame::default(); self.cfg.frames];
         // Untimed warm-up: enough iterations to write every code page once. Each mode then
         // starts from its own steady state: on a stock kernel the pages stay dirty (and
@@ -768,6 +773,8 @@ pub struct ProfilerConfig {
     pub hz: u32,
     /// `write` size used to fill the file (see [`Region::shared_file`]); 0 = page size.
     pub fill_chunk: usize,
+    /// Emulate `WB_SYNC_ALL` (see [`EmulatedMsync::with_wait_before`]).
+    pub wait_before: bool,
 }
 
 impl ProfilerConfig {
@@ -780,6 +787,7 @@ impl ProfilerConfig {
             pointers_per_sample: 4,
             hz: 1000,
             fill_chunk: 0,
+            wait_before: false,
         }
     }
 }
@@ -1054,7 +1062,9 @@ impl ProfilerSetup {
         let maps =
             FileMappings::overlapping(self.region.addr(), self.region.addr() + self.region.len())
                 .map_err(|e| format!("finding the file mapping: {e}"))?;
-        let probe = EmulatedMsync::new(mode, maps).map_err(|e| e.to_string())?;
+        let probe = EmulatedMsync::new(mode, maps)
+            .map_err(|e| e.to_string())?
+            .with_wait_before(self.cfg.wait_before);
         // Each mode (and, inside a guest, each kernel) reaches its own steady state before
         // the window: every page is written once (so all are mapped and dirty), then the
         // application runs a quarter of `ops` with the sampler on, untimed, so that whatever

@@ -14,6 +14,9 @@
 //! - `--large-folios`: fill the files with 2 MiB `write`s instead of page-sized ones, so
 //!   that kernels with large page-cache folios (ext4 since 6.16) use them; writeback then
 //!   writes whole folios.
+//! - `--wait-before`: the patched modes wait for writeback already in flight before starting
+//!   it, approximating a `WB_SYNC_ALL` patch (`filemap_fdatawrite_range`) instead of
+//!   `WB_SYNC_NONE`.
 //! - `--json`: machine-readable output (schema `addrprobe-msync-patch/1`, described in
 //!   `docs/msync-patch.md`).
 
@@ -25,8 +28,7 @@ use addrprobe::msync_patch::workloads::{
     self, FsKind, Io, ProfilerConfig, ProfilerResult, StackKind, UnwindConfig, UnwindResult,
 };
 
-const USAGE: &str =
-    "usage: addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick] [--large-folios]";
+const USAGE: &str = "usage: addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick] [--large-folios] [--wait-before]";
 
 struct Opts {
     json: bool,
@@ -34,6 +36,7 @@ struct Opts {
     guest: bool,
     quick: bool,
     large_folios: bool,
+    wait_before: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -43,6 +46,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         guest: false,
         quick: false,
         large_folios: false,
+        wait_before: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -51,6 +55,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--guest" => o.guest = true,
             "--quick" => o.quick = true,
             "--large-folios" => o.large_folios = true,
+            "--wait-before" => o.wait_before = true,
             "--dir" => o.dir = PathBuf::from(it.next().ok_or("--dir needs a directory")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
@@ -74,6 +79,8 @@ fn configs(o: &Opts) -> (UnwindConfig, ProfilerConfig) {
         u.fill_chunk = 2 << 20;
         p.fill_chunk = 2 << 20;
     }
+    u.wait_before = o.wait_before;
+    p.wait_before = o.wait_before;
     (u, p)
 }
 
@@ -371,7 +378,7 @@ fn json(o: &Opts, rows: &[Row]) -> String {
     let _ = writeln!(s, "  \"modes\": [{}],", modes.join(", "));
     let _ = writeln!(
         s,
-        "  \"config\": {{\"frames\": {}, \"frame_stride\": {}, \"code_pages\": {}, \"code_pages_written_per_walk\": {}, \"walks\": {}, \"profiler_file_bytes\": {}, \"profiler_ops\": {}, \"work_per_op\": {}, \"pointers_per_sample\": {}, \"sample_hz\": {}, \"fill_chunk\": {}, \"rounds\": {}}},",
+        "  \"config\": {{\"frames\": {}, \"frame_stride\": {}, \"code_pages\": {}, \"code_pages_written_per_walk\": {}, \"walks\": {}, \"profiler_file_bytes\": {}, \"profiler_ops\": {}, \"work_per_op\": {}, \"pointers_per_sample\": {}, \"sample_hz\": {}, \"fill_chunk\": {}, \"wait_before\": {}, \"rounds\": {}}},",
         u.frames,
         u.stride,
         u.code_pages,
@@ -387,6 +394,7 @@ fn json(o: &Opts, rows: &[Row]) -> String {
         } else {
             p.fill_chunk
         },
+        p.wait_before,
         c.rounds
     );
     let _ = writeln!(s, "  \"results\": [");
