@@ -2,6 +2,7 @@
 """Draws docs/msync-patch.svg from `addrprobe msync-patch --json` output.
 
     scripts/msync-patch-chart.py EMULATION.json [--kernels KERNELS.json] [--out FILE.svg]
+                                 [--title TEXT]
 
 Two panels, one row per (workload, file system):
   left:  probe cost of each patched mode relative to stock (log scale);
@@ -50,10 +51,14 @@ def main(argv):
     emu = argv[0]
     kpath = None
     out = "docs/msync-patch.svg"
+    title = None
     i = 1
     while i < len(argv):
         if argv[i] == "--kernels":
             kpath = argv[i + 1]
+            i += 2
+        elif argv[i] == "--title":
+            title = argv[i + 1]
             i += 2
         elif argv[i] == "--out":
             out = argv[i + 1]
@@ -94,7 +99,7 @@ def main(argv):
     o.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="11">')
     o.append(f'<rect width="{width}" height="{height}" fill="white"/>')
-    title = (f"msync(MS_ASYNC) patch vs stock — emulation on {doc.get('kernel', '?')}"
+    title = title or (f"msync(MS_ASYNC) patch vs stock — emulation on {doc.get('kernel', '?')}"
              f" ({doc.get('dir', '?')}, {doc.get('config', {}).get('rounds', '?')} rounds)")
     o.append(f'<text x="10" y="18" font-size="13" font-weight="bold">{escape(title)}</text>')
     # panel 1: log scale 1x .. 10^4 x
