@@ -265,9 +265,9 @@ impl<'p> Unwinder<'p> {
             };
         }
         out[0] = Frame { pc, fp };
-        fast::with_reader(self, &[], |reader| {
-            walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(fp))
-        })
+        let mut slot = fast::WindowSlot::new();
+        let (mut reader, mut slow) = fast::reader(self, &[], &mut slot);
+        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(&mut slow, fp))
     }
 
     /// Walks the calling thread's stack, starting with the return address into the caller of
@@ -277,8 +277,10 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        fast::with_reader(self, &[sp], |reader| {
-            walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp))
+        let mut slot = fast::WindowSlot::new();
+        let (mut reader, mut slow) = fast::reader(self, &[sp], &mut slot);
+        walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
+            reader.read(&mut slow, fp)
         })
     }
 }

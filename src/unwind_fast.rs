@@ -15,6 +15,8 @@
 //! are served from it: a chain of frames off the thread's stack costs one syscall per window
 //! instead of one (or, through a pipe, three) per frame.
 
+use core::mem::MaybeUninit;
+
 use super::{Frame, Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
 use crate::batch;
 use crate::stack_bounds::{FrameWindow, StackBounds, current_sp};
@@ -98,11 +100,13 @@ impl<'p> Unwinder<'p> {
             pc: regs.pc,
             fp: regs.fp,
         };
-        with_reader(self, &[regs.sp], |reader| {
-            let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| reader.read(fp));
-            *stats = reader.stats;
-            walk
-        })
+        let mut slot = WindowSlot::new();
+        let (mut reader, mut slow) = reader(self, &[regs.sp], &mut slot);
+        let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| {
+            reader.read(&mut slow, fp)
+        });
+        *stats = reader.stats(&slow);
+        walk
     }
 
     /// [`walk_current`](Self::walk_current), also reporting how the frames were read.
@@ -110,11 +114,13 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current_counted(&self, out: &mut [Frame], stats: &mut ReadStats) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        with_reader(self, &[sp], |reader| {
-            let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp));
-            *stats = reader.stats;
-            walk
-        })
+        let mut slot = WindowSlot::new();
+        let (mut reader, mut slow) = reader(self, &[sp], &mut slot);
+        let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
+            reader.read(&mut slow, fp)
+        });
+        *stats = reader.stats(&slow);
+        walk
     }
 }
 
@@ -154,37 +160,60 @@ fn word_at(buf: &[u8], off: usize) -> usize {
 }
 
 /// The memory access of one walk: the fast path, then a batch window, then the prober.
-pub(super) struct FrameReader<'a, 'p> {
-    unwinder: &'a Unwinder<'p>,
+pub(super) struct FrameReader {
     /// The frame records between the lowest known stack pointer on the thread's stack and
     /// its top.
     fast: Option<FrameWindow>,
+    /// Frames read on the fast path. The reader is a separate value from the [`SlowPath`]
+    /// (which the out-of-line slow path borrows) so that the compiler keeps the count and the
+    /// bounds in registers: a counter in memory would add a store-to-load chain to every
+    /// frame.
+    fast_count: usize,
+}
+
+/// Everything a probed (or batched) read needs.
+pub(super) struct SlowPath<'a, 'p> {
+    unwinder: &'a Unwinder<'p>,
     batch: usize,
     /// Present when batching is on (the 1 KiB buffer is only set up then).
     window: Option<&'a mut Window>,
     stats: ReadStats,
 }
 
-/// Runs `f` with the reader for one walk: `sps` are stack pointers of this thread's contexts
-/// that may serve as the fast path's lower bound (the walker's own is always added).
-#[inline(always)]
-pub(super) fn with_reader<R>(
-    unwinder: &Unwinder<'_>,
-    sps: &[usize],
-    f: impl FnOnce(&mut FrameReader<'_, '_>) -> R,
-) -> R {
-    let batch = batch_len(unwinder);
-    if batch == 0 {
-        f(&mut FrameReader::new(unwinder, sps, 0, None))
-    } else {
-        let mut window = Window::new();
-        f(&mut FrameReader::new(
-            unwinder,
-            sps,
-            batch,
-            Some(&mut window),
-        ))
+/// Stack space for a walk's batch window, written only when batching is on (so a walk
+/// without batching never touches the 1 KiB).
+pub(super) struct WindowSlot(MaybeUninit<Window>);
+
+impl WindowSlot {
+    #[inline(always)]
+    pub(super) const fn new() -> WindowSlot {
+        WindowSlot(MaybeUninit::uninit())
     }
+}
+
+/// The reader for one walk: `sps` are stack pointers of this thread's contexts that may
+/// serve as the fast path's lower bound (the walker's own is always added).
+#[inline(always)]
+pub(super) fn reader<'a, 'p>(
+    unwinder: &'a Unwinder<'p>,
+    sps: &[usize],
+    slot: &'a mut WindowSlot,
+) -> (FrameReader, SlowPath<'a, 'p>) {
+    let batch = batch_len(unwinder);
+    let window = if batch == 0 {
+        None
+    } else {
+        Some(slot.0.write(Window::new()))
+    };
+    (
+        FrameReader::new(unwinder, sps),
+        SlowPath {
+            unwinder,
+            batch,
+            window,
+            stats: ReadStats::default(),
+        },
+    )
 }
 
 /// The batch window a walk uses: 0 unless the mode copies (`Read`) and the backend makes
@@ -200,14 +229,9 @@ fn batch_len(unwinder: &Unwinder<'_>) -> usize {
     }
 }
 
-impl<'a, 'p> FrameReader<'a, 'p> {
+impl FrameReader {
     #[inline(always)]
-    fn new(
-        unwinder: &'a Unwinder<'p>,
-        sps: &[usize],
-        batch: usize,
-        window: Option<&'a mut Window>,
-    ) -> Self {
+    fn new(unwinder: &Unwinder<'_>, sps: &[usize]) -> Self {
         let fast = if unwinder.fast_path {
             StackBounds::current().and_then(|b| {
                 // Any stack pointer of this thread that lies on its stack is a sound lower
@@ -223,30 +247,41 @@ impl<'a, 'p> FrameReader<'a, 'p> {
             None
         };
         FrameReader {
-            unwinder,
             fast,
-            batch,
-            window,
-            stats: ReadStats::default(),
+            fast_count: 0,
+        }
+    }
+
+    /// How the frames read so far were read.
+    pub(super) fn stats(&self, slow: &SlowPath<'_, '_>) -> ReadStats {
+        ReadStats {
+            fast: self.fast_count,
+            ..slow.stats
         }
     }
 
     /// Reads the `(saved fp, return address)` pair at `fp` (word-aligned and non-zero, as
     /// `walk_chain` guarantees): `Ok(None)` if unreadable.
     #[inline(always)]
-    pub(super) fn read(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
+    pub(super) fn read(
+        &mut self,
+        slow: &mut SlowPath<'_, '_>,
+        fp: usize,
+    ) -> Result<Option<[usize; 2]>, Error> {
         if let Some(window) = self.fast
             && let Some(words) = window.load_pair(fp)
         {
-            self.stats.fast += 1;
+            self.fast_count += 1;
             return Ok(Some(words));
         }
-        self.read_slow(fp)
+        slow.read(fp)
     }
+}
 
+impl SlowPath<'_, '_> {
     /// Everything but the fast path: kept out of line so the fast loop stays small.
     #[inline(never)]
-    fn read_slow(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
+    fn read(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
         if self.window.is_some() {
             return self.read_batched(fp);
         }
