@@ -100,7 +100,7 @@ fn deep<R>(depth: usize, f: &mut dyn FnMut() -> R) -> R {
 /// intact stack, which the benchmark's is).
 #[inline(never)]
 fn walk_unvalidated(out: &mut [Frame]) -> Walk {
-    let (fp, sp) = fp_sp();
+    let (fp, sp) = crate::bench::current_fp_sp();
     // `fp == sp` in a frame without locals: the bound is "at or above sp".
     walk_chain(fp, sp.saturating_sub(1), out, 0, |fp| {
         let p = fp as *const usize;
@@ -113,27 +113,6 @@ fn walk_unvalidated(out: &mut [Frame]) -> Walk {
             ]
         }))
     })
-}
-
-#[inline(always)]
-fn fp_sp() -> (usize, usize) {
-    cfg_if::cfg_if! {
-        if #[cfg(target_arch = "x86_64")] {
-            let (fp, sp): (usize, usize);
-            // SAFETY: reads two registers.
-            unsafe { core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp,
-                options(nomem, nostack, preserves_flags)) };
-            (fp, sp)
-        } else if #[cfg(target_arch = "aarch64")] {
-            let (fp, sp): (usize, usize);
-            // SAFETY: reads two registers.
-            unsafe { core::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp,
-                options(nomem, nostack, preserves_flags)) };
-            (fp, sp)
-        } else {
-            (0, 0)
-        }
-    }
 }
 
 /// Walks of [`FRAMES`] frames of the calling thread's own stack (registered first), timed in

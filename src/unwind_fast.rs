@@ -48,6 +48,12 @@ impl<'p> Unwinder<'p> {
     /// corrupt frame pointer) goes through the prober. The sanity checks are unchanged. Off
     /// by default. Only threads that called [`StackBounds::register_current_thread`] benefit;
     /// on others every frame is probed as before.
+    ///
+    /// The lower bound is the lowest stack pointer of this thread known to lie on its
+    /// registered stack: the walker's own (all walks), the caller's
+    /// ([`walk_current`](Self::walk_current)) and the interrupted context's
+    /// ([`walk_from_regs`](Self::walk_from_regs)). A handler on a sigaltstack therefore gets
+    /// the fast path only through `walk_from_regs`.
     pub fn with_fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
         self
