@@ -139,8 +139,10 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
                 }
             }
         }
-        // Probe 8 bytes inside page 2.
+        // Probe 8 bytes inside page 2; errno is left as it was.
+        support::set_errno(4242);
         assert_eq!(probe.check(page(2) + 8, 8), Ok(true));
+        assert_eq!(support::errno(), 4242, "{mode}: the probe changed errno");
         let probed = store_faults(page(2), 7);
         let other = store_faults(page(5), 7);
         let expect = match (fs, mode) {
@@ -169,6 +171,10 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
         unmap(hole, ps);
         let _ = probe.check(hole, 8); // may have been reused by another thread: no assertion
         assert_eq!(probe.check(0, 8), Ok(false));
+        // msync fails with ENOMEM on an unmapped page: errno must still be the caller's.
+        support::set_errno(4243);
+        assert_eq!(probe.check(0x1000, 8), Ok(false));
+        assert_eq!(support::errno(), 4243, "{mode}: a 'no' changed errno");
         // Writeback must not change the bytes.
         // SAFETY: inside our mapping.
         assert_eq!(

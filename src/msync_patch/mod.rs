@@ -171,17 +171,6 @@ fn open_ro(path: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn fstat_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes at most one `struct stat` into the buffer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded and initialised the struct.
-    let st = unsafe { st.assume_init() };
-    Ok((st.st_dev, st.st_ino))
-}
-
 impl FileMappings {
     /// Every `MAP_SHARED` file-backed mapping that overlaps `[start, end)`, files opened.
     ///
@@ -213,7 +202,8 @@ impl FileMappings {
                     (fd, OpenedVia::Path)
                 }
             };
-            let (dev, ino) = fstat_id(&fd)?;
+            let (dev, ino) =
+                crate::sys::identity(fd.as_raw_fd()).map_err(io::Error::from_raw_os_error)?;
             if ino != l.ino || dev != want_dev {
                 return Err(io::Error::other(format!(
                     "the file opened for {:#x}-{:#x} is not the mapped one (dev/inode {dev:#x}/{ino}, maps says {want_dev:#x}/{})",
@@ -269,7 +259,8 @@ pub struct EmulatedMsync {
 }
 
 impl EmulatedMsync {
-    /// A probe in `mode` that knows the shared file mappings in `maps`.
+    /// A probe in `mode` that knows the shared file mappings in `maps`. Runs the msync
+    /// backend's self-test first ([`Prober::new`]), so it fails where the backend would.
     pub fn new(mode: Mode, maps: FileMappings) -> Result<EmulatedMsync, Error> {
         Ok(EmulatedMsync {
             prober: Prober::new(Backend::Msync)?,
@@ -314,14 +305,18 @@ impl EmulatedMsync {
     /// allocation-free and lock-free; `errno` is preserved.
     #[inline]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        let answer = self.prober.check(addr, len)?;
         if self.mode == Mode::Stock {
-            return Ok(answer);
+            return self.prober.check(addr, len);
         }
+        // What `Prober::check` does for `Backend::Msync`, with the range kept for the
+        // writeback below.
         let _errno = crate::sys::ErrnoGuard::new();
-        let Classified::Probe(r) = range::classify(addr, len, range::page_size())? else {
-            return Ok(answer);
+        let r = match range::classify(addr, len, range::page_size())? {
+            Classified::Empty => return Ok(true),
+            Classified::OutsideUserSpace => return Ok(false),
+            Classified::Probe(r) => r,
         };
+        let answer = crate::backend::msync::check(&r)?;
         // The pages msync looked at: [first_page, last_page + page_size).
         let lo = r.first_page;
         let hi = r.last_page + r.page_size;

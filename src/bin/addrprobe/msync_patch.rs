@@ -24,6 +24,8 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use addrprobe::msync_patch::Mode;
+
+use crate::json::Json;
 use addrprobe::msync_patch::workloads::{
     self, FsKind, Io, ProfilerConfig, ProfilerResult, StackKind, UnwindConfig, UnwindResult,
 };
@@ -327,136 +329,105 @@ fn table(o: &Opts, rows: &[Row]) -> String {
     s
 }
 
-fn jstr(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn jnum(v: f64) -> String {
-    if v.is_finite() {
-        if v.fract() == 0.0 && v.abs() < 1e15 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.3}")
-        }
-    } else {
-        "null".into()
-    }
-}
-
-fn jopt(v: Option<f64>) -> String {
-    v.map_or("null".into(), jnum)
-}
-
+/// The JSON document: the shared [`Json`] writer, laid out one result row per line so that
+/// committed result files diff well.
 fn json(o: &Opts, rows: &[Row]) -> String {
     let c = counts(o);
     let (u, p) = configs(o);
-    let modes: Vec<String> = if o.guest {
-        vec![jstr(Mode::Stock.name())]
-    } else {
-        Mode::ALL.iter().map(|m| jstr(m.name())).collect()
-    };
-    let mut s = String::new();
-    let _ = writeln!(s, "{{");
-    let _ = writeln!(s, "  \"schema\": \"addrprobe-msync-patch/1\",");
-    let _ = writeln!(s, "  \"kernel\": {},", jstr(&kernel_release()));
-    let _ = writeln!(s, "  \"guest\": {},", o.guest);
-    let _ = writeln!(s, "  \"quick\": {},", o.quick);
-    let _ = writeln!(s, "  \"dir\": {},", jstr(&o.dir.to_string_lossy()));
-    let _ = writeln!(s, "  \"page_size\": {},", addrprobe::range::page_size());
-    let _ = writeln!(s, "  \"modes\": [{}],", modes.join(", "));
-    let _ = writeln!(
-        s,
-        "  \"config\": {{\"frames\": {}, \"frame_stride\": {}, \"code_pages\": {}, \"code_pages_written_per_walk\": {}, \"walks\": {}, \"profiler_file_bytes\": {}, \"profiler_ops\": {}, \"work_per_op\": {}, \"pointers_per_sample\": {}, \"sample_hz\": {}, \"fill_chunk\": {}, \"wait_before\": {}, \"rounds\": {}}},",
-        u.frames,
-        u.stride,
-        u.code_pages,
-        u.code_pages_written_per_walk,
-        u.walks,
-        p.file_bytes,
-        p.ops,
-        p.work_per_op,
-        p.pointers_per_sample,
-        p.hz,
-        if p.fill_chunk == 0 {
-            addrprobe::range::page_size()
-        } else {
-            p.fill_chunk
-        },
-        p.wait_before,
-        c.rounds
-    );
+    let modes: &[Mode] = if o.guest { &[Mode::Stock] } else { &Mode::ALL };
+    let n = |x: f64| Json::num(x);
+    let opt = |x: Option<f64>| Json::opt(x, Json::num);
+    let head = [
+        ("schema", Json::str("addrprobe-msync-patch/1")),
+        ("kernel", Json::str(kernel_release())),
+        ("guest", Json::Bool(o.guest)),
+        ("quick", Json::Bool(o.quick)),
+        ("dir", Json::str(o.dir.to_string_lossy())),
+        ("page_size", n(addrprobe::range::page_size() as f64)),
+        (
+            "modes",
+            Json::Arr(modes.iter().map(|m| Json::str(m.name())).collect()),
+        ),
+        (
+            "config",
+            Json::obj([
+                ("frames", n(u.frames as f64)),
+                ("frame_stride", n(u.stride as f64)),
+                ("code_pages", n(u.code_pages as f64)),
+                (
+                    "code_pages_written_per_walk",
+                    n(u.code_pages_written_per_walk as f64),
+                ),
+                ("walks", n(u.walks as f64)),
+                ("profiler_file_bytes", n(p.file_bytes as f64)),
+                ("profiler_ops", n(p.ops as f64)),
+                ("work_per_op", n(p.work_per_op as f64)),
+                ("pointers_per_sample", n(p.pointers_per_sample as f64)),
+                ("sample_hz", n(p.hz as f64)),
+                (
+                    "fill_chunk",
+                    n(if p.fill_chunk == 0 {
+                        addrprobe::range::page_size()
+                    } else {
+                        p.fill_chunk
+                    } as f64),
+                ),
+                ("wait_before", Json::Bool(p.wait_before)),
+                ("rounds", n(c.rounds as f64)),
+            ]),
+        ),
+    ];
+    let mut s = String::from("{\n");
+    for (k, v) in head {
+        let _ = writeln!(s, "  {}: {v},", Json::str(k));
+    }
     let _ = writeln!(s, "  \"results\": [");
     for (i, r) in rows.iter().enumerate() {
         let st = stock_of(rows, r);
-        let mut f = vec![
-            format!("\"workload\": {}", jstr(r.workload)),
-            format!("\"fs\": {}", jstr(&r.fs)),
-            format!("\"mode\": {}", jstr(r.mode.name())),
-            format!("\"ns_per_probe\": {}", jnum(r.ns_per_probe)),
-            format!("\"throughput\": {}", jnum(r.throughput)),
-            format!("\"throughput_unit\": {}", jstr(r.throughput_unit)),
-            format!("\"elapsed_ns\": {}", jnum(r.elapsed_ns)),
-            format!("\"ns_per_probe_min\": {}", jnum(r.range.0)),
-            format!("\"ns_per_probe_max\": {}", jnum(r.range.1)),
-            format!("\"rounds\": {}", r.rounds),
+        let mut f: Vec<(&str, Json)> = vec![
+            ("workload", Json::str(r.workload)),
+            ("fs", Json::str(r.fs.as_str())),
+            ("mode", Json::str(r.mode.name())),
+            ("ns_per_probe", n(r.ns_per_probe)),
+            ("throughput", n(r.throughput)),
+            ("throughput_unit", Json::str(r.throughput_unit)),
+            ("elapsed_ns", n(r.elapsed_ns)),
+            ("ns_per_probe_min", n(r.range.0)),
+            ("ns_per_probe_max", n(r.range.1)),
+            ("rounds", n(r.rounds as f64)),
         ];
-        for (k, v) in &r.extra {
-            f.push(format!("\"{k}\": {}", jnum(*v)));
-        }
+        f.extend(r.extra.iter().map(|&(k, v)| (k, n(v))));
         if let Some(c) = r.sampler_clock {
-            f.push(format!("\"sampler_clock\": {}", jstr(c)));
+            f.push(("sampler_clock", Json::str(c)));
         }
-        f.push(format!(
-            "\"device_bytes\": {}",
-            jopt(r.io.device_bytes.map(|b| b as f64))
-        ));
-        f.push(format!(
-            "\"device_bytes_per_s\": {}",
-            jopt(r.per_s(r.io.device_bytes))
-        ));
-        f.push(format!(
-            "\"dirtied_bytes\": {}",
-            jopt(r.io.dirtied_bytes.map(|b| b as f64))
-        ));
-        f.push(format!(
-            "\"dirtied_bytes_per_s\": {}",
-            jopt(r.per_s(r.io.dirtied_bytes))
-        ));
-        f.push(format!("\"minor_faults\": {}", r.io.minor_faults));
-        f.push(format!(
-            "\"probe_cost_vs_stock\": {}",
-            jopt(st.and_then(|st| ratio(r.ns_per_probe, st.ns_per_probe)))
-        ));
-        f.push(format!(
-            "\"throughput_vs_stock\": {}",
-            jopt(st.and_then(|st| ratio(r.throughput, st.throughput)))
-        ));
+        f.extend([
+            ("device_bytes", opt(r.io.device_bytes.map(|b| b as f64))),
+            ("device_bytes_per_s", opt(r.per_s(r.io.device_bytes))),
+            ("dirtied_bytes", opt(r.io.dirtied_bytes.map(|b| b as f64))),
+            ("dirtied_bytes_per_s", opt(r.per_s(r.io.dirtied_bytes))),
+            ("minor_faults", n(r.io.minor_faults as f64)),
+            (
+                "probe_cost_vs_stock",
+                opt(st.and_then(|st| ratio(r.ns_per_probe, st.ns_per_probe))),
+            ),
+            (
+                "throughput_vs_stock",
+                opt(st.and_then(|st| ratio(r.throughput, st.throughput))),
+            ),
+        ]);
         if r.cpu_throughput.is_some() {
-            f.push(format!(
-                "\"cpu_throughput_vs_stock\": {}",
-                jopt(st.and_then(|st| ratio(r.cpu_throughput?, st.cpu_throughput?)))
+            f.push((
+                "cpu_throughput_vs_stock",
+                opt(st.and_then(|st| ratio(r.cpu_throughput?, st.cpu_throughput?))),
             ));
         }
         let _ = writeln!(
             s,
-            "    {{{}}}{}",
-            f.join(", "),
+            "    {}{}",
+            Json::obj(f),
             if i + 1 < rows.len() { "," } else { "" }
         );
     }
-    let _ = writeln!(s, "  ]");
-    let _ = writeln!(s, "}}");
+    s.push_str("  ]\n}\n");
     s
 }
