@@ -132,9 +132,9 @@ impl Region {
     /// database file or a code cache that already exists), mapped `MAP_SHARED` read-write.
     ///
     /// `fill_chunk` sets the page-cache granularity on kernels with large folios (ext4 since
-    /// 6.16 sizes a folio by the `write` that creates it): one page gives order-0 folios as
-    /// on 6.1, where every dirtied page is written back alone; a large chunk gives large
-    /// folios, where one dirtied byte makes writeback write the whole folio.
+    /// 6.16 sizes the folio a `write` creates after that write): one page gives order-0
+    /// folios as on 6.1, where every dirtied page is written back alone; a large chunk gives
+    /// large folios, where one dirtied byte makes writeback write the whole folio.
     pub fn shared_file(
         dir: &Path,
         name: &str,
