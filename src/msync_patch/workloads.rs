@@ -1093,7 +1093,7 @@ impl ProfilerSetup {
         let sampler_ptr = Box::into_raw(sampler);
         SAMPLER.store(sampler_ptr, Ordering::Release);
 
-        // Install the handler and arm ITIMER_PROF; remember what was there.
+        // Install the handler; remember what was there (restored below).
         // SAFETY: zeroed sigaction is a valid "empty" value to fill in.
         let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
         sa.sa_sigaction = on_sigprof as extern "C" fn(libc::c_int) as usize;
