@@ -542,14 +542,15 @@ mod tests {
         // An unmapped page is refused by every guarantee, Mapped included, so even the
         // check-then-load mode ends the walk there without loading.
         let ps = crate::range::page_size();
-        let region = Region::new(3, 3);
+        let mut region = Region::new(3, 3);
         let hole_addr = region.base + 2 * ps + 32;
-        // SAFETY: unmaps the last page of `region`'s own mapping (Drop's munmap of the whole
-        // range then ignores the hole).
+        // SAFETY: unmaps the last page of `region`'s own mapping; the region shrinks so that
+        // Drop never unmaps the hole, which another thread's mmap may take meanwhile.
         assert_eq!(
             unsafe { libc::munmap((region.base + 2 * ps) as *mut libc::c_void, ps) },
             0
         );
+        region.len = 2 * ps;
         let f1 = region.base + 8;
         let f2 = region.base + ps + 8;
         region.put(f1, f2, 0x10);

@@ -120,6 +120,8 @@ impl Layout {
                 None => assert_eq!(libc::munmap(tail_addr, ps), 0),
             }
         }
+        // Drop must never unmap the hole again: another thread's mmap may own it by then.
+        let len = if tail.is_none() { len - ps } else { len };
         Layout { addr, len, pattern }
     }
 }

@@ -92,24 +92,11 @@ struct Mapping {
 
 impl Mapping {
     fn new(len: usize, prot: libc::c_int) -> io::Result<Mapping> {
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            base: p as usize,
-            len,
-        })
+        // In the quiet region, so that the arena's hole stays a hole while a churn thread
+        // maps and unmaps (see `sys::mmap_quiet`).
+        let base = crate::sys::mmap_quiet(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
+            .ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { base, len })
     }
 }
 
@@ -125,8 +112,10 @@ pub struct Arena {
     resident: Mapping,
     untouched: Mapping,
     prot_none: Mapping,
-    /// PROT_NONE pages on both sides of the hole, so the hole is bounded.
-    hole_fence: Mapping,
+    /// PROT_NONE pages on both sides of the hole, so the hole is bounded. Kept as two
+    /// mappings: dropping them must never unmap the hole, which by then may hold another
+    /// thread's mapping.
+    hole_fence: (Mapping, Mapping),
     hole: usize,
 }
 
@@ -141,12 +130,21 @@ impl Arena {
         unsafe { core::ptr::write_bytes(resident.base as *mut u8, 0x5a, len) };
         let untouched = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
         let prot_none = Mapping::new(len, libc::PROT_NONE)?;
-        let hole_fence = Mapping::new(len + 2 * ps, libc::PROT_NONE)?;
-        let hole = hole_fence.base + ps;
+        let reservation = Mapping::new(len + 2 * ps, libc::PROT_NONE)?;
+        let hole = reservation.base + ps;
         // SAFETY: unmaps the middle of our own reservation.
         if unsafe { libc::munmap(hole as *mut libc::c_void, len) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        let base = reservation.base;
+        core::mem::forget(reservation);
+        let hole_fence = (
+            Mapping { base, len: ps },
+            Mapping {
+                base: hole + len,
+                len: ps,
+            },
+        );
         Ok(Arena {
             resident,
             untouched,
@@ -190,7 +188,10 @@ impl std::fmt::Debug for Arena {
             .field("untouched", &self.untouched.base)
             .field("prot_none", &self.prot_none.base)
             .field("hole", &self.hole)
-            .field("hole_fence", &self.hole_fence.base)
+            .field(
+                "hole_fence",
+                &(self.hole_fence.0.base, self.hole_fence.1.base),
+            )
             .finish()
     }
 }

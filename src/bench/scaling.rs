@@ -43,9 +43,13 @@ pub fn probes_per_s(prober: &Prober, threads: usize, churn: bool, duration: Dura
                 let value = 0x55u64;
                 let addr = black_box(&value) as *const u64 as usize;
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                // At least one batch per thread, however late the thread starts.
+                loop {
                     for _ in 0..64 {
                         n += u64::from(prober.check(addr, 8) == Ok(true));
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
                     }
                 }
                 total.fetch_add(n, Ordering::Relaxed);
