@@ -34,7 +34,7 @@ pub struct WalkRow {
     pub ns_per_walk: f64,
     /// For [`own_stack_walks`]: the median over repetitions of (this walk's time / the
     /// unvalidated walk's time), each repetition timing both back to back. For
-    /// [`batched_walks`]: median ns against the same backend's walk with one probe per frame.
+    /// [`batched_walks`]: ns (fastest repetition) against the same backend's walk with one probe per frame.
     pub vs_baseline: f64,
     /// Frames each walk recorded.
     pub frames: usize,
@@ -42,22 +42,17 @@ pub struct WalkRow {
     pub probes: usize,
 }
 
-/// Median ns per call of `f` over `reps` repetitions of `iters` calls.
-fn median_ns(reps: usize, iters: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..iters.min(1000) {
-        f();
-    }
-    let mut v: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..iters {
-                f();
-            }
-            t.elapsed().as_nanos() as f64 / iters as f64
-        })
-        .collect();
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+/// ns per call of `f`: `iters` warm-up calls, then the fastest of `reps` repetitions of
+/// `iters` calls (`bench::ns_per_call` with a fixed count).
+fn fixed_ns(reps: usize, iters: usize, f: impl FnMut()) -> f64 {
+    crate::bench::ns_per_call(
+        crate::bench::Budget {
+            per_rep: std::time::Duration::MAX,
+            reps,
+            max_iters: iters as u64,
+        },
+        f,
+    )
 }
 
 /// Times `base` and `f` back to back in each of `reps` repetitions of `iters` calls:
@@ -136,7 +131,7 @@ pub fn own_stack_walks(quick: bool, allow_signal_guard: bool) -> Vec<WalkRow> {
         let mut rows = Vec::new();
         let mut out = [Frame::default(); FRAMES];
         let mut out_base = [Frame::default(); FRAMES];
-        let ns = median_ns(reps, iters, || {
+        let ns = fixed_ns(reps, iters, || {
             black_box(walk_unvalidated(black_box(&mut out)));
         });
         rows.push(WalkRow {
@@ -278,7 +273,7 @@ pub fn batched_walks(quick: bool, spacing: usize) -> Vec<WalkRow> {
                 sp: co.first - 64,
             };
             let mut out = [Frame::default(); FRAMES + 1];
-            let ns = median_ns(reps, iters, || {
+            let ns = fixed_ns(reps, iters, || {
                 black_box(u.walk_from_regs(&regs, black_box(&mut out)));
             });
             let mut stats = crate::unwind::ReadStats::default();

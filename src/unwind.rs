@@ -363,9 +363,10 @@ fn word(bytes: &[u8]) -> usize {
     usize::from_ne_bytes(w)
 }
 
-/// The frame pointer and stack pointer of the calling function (inlined into it).
+/// The frame pointer and stack pointer of the calling function (always inlined into it);
+/// `(0, 0)` on architectures without a known frame-pointer register.
 #[inline(always)]
-fn current_fp_sp() -> (usize, usize) {
+pub fn current_fp_sp() -> (usize, usize) {
     cfg_if::cfg_if! {
         if #[cfg(target_arch = "x86_64")] {
             let (fp, sp): (usize, usize);

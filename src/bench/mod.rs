@@ -422,32 +422,33 @@ pub unsafe fn volatile_load(addr: usize) -> u64 {
     black_box(unsafe { core::ptr::read_volatile(addr as *const u64) })
 }
 
-/// The frame pointer and stack pointer of the caller (this function is always inlined), for
-/// benchmark baselines that walk without validation. `(0, 0)` on architectures without a
-/// known frame-pointer register.
-#[inline(always)]
-pub fn current_fp_sp() -> (usize, usize) {
-    cfg_if::cfg_if! {
-        if #[cfg(target_arch = "x86_64")] {
-            let (fp, sp): (usize, usize);
-            // SAFETY: reads two registers; no memory access, no side effects.
-            unsafe {
-                core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp,
-                    options(nomem, nostack, preserves_flags));
+/// The frame pointer and stack pointer of the caller, for benchmark baselines that walk
+/// without validation (the unwinder's own helper).
+pub use crate::unwind::current_fp_sp;
+
+/// Loops `mmap` + touch + `munmap` of 64 KiB until `stop`, to contend for the mmap lock the
+/// way a busy allocator does. Returns the number of cycles.
+pub fn churn(stop: &core::sync::atomic::AtomicBool) -> u64 {
+    let mut ops = 0;
+    while !stop.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
+        unsafe {
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                64 * 1024,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                *(p as *mut u8) = 1;
+                libc::munmap(p, 64 * 1024);
             }
-            (fp, sp)
-        } else if #[cfg(target_arch = "aarch64")] {
-            let (fp, sp): (usize, usize);
-            // SAFETY: reads two registers; no memory access, no side effects.
-            unsafe {
-                core::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp,
-                    options(nomem, nostack, preserves_flags));
-            }
-            (fp, sp)
-        } else {
-            (0, 0)
         }
+        ops += 1;
     }
+    ops
 }
 
 /// How long to measure.

@@ -370,29 +370,6 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     *st
 }
 
-fn churn(stop: &AtomicBool) -> u64 {
-    let mut ops = 0;
-    while !stop.load(Ordering::Relaxed) {
-        // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
-        unsafe {
-            let p = libc::mmap(
-                core::ptr::null_mut(),
-                64 * 1024,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p != libc::MAP_FAILED {
-                *(p as *mut u8) = 1;
-                libc::munmap(p, 64 * 1024);
-            }
-        }
-        ops += 1;
-    }
-    ops
-}
-
 /// Runs one profiler configuration. The `prober` is required for [`Walker::Backend`] and
 /// must be of that backend.
 pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
@@ -432,7 +409,7 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
     let churn_stop = AtomicBool::new(false);
     let start = Instant::now();
     let (states, churn_ops) = std::thread::scope(|s| {
-        let churner = cfg.churn.then(|| s.spawn(|| churn(&churn_stop)));
+        let churner = cfg.churn.then(|| s.spawn(|| super::churn(&churn_stop)));
         let workers: Vec<_> = (0..cfg.threads.max(1))
             .map(|_| {
                 std::thread::Builder::new()

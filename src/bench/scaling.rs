@@ -18,25 +18,7 @@ pub fn probes_per_s(prober: &Prober, threads: usize, churn: bool, duration: Dura
     let start = Instant::now();
     std::thread::scope(|s| {
         if churn {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
-                    unsafe {
-                        let p = libc::mmap(
-                            core::ptr::null_mut(),
-                            64 * 1024,
-                            libc::PROT_READ | libc::PROT_WRITE,
-                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                            -1,
-                            0,
-                        );
-                        if p != libc::MAP_FAILED {
-                            *(p as *mut u8) = 1;
-                            libc::munmap(p, 64 * 1024);
-                        }
-                    }
-                }
-            });
+            s.spawn(|| super::churn(&stop));
         }
         for _ in 0..threads.max(1) {
             s.spawn(|| {

@@ -16,7 +16,6 @@ mod json;
 #[cfg(feature = "msync-patch-emulation")]
 mod msync_patch;
 mod report;
-mod timing;
 
 const USAGE: &str = "usage: addrprobe <command> [options]
 
