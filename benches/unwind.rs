@@ -14,16 +14,6 @@ use addrprobe::unwind::{Frame, Unwinder, walk_chain};
 use addrprobe::{AutoOptions, Backend, Guarantee, Prober};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
-#[inline(never)]
-fn recurse(depth: usize, f: &mut dyn FnMut()) {
-    if depth == 0 {
-        f();
-    } else {
-        recurse(depth - 1, f);
-    }
-    black_box(depth);
-}
-
 fn bench_unwind(c: &mut Criterion) {
     let mut probers: Vec<(String, Prober)> = Backend::ALL
         .into_iter()
@@ -32,7 +22,7 @@ fn bench_unwind(c: &mut Criterion) {
     probers.push(("auto".into(), AutoOptions::new().build().expect("auto")));
     for depth in [16usize, 64, 256] {
         let mut g = c.benchmark_group(format!("unwind/depth-{depth}"));
-        recurse(depth, &mut || {
+        addrprobe::bench::recurse(depth, &mut || {
             let mut out = vec![Frame::default(); depth];
             g.bench_function("baseline-no-validation", |b| {
                 b.iter(|| {

@@ -83,14 +83,6 @@ fn paired(reps: usize, iters: usize, base: &mut dyn FnMut(), f: &mut dyn FnMut()
     (ns[reps / 2], ratios[reps / 2])
 }
 
-/// Recurses `depth` levels and runs `f` at the bottom (each level keeps its frame pointer).
-#[inline(never)]
-fn deep<R>(depth: usize, f: &mut dyn FnMut() -> R) -> R {
-    let r = if depth == 0 { f() } else { deep(depth - 1, f) };
-    black_box(depth);
-    r
-}
-
 /// The baseline: the same walk with plain loads and no validation at all (only sound on an
 /// intact stack, which the benchmark's is).
 #[inline(never)]
@@ -127,7 +119,7 @@ pub fn own_stack_walks(quick: bool, allow_signal_guard: bool) -> Vec<WalkRow> {
     if allow_signal_guard {
         extra.extend(Prober::new(Backend::SignalGuard).ok());
     }
-    deep(FRAMES + 16, &mut || {
+    crate::bench::recurse(FRAMES + 16, &mut || {
         let mut rows = Vec::new();
         let mut out = [Frame::default(); FRAMES];
         let mut out_base = [Frame::default(); FRAMES];

@@ -426,6 +426,19 @@ pub unsafe fn volatile_load(addr: usize) -> u64 {
 /// without validation (the unwinder's own helper).
 pub use crate::unwind::current_fp_sp;
 
+/// Recurses `depth` levels (each keeping its frame pointer) and runs `f` at the bottom: a
+/// real stack of known depth for the unwinder and profiler workloads.
+#[inline(never)]
+pub fn recurse<R>(depth: usize, f: &mut dyn FnMut() -> R) -> R {
+    let r = if depth == 0 {
+        f()
+    } else {
+        recurse(depth - 1, f)
+    };
+    core::hint::black_box(depth);
+    r
+}
+
 /// Loops `mmap` + touch + `munmap` of 64 KiB until `stop`, to contend for the mmap lock the
 /// way a busy allocator does. Returns the number of cycles.
 pub fn churn(stop: &core::sync::atomic::AtomicBool) -> u64 {

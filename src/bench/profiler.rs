@@ -263,16 +263,6 @@ fn stack_hi() -> usize {
     }
 }
 
-#[inline(never)]
-fn recurse(depth: usize, leaf: &mut dyn FnMut()) {
-    if depth == 0 {
-        leaf();
-    } else {
-        recurse(depth - 1, leaf);
-    }
-    black_box(depth);
-}
-
 /// One work unit: about a microsecond of integer arithmetic.
 #[inline(never)]
 fn work_unit(seed: u64) -> u64 {
@@ -346,7 +336,7 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     };
     let mut done = 0u64;
     let mut spent = 0u64;
-    recurse(cfg.depth, &mut || {
+    super::recurse(cfg.depth, &mut || {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let c0 = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
         while !STOP.load(Ordering::Relaxed) {

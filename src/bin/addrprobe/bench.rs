@@ -317,21 +317,11 @@ fn targets(
     t
 }
 
-#[inline(never)]
-fn recurse(depth: usize, f: &mut dyn FnMut()) {
-    if depth == 0 {
-        f();
-    } else {
-        recurse(depth - 1, f);
-    }
-    black_box(depth);
-}
-
 /// (walker, depth, ns per frame)
 fn unwind_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<(String, usize, f64)> {
     let mut rows = Vec::new();
     for depth in [16usize, 64, 256] {
-        recurse(depth, &mut || {
+        addrprobe::bench::recurse(depth, &mut || {
             let mut out = vec![Frame::default(); depth];
             let ns = ns_per_call(b, || {
                 let (fp, sp) = addrprobe::bench::current_fp_sp();
