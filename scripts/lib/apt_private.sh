@@ -1,0 +1,123 @@
+# shellcheck shell=bash
+# A private apt state (own sources.list, lists, cache) used to `apt-get
+# download` Debian kernels from suites the host does not have configured.
+# Mirror URIs are read from the host's own apt configuration; no host name is
+# written into the repository.
+# Requires common.sh.
+
+APT_PRIVATE_DIR="${APT_PRIVATE_DIR:-$ADDRPROBE_CACHE/apt}"
+APT_KEYRING="${APT_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
+
+# system_debian_mirrors: prints two lines, the main mirror URI and the
+# security mirror URI, taken from /etc/apt/sources.list.d/*.sources (deb822)
+# or /etc/apt/sources.list. The security mirror falls back to
+# "<main URI>-security" when the host has none configured.
+system_debian_mirrors() {
+    local main="" sec="" f uris suites line
+    shopt -s nullglob
+    for f in /etc/apt/sources.list.d/*.sources; do
+        # walk deb822 stanzas: remember URIs and Suites, decide at blank line
+        uris=""; suites=""
+        while IFS= read -r line || [[ -n $line ]]; do
+            case $line in
+                URIs:*)   uris=${line#URIs:}; uris=${uris# } ;;
+                Suites:*) suites=${line#Suites:} ;;
+                "")       _apt_classify ;;
+            esac
+        done < "$f"
+        _apt_classify
+    done
+    if [[ -r /etc/apt/sources.list ]]; then
+        while read -r typ rest; do
+            [[ $typ == deb ]] || continue
+            rest=$(sed -E 's/\[[^]]*\] *//' <<<"$rest")
+            read -r uris suites _ <<<"$rest"
+            _apt_classify
+        done < /etc/apt/sources.list
+    fi
+    shopt -u nullglob
+    [[ -n $main ]] || die "no Debian mirror found in /etc/apt/sources.list{,.d/*.sources}"
+    [[ -n $sec ]] || sec="${main%/}-security"
+    printf '%s\n%s\n' "${main%/}" "${sec%/}"
+}
+_apt_classify() {
+    local u=${uris%% *}
+    [[ -n $u && -n $suites ]] || { uris=""; suites=""; return 0; }
+    if [[ $suites == *-security* || $u == *security* ]]; then
+        [[ -n $sec ]] || sec=$u
+    elif [[ $u == *debian* || -z $main ]]; then
+        [[ -n $main && $main == *debian* ]] || main=$u
+    fi
+    uris=""; suites=""
+}
+
+# apt options pointing every piece of state into $APT_PRIVATE_DIR
+_apt_private_opts() {
+    local d=$APT_PRIVATE_DIR
+    printf '%s\n' \
+        -o "Dir::State::Lists=$d/lists" \
+        -o "Dir::Etc::SourceList=$d/sources.list" \
+        -o "Dir::Etc::SourceParts=/nonexistent" \
+        -o "Dir::Etc::TrustedParts=$d/trusted.gpg.d" \
+        -o "Dir::Etc::Trusted=$d/trusted.gpg" \
+        -o "Dir::Cache=$d/cache" \
+        -o "Dir::Cache::archives=$d/cache/archives" \
+        -o "Acquire::Check-Valid-Until=false" \
+        -o "Acquire::Languages=none" \
+        -o "APT::Architecture=amd64" \
+        -o "APT::Architectures=amd64" \
+        -o "Debug::NoLocking=true" \
+        -o "APT::Sandbox::User=root" \
+        -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false" \
+        -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
+}
+
+# apt_private_setup SUITE... : write the private sources.list for SUITEs
+# (e.g. bullseye-security trixie-backports sid) and run `apt-get update`,
+# verifying signatures with $APT_KEYRING. Refreshes at most every 12 h.
+apt_private_setup() {
+    local d=$APT_PRIVATE_DIR mirrors main sec s uri keyring
+    mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/trusted.gpg.d"
+    mapfile -t mirrors < <(system_debian_mirrors)
+    main=${mirrors[0]}; sec=${mirrors[1]}
+    [[ -r $APT_KEYRING ]] || die "Debian archive keyring $APT_KEYRING missing (apt-get install debian-archive-keyring)"
+    keyring=$APT_KEYRING
+    # a newer keyring fetched by apt_private_upgrade_keyring (see below)
+    [[ -s $d/debian-archive-keyring.gpg ]] && keyring=$d/debian-archive-keyring.gpg
+    {
+        for s in "$@"; do
+            uri=$main; [[ $s == *-security ]] && uri=$sec
+            echo "deb [signed-by=$keyring] $uri $s main"
+        done
+    } > "$d/sources.list.new"
+    if cmp -s "$d/sources.list.new" "$d/sources.list" \
+        && [[ -n $(find "$d/lists" -maxdepth 1 -name '*Packages*' -mmin -720 2>/dev/null | head -1) ]]; then
+        rm -f "$d/sources.list.new"; return 0
+    fi
+    mv "$d/sources.list.new" "$d/sources.list"
+    log "apt (private state in $d): update for $* from $main and $sec"
+    local out
+    if ! out=$(timeout 600 apt-get $(_apt_private_opts) update 2>&1); then
+        printf '%s\n' "$out" >&2
+        die "private apt-get update failed"
+    fi
+    if grep -qE '^(W|E):' <<<"$out"; then
+        grep -E '^(W|E):' <<<"$out" >&2
+        grep -q 'NO_PUBKEY\|not signed\|is not signed' <<<"$out" \
+            && die "a suite's Release file could not be verified with $keyring"
+    fi
+}
+
+apt_private_cache()  { apt-cache $(_apt_private_opts) "$@"; }
+apt_private_get()    { apt-get $(_apt_private_opts) "$@"; }
+
+# apt_private_download PKG[=VER] DESTDIR : apt-get download into DESTDIR,
+# prints the .deb path.
+apt_private_download() {
+    local pkg=$1 dest=$2
+    mkdir -p "$dest"
+    (cd "$dest" && timeout 900 apt-get $(_apt_private_opts) download -q "$pkg" >/dev/null) \
+        || die "apt-get download $pkg failed"
+    local name=${pkg%%=*}
+    ls -t "$dest/${name}"_*.deb 2>/dev/null | head -1
+}
