@@ -7,6 +7,10 @@
 
 APT_PRIVATE_DIR="${APT_PRIVATE_DIR:-$ADDRPROBE_CACHE/apt}"
 APT_KEYRING="${APT_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
+# every user of the private state asks for the same suites, so that the lists
+# are fetched once and shared (kernel-matrix kernels + linux-source-6.1)
+APT_SUITES=(bullseye-security bookworm bookworm-security bookworm-backports
+            trixie trixie-backports sid)
 
 # system_debian_mirrors: prints two lines, the main mirror URI and the
 # security mirror URI, taken from /etc/apt/sources.list.d/*.sources (deb822)
@@ -62,6 +66,8 @@ _apt_private_opts() {
         -o "Dir::Etc::Trusted=$d/trusted.gpg" \
         -o "Dir::Cache=$d/cache" \
         -o "Dir::Cache::archives=$d/cache/archives" \
+        -o "Dir::Cache::pkgcache=$d/cache/pkgcache.bin" \
+        -o "Dir::Cache::srcpkgcache=$d/cache/srcpkgcache.bin" \
         -o "Acquire::Check-Valid-Until=false" \
         -o "Acquire::Languages=none" \
         -o "APT::Architecture=amd64" \
@@ -72,11 +78,12 @@ _apt_private_opts() {
         -o "Acquire::IndexTargets::deb::DEP-11-icons::DefaultEnabled=false"
 }
 
-# apt_private_setup SUITE... : write the private sources.list for SUITEs
+# apt_private_setup [SUITE...] : (default: "${APT_SUITES[@]}") write the private sources.list for SUITEs
 # (e.g. bullseye-security trixie-backports sid) and run `apt-get update`,
 # verifying signatures with $APT_KEYRING. Refreshes at most every 12 h.
 apt_private_setup() {
     local d=$APT_PRIVATE_DIR mirrors main sec s uri keyring
+    (($#)) || set -- "${APT_SUITES[@]}"
     mkdir -p "$d/lists/partial" "$d/cache/archives/partial" "$d/trusted.gpg.d"
     mapfile -t mirrors < <(system_debian_mirrors)
     main=${mirrors[0]}; sec=${mirrors[1]}
@@ -120,4 +127,45 @@ apt_private_download() {
         || die "apt-get download $pkg failed"
     local name=${pkg%%=*}
     ls -t "$dest/${name}"_*.deb 2>/dev/null | head -1
+}
+
+# debian_kernel SERIES : newest cloud-amd64 kernel of SERIES ("5.10", "6.1",
+# "6.12", "6.18", "7" = newest 7.x) in the private state. Prints
+# "PACKAGE VERSION ABI SUITE". Builds from an older release's backports
+# (ABIs like 6.1.0-0.deb11.N) are skipped. For >= 6.16 the kernel lives in
+# linux-binary-ABI (linux-image-ABI is a meta package).
+debian_kernel() {
+    local series=$1 re abi pkg ver suite
+    re="^linux-(image|binary)-${series//./\\.}\\.[0-9]"
+    abi=$(apt_private_cache search --names-only "$re" 2>/dev/null | awk '{print $1}' \
+        | grep -E -- '-cloud-amd64$' | grep -vE -- '-0\.deb[0-9]+\.' \
+        | sed -E 's/^linux-(image|binary)-//; s/-cloud-amd64$//' | sort -uV | tail -n 1)
+    [[ -n $abi ]] || { log "no Debian cloud-amd64 kernel found for series $series"; return 1; }
+    for pkg in "linux-binary-$abi-cloud-amd64" "linux-image-$abi-cloud-amd64"; do
+        ver=$(apt_private_cache policy "$pkg" 2>/dev/null | awk '/Candidate:/{print $2}')
+        [[ -n $ver && $ver != "(none)" ]] || continue
+        suite=$(apt_private_cache madison "$pkg" 2>/dev/null | awk -F'|' -v v="$ver" \
+            '{gsub(/ /,"",$2)} $2==v {split($3,a," "); sub(/\/.*/,"",a[2]); print a[2]; exit}')
+        echo "$pkg $ver $abi ${suite:-?}"; return 0
+    done
+    log "series $series: ABI $abi found but no installable package"; return 1
+}
+
+# fetch_debian_vmlinuz PACKAGE ABI : download PACKAGE, keep only its vmlinuz in
+# $ADDRPROBE_CACHE/kernels/ABI/vmlinuz (cached). Prints the path.
+fetch_debian_vmlinuz() {
+    local pkg=$1 abi=$2 dir=$ADDRPROBE_CACHE/kernels/$2 tmp deb
+    if [[ -s $dir/vmlinuz ]]; then echo "$dir/vmlinuz"; return 0; fi
+    tmp=$(mktemp -d)
+    log "downloading $pkg"
+    deb=$(apt_private_download "$pkg" "$tmp")
+    mkdir -p "$dir"
+    dpkg-deb --fsys-tarfile "$deb" \
+        | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*' './usr/lib/modules/*/vmlinuz' 2>/dev/null || true
+    local k; k=$(find "$tmp/boot" "$tmp/usr/lib/modules" -name 'vmlinuz*' -type f 2>/dev/null | head -n 1)
+    [[ -n $k ]] || { rm -rf "$tmp"; die "$pkg contains no vmlinuz"; }
+    mv "$k" "$dir/vmlinuz.tmp" && mv "$dir/vmlinuz.tmp" "$dir/vmlinuz"
+    basename "$deb" > "$dir/package"
+    rm -rf "$tmp"
+    echo "$dir/vmlinuz"
 }
