@@ -29,3 +29,25 @@ ensure_pkgs() {
             || die "apt-get install ${want[*]} failed"
     fi
 }
+
+# addrprobe_bin ROOT BUILD BIN : path of the static addrprobe binary to put in
+# the guest. BIN non-empty: use it as is. BUILD=1: cargo build it (static,
+# release, x86_64-unknown-linux-gnu). BUILD=0: reuse the last build.
+addrprobe_bin() {
+    local root=$1 build=$2 bin=$3
+    local target_bin="$root/target/x86_64-unknown-linux-gnu/release/addrprobe"
+    if [[ -n $bin ]]; then
+        bin=$(readlink -f "$bin")
+    elif [[ $build == 1 ]]; then
+        command -v cargo >/dev/null || die "cargo not found (install Rust, or pass --bin PATH)"
+        log "building static addrprobe (cargo build --release --target x86_64-unknown-linux-gnu)"
+        (cd "$root" && RUSTFLAGS="-C target-feature=+crt-static" timeout 1800 cargo build \
+            --release --target x86_64-unknown-linux-gnu --bin addrprobe >&2) \
+            || die "cargo build failed"
+        bin=$target_bin
+    else
+        bin=$target_bin
+    fi
+    [[ -x $bin ]] || die "no addrprobe binary at $bin"
+    echo "$bin"
+}
