@@ -87,6 +87,14 @@ build_variant() {
             || { restore_pristine; die "patch $(basename "$patch") does not apply to $(cat "$base/src/.addrprobe-unpacked")"; }
         if [[ ! -d $out && -f $base/out-stock/arch/x86/boot/bzImage ]]; then
             cp -a "$base/out-stock" "$out"; rm -f "$out/.addrprobe-stamp"
+            # objtool's own build records the absolute output dir; point it at
+            # the copy (keeping mtimes) or objtool relinks and, as every
+            # object depends on objtool, the whole kernel rebuilds
+            local f
+            grep -rlF "$base/out-stock" "$out/tools" 2>/dev/null | while IFS= read -r f; do
+                [[ $f == *.cmd || $f == *.d ]] || continue
+                sed "s|$base/out-stock|$out|g" "$f" > "$f.tmp" && touch -r "$f" "$f.tmp" && mv "$f.tmp" "$f"
+            done
         fi
     fi
     mkdir -p "$out"
