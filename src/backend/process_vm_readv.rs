@@ -1,0 +1,115 @@
+//! `process_vm_readv` on this process: proves the **kernel could copy** the bytes, with known
+//! false negatives.
+//!
+//! `process_vm_rw_core()` (`mm/process_vm_access.c`) pins the remote pages with
+//! `pin_user_pages_remote()` and copies from them. GUP is stricter than a load: it refuses
+//! VMAs without `VM_READ` (so write-only and exec-only pages say "no" although the CPU could
+//! read a write-only page on x86), and `VM_IO`/`VM_PFNMAP` and secretmem mappings. Those are
+//! false negatives, never false positives. A partial transfer (the return value is smaller
+//! than requested) means a later iovec faulted.
+//!
+//! One call carries up to [`IOVECS`] one-byte iovecs, one per page; a 256-page range takes 4
+//! calls. The iovec arrays live on the stack (1 KiB). The pid is this process's, kept current
+//! across `fork()` by the atfork handler: a child must not read its parent.
+
+use crate::range::PageRange;
+use crate::sys;
+use crate::{Backend, Error};
+
+/// Remote iovecs per `process_vm_readv` call.
+pub const IOVECS: usize = 64;
+
+const EMPTY_IOV: libc::iovec = libc::iovec {
+    iov_base: core::ptr::null_mut(),
+    iov_len: 0,
+};
+
+/// Runs one `process_vm_readv` of `n` remote iovecs into `local`. `Ok(false)`: a fault.
+#[inline]
+fn readv(local: libc::iovec, remote: &[libc::iovec]) -> Result<bool, Error> {
+    let want: usize = remote.iter().map(|v| v.iov_len).sum();
+    // SAFETY: `local` describes a writable buffer of the caller's; the kernel validates the
+    // remote addresses and reports faults as EFAULT or a short count.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_process_vm_readv,
+            sys::pid() as libc::c_long,
+            &local as *const libc::iovec,
+            1 as libc::c_ulong,
+            remote.as_ptr(),
+            remote.len() as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    match sys::check(ret) {
+        Ok(n) => Ok(n as usize == want),
+        Err(libc::EFAULT) => Ok(false),
+        Err(libc::ESRCH) => Err(Error::Unavailable {
+            backend: Backend::ProcessVmReadv,
+            errno: Some(libc::ESRCH),
+            reason: "process_vm_readv found no process with the recorded pid",
+        }),
+        Err(e) => Err(Error::from_errno(
+            Backend::ProcessVmReadv,
+            e,
+            "process_vm_readv",
+        )),
+    }
+}
+
+/// One byte per page of `r`, [`IOVECS`] pages per call.
+#[inline]
+pub fn check(r: &PageRange) -> Result<bool, Error> {
+    let mut sink = [0u8; IOVECS];
+    let mut remote = [EMPTY_IOV; IOVECS];
+    let mut n = 0;
+    let mut points = r.probe_points().peekable();
+    while let Some(point) = points.next() {
+        remote[n] = libc::iovec {
+            iov_base: point as *mut libc::c_void,
+            iov_len: 1,
+        };
+        n += 1;
+        if n == IOVECS || points.peek().is_none() {
+            let local = libc::iovec {
+                iov_base: sink.as_mut_ptr().cast(),
+                iov_len: n,
+            };
+            if !readv(local, &remote[..n])? {
+                return Ok(false);
+            }
+            n = 0;
+        }
+    }
+    Ok(true)
+}
+
+/// Copies `r` into `dst`, one iovec per page-sized piece, [`IOVECS`] pieces per call.
+#[inline]
+pub fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
+    let mut remote = [EMPTY_IOV; IOVECS];
+    let mut n = 0;
+    let mut batch_start = 0;
+    let mut off = 0;
+    let mut chunks = r.page_chunks().peekable();
+    while let Some((start, len)) = chunks.next() {
+        remote[n] = libc::iovec {
+            iov_base: start as *mut libc::c_void,
+            iov_len: len,
+        };
+        n += 1;
+        off += len;
+        if n == IOVECS || chunks.peek().is_none() {
+            let local = libc::iovec {
+                iov_base: dst[batch_start..off].as_mut_ptr().cast(),
+                iov_len: off - batch_start,
+            };
+            if !readv(local, &remote[..n])? {
+                return Ok(false);
+            }
+            n = 0;
+            batch_start = off;
+        }
+    }
+    Ok(true)
+}

@@ -1,0 +1,39 @@
+//! `addrprobe`: the command-line face of the crate.
+//!
+//! Each subcommand lives in its own module and takes the arguments after its name:
+//!
+//! - `addrprobe report [--json]`: kernel, CPU, each backend's availability, guarantee and
+//!   self-test, the conformance matrix on this kernel and a quick cost table.
+
+mod context;
+mod json;
+mod report;
+mod timing;
+
+const USAGE: &str = "usage: addrprobe <command> [options]
+
+commands:
+  report [--json]   what every backend does on this machine: availability, guarantee,
+                    self-test, the conformance matrix and a quick cost table
+  help              this text";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
+    let code = match args.first().map(String::as_str) {
+        Some("report") => report::run(rest),
+        Some("help" | "--help" | "-h") => {
+            println!("{USAGE}");
+            0
+        }
+        Some(other) => {
+            eprintln!("addrprobe: unknown command {other:?}\n\n{USAGE}");
+            2
+        }
+        None => {
+            eprintln!("{USAGE}");
+            2
+        }
+    };
+    std::process::exit(code);
+}

@@ -1,0 +1,263 @@
+//! Address arithmetic shared by every backend: range validation, page rounding and the
+//! per-page walk.
+//!
+//! A range `[addr, addr + len)` is proven readable by probing *one byte in every page it
+//! touches*: the first probe is at `addr` itself, every later one at the start of the next
+//! page. Protection and mapping are page-granular, so one byte speaks for its page, and the
+//! last byte of the range lies in the last page that the walk visits. Copying the whole range
+//! instead costs per byte (see `shared/reference/probe-costs.md`: 256 pages through a pipe cost
+//! 174 µs, one byte per page a small fraction of that).
+//!
+//! Everything here is pure arithmetic on `usize`: no syscalls, no allocation, no panics on any
+//! input. The fuzz target `range_math` checks it against a naive reference model.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::Error;
+
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
+
+/// The page size of this process, read at run time from the auxiliary vector (`AT_PAGESZ`).
+///
+/// The first call reads it; later calls are one relaxed atomic load, so this is
+/// async-signal-safe once any [`Prober`](crate::Prober) exists (constructing one reads it).
+pub fn page_size() -> usize {
+    let cached = PAGE_SIZE.load(Ordering::Relaxed);
+    if cached != 0 {
+        return cached;
+    }
+    let size = rustix::param::page_size();
+    PAGE_SIZE.store(size, Ordering::Relaxed);
+    size
+}
+
+/// The lowest address that can never belong to user space on this architecture.
+///
+/// x86_64 user space ends below 2^47 with 4-level paging and below 2^56 with 5-level paging;
+/// arm64 below 2^52. Ranges that reach this limit are answered "not readable, not mapped"
+/// without a syscall: the kernel's `access_ok()` would refuse them, and a load there is a
+/// kernel or non-canonical access.
+pub const USER_SPACE_LIMIT: usize = {
+    #[cfg(target_arch = "aarch64")]
+    {
+        1 << 52
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        1 << 56
+    }
+};
+
+/// A validated, non-empty range inside user space, with its page bounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRange {
+    /// First byte of the range.
+    pub addr: usize,
+    /// Last byte of the range (inclusive).
+    pub last: usize,
+    /// Start of the first page the range touches.
+    pub first_page: usize,
+    /// Start of the last page the range touches.
+    pub last_page: usize,
+    /// The page size used for rounding.
+    pub page_size: usize,
+}
+
+/// What a range turns into before any backend looks at it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Classified {
+    /// `len == 0`: readable by definition, no syscall.
+    Empty,
+    /// Some byte lies at or above [`USER_SPACE_LIMIT`]: never readable or mapped.
+    OutsideUserSpace,
+    /// A range a backend must probe.
+    Probe(PageRange),
+}
+
+/// Validates `[addr, addr + len)` and rounds it to pages of `page_size` bytes.
+///
+/// `page_size` must be a power of two (the caller passes [`page_size()`]).
+/// Returns [`Error::InvalidRange`] when the end `addr + len` wraps past `usize::MAX` (so a
+/// range that would include the very last byte of the address space is refused too: its end
+/// is not representable).
+pub fn classify(addr: usize, len: usize, page_size: usize) -> Result<Classified, Error> {
+    if len == 0 {
+        return Ok(Classified::Empty);
+    }
+    let end = addr
+        .checked_add(len)
+        .ok_or(Error::InvalidRange { addr, len })?;
+    let last = end - 1;
+    if last >= USER_SPACE_LIMIT {
+        return Ok(Classified::OutsideUserSpace);
+    }
+    let mask = !(page_size - 1);
+    Ok(Classified::Probe(PageRange {
+        addr,
+        last,
+        first_page: addr & mask,
+        last_page: last & mask,
+        page_size,
+    }))
+}
+
+impl PageRange {
+    /// Number of pages the range touches.
+    pub fn pages(&self) -> usize {
+        (self.last_page - self.first_page) / self.page_size + 1
+    }
+
+    /// Bytes from the first page start to the end of the last page.
+    /// Cannot overflow: `last_page < USER_SPACE_LIMIT`.
+    pub fn span(&self) -> usize {
+        self.last_page - self.first_page + self.page_size
+    }
+
+    /// The probe points: `addr`, then the start of every later page the range touches.
+    pub fn probe_points(&self) -> ProbePoints {
+        ProbePoints {
+            next: Some(self.addr),
+            last_page: self.last_page,
+            page_size: self.page_size,
+        }
+    }
+
+    /// The range cut at page boundaries: `(start, len)` pieces, each inside one page.
+    pub fn page_chunks(&self) -> PageChunks {
+        PageChunks {
+            next: Some(self.addr),
+            last: self.last,
+            page_size: self.page_size,
+        }
+    }
+}
+
+/// Iterator over one probe address per page (see [`PageRange::probe_points`]).
+#[derive(Clone, Debug)]
+pub struct ProbePoints {
+    next: Option<usize>,
+    last_page: usize,
+    page_size: usize,
+}
+
+impl Iterator for ProbePoints {
+    type Item = usize;
+    fn next(&mut self) -> Option<usize> {
+        let cur = self.next?;
+        let page = cur & !(self.page_size - 1);
+        self.next = if page < self.last_page {
+            Some(page + self.page_size)
+        } else {
+            None
+        };
+        Some(cur)
+    }
+}
+
+/// Iterator over the page-sized pieces of a range (see [`PageRange::page_chunks`]).
+#[derive(Clone, Debug)]
+pub struct PageChunks {
+    next: Option<usize>,
+    last: usize,
+    page_size: usize,
+}
+
+impl Iterator for PageChunks {
+    type Item = (usize, usize);
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let cur = self.next?;
+        let page_last = (cur & !(self.page_size - 1)) + (self.page_size - 1);
+        let end = page_last.min(self.last);
+        self.next = if end < self.last { Some(end + 1) } else { None };
+        Some((cur, end - cur + 1))
+    }
+}
+
+/// Start of a `width`-byte window that contains `point` and stays inside `point`'s page.
+///
+/// Used by techniques that always copy a fixed number of bytes (rt_sigprocmask copies 8):
+/// the copy must never spill into the next page, or an unreadable neighbour would turn a
+/// readable page into a "no".
+pub fn window_in_page(point: usize, width: usize, page_size: usize) -> usize {
+    let page_end = (point & !(page_size - 1)) + page_size;
+    point.min(page_end - width)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PS: usize = 4096;
+
+    fn points(addr: usize, len: usize) -> Vec<usize> {
+        match classify(addr, len, PS).unwrap() {
+            Classified::Probe(r) => r.probe_points().collect(),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_point_per_page_starting_at_addr() {
+        assert_eq!(points(0x1000, 8), vec![0x1000]);
+        assert_eq!(points(0x1ffc, 8), vec![0x1ffc, 0x2000]);
+        assert_eq!(points(0x1000, 0x1000), vec![0x1000]);
+        assert_eq!(points(0x1000, 0x1001), vec![0x1000, 0x2000]);
+        assert_eq!(points(0x1234, 3 * PS), vec![0x1234, 0x2000, 0x3000, 0x4000]);
+    }
+
+    #[test]
+    fn zero_length_and_wrapping() {
+        assert_eq!(classify(0, 0, PS).unwrap(), Classified::Empty);
+        assert_eq!(classify(usize::MAX, 0, PS).unwrap(), Classified::Empty);
+        assert!(matches!(
+            classify(0x1000, usize::MAX, PS),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            classify(usize::MAX, 2, PS),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            classify(usize::MAX, 1, PS),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert!(matches!(
+            classify(1, usize::MAX, PS),
+            Err(Error::InvalidRange { .. })
+        ));
+        assert_eq!(
+            classify(usize::MAX - 1, 1, PS).unwrap(),
+            Classified::OutsideUserSpace
+        );
+        assert_eq!(
+            classify(USER_SPACE_LIMIT - 1, 2, PS).unwrap(),
+            Classified::OutsideUserSpace
+        );
+    }
+
+    #[test]
+    fn chunks_cover_the_range_exactly() {
+        let Classified::Probe(r) = classify(0x1ff0, 0x2020, PS).unwrap() else {
+            panic!()
+        };
+        let chunks: Vec<_> = r.page_chunks().collect();
+        assert_eq!(
+            chunks,
+            vec![
+                (0x1ff0, 0x10),
+                (0x2000, 0x1000),
+                (0x3000, 0x1000),
+                (0x4000, 0x10)
+            ]
+        );
+        assert_eq!(r.pages(), 4);
+        assert_eq!(r.span(), 4 * PS);
+    }
+
+    #[test]
+    fn windows_stay_in_their_page() {
+        assert_eq!(window_in_page(0x1000, 8, PS), 0x1000);
+        assert_eq!(window_in_page(0x1ffc, 8, PS), 0x1ff8);
+        assert_eq!(window_in_page(0x1ff8, 8, PS), 0x1ff8);
+    }
+}

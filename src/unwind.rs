@@ -1,0 +1,838 @@
+//! A frame-pointer unwinder whose every memory read is validated by a [`Prober`].
+//!
+//! This is the workload the crate exists for: a profiler's signal handler (or a crash
+//! reporter, or a debugging aid) walks the chain of `(saved frame pointer, return address)`
+//! pairs that functions compiled with frame pointers leave on the stack, and must not crash
+//! when a frame pointer is corrupt, points into a `PROT_NONE` guard page or into unmapped
+//! memory.
+//!
+//! # Frame layout
+//!
+//! On x86_64 and aarch64 a function compiled with frame pointers stores, at its frame pointer
+//! `fp`, the caller's frame pointer, and at `fp + size_of::<usize>()` the return address into
+//! the caller. [`Unwinder::walk_from`] starts from an explicit `(pc, fp)` (e.g. taken from a
+//! signal's `ucontext` with [`regs_from_ucontext`]); [`Unwinder::walk_current`] starts from its
+//! caller. Both fill a caller-provided `&mut [Frame]` and never allocate, so they can run in a
+//! signal handler.
+//!
+//! # How reads are validated
+//!
+//! - With a [`Readable`](Guarantee::Readable) backend ([`Unwinder::new`]), each frame's two
+//!   words are copied with [`Prober::read`]: race-free, sound on any stack, even a corrupt one.
+//! - With a [`Mapped`](Guarantee::Mapped) or [`RegionReadable`](Guarantee::RegionReadable)
+//!   backend ([`Unwinder::check_then_load`], which is `unsafe`), each frame is first checked
+//!   with [`Prober::check`] and then loaded. That is **only sound on stacks known to be
+//!   valid**: a "mapped" page may be `PROT_NONE`, a "region-readable" page may lie beyond the
+//!   end of its file, and another thread may unmap the page between the check and the load.
+//!   It exists to measure those backends in an unwinder, and for callers that vouch for the
+//!   stack.
+//! - With [`Unwinder::with_fast_path`], frames that lie inside the calling thread's registered
+//!   stack ([`crate::stack_bounds`]) are read with plain loads and cost no syscall; the first
+//!   frame outside falls back to the prober. [`Unwinder::with_batch_window`] makes each probe
+//!   copy a window of frames at once ([`crate::batch`]).
+//!
+//! # Sanity checks
+//!
+//! The walk stops (and says why, in [`Walk::stop`]) at the first frame pointer that is zero,
+//! not aligned to a machine word, not strictly greater than the previous one (stacks grow
+//! down, so callers' frames lie above), at a zero return address, at an unreadable frame, after
+//! [`Unwinder::max_depth`] frames, or when the output slice is full. Strict increase means a
+//! loop in the chain always terminates.
+//!
+//! # Requirements
+//!
+//! Only code compiled with frame pointers (`-C force-frame-pointers=yes`, this repository's
+//! `.cargo/config.toml` sets it) keeps the chain intact; a frame without one ends the walk
+//! early, or (through a stale saved register) makes it report a few bogus frames. It never
+//! crashes with a `Readable` backend.
+
+use core::mem::size_of;
+
+use crate::{Error, Guarantee, Prober};
+
+#[path = "unwind_fast.rs"]
+mod fast;
+pub use fast::{MAX_BATCH_WINDOW, ReadStats};
+
+/// Bytes in one machine word, the alignment every frame pointer must have.
+const WORD: usize = size_of::<usize>();
+
+/// One frame of a walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Frame {
+    /// The frame's program counter: the start `pc` for the first frame of
+    /// [`Unwinder::walk_from`], a return address (the instruction after the call) for every
+    /// other frame. Symbolizers usually look up `pc - 1` for return addresses.
+    pub pc: usize,
+    /// The frame pointer of the function that `pc` lies in (`0` for the outermost frame).
+    pub fp: usize,
+}
+
+/// Why a walk stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The chain ended normally: a zero frame pointer or a zero return address.
+    EndOfChain,
+    /// [`Unwinder::max_depth`] frames were recorded, or the output slice was full.
+    MaxDepth,
+    /// A frame pointer was not aligned to a machine word.
+    Misaligned {
+        /// The offending frame pointer.
+        fp: usize,
+    },
+    /// A frame pointer was not strictly above the previous one (or, for
+    /// [`Unwinder::walk_current`], below the current stack pointer).
+    NotIncreasing {
+        /// The previous frame pointer (or stack pointer).
+        prev: usize,
+        /// The offending frame pointer.
+        fp: usize,
+    },
+    /// The two words at this frame pointer could not be read.
+    Unreadable {
+        /// The frame pointer whose words were unreadable.
+        fp: usize,
+    },
+    /// The prober failed (this is not an answer: the walk could not be validated).
+    Error(Error),
+}
+
+/// The result of a walk: `depth` frames were written to the start of the output slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// Number of frames written.
+    pub depth: usize,
+    /// Why the walk stopped.
+    pub stop: Stop,
+}
+
+/// How an [`Unwinder`] validates its reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// [`Prober::read`]: race-free, sound on any stack.
+    Read,
+    /// [`Prober::check`], then a plain load: only sound on stacks known to be valid.
+    CheckThenLoad,
+}
+
+/// A frame-pointer unwinder validating every read through a [`Prober`]. Cheap to create and
+/// `Copy`; holds only a reference to the prober.
+#[derive(Clone, Copy, Debug)]
+pub struct Unwinder<'p> {
+    prober: &'p Prober,
+    mode: ReadMode,
+    max_depth: usize,
+    /// Read frames inside the thread's [`StackBounds`](crate::stack_bounds::StackBounds)
+    /// with plain loads (see [`Unwinder::with_fast_path`]).
+    fast_path: bool,
+    /// Batch window in bytes for probed frames, 0 for none (see
+    /// [`Unwinder::with_batch_window`]).
+    batch: usize,
+}
+
+/// The default [`Unwinder::max_depth`].
+pub const DEFAULT_MAX_DEPTH: usize = 1024;
+
+impl<'p> Unwinder<'p> {
+    /// An unwinder that copies every frame with [`Prober::read`]. Sound on any stack, corrupt
+    /// or not. Returns [`Error::Unsupported`] unless the prober's guarantee is
+    /// [`Guarantee::Readable`] (use [`check_then_load`](Self::check_then_load) for the others).
+    pub fn new(prober: &'p Prober) -> Result<Self, Error> {
+        if prober.guarantee() != Guarantee::Readable {
+            return Err(Error::Unsupported {
+                backend: prober.backend(),
+                operation: "Unwinder::new: only `readable` backends can copy frames race-free; \
+                            see Unwinder::check_then_load",
+            });
+        }
+        Ok(Unwinder {
+            prober,
+            mode: ReadMode::Read,
+            max_depth: DEFAULT_MAX_DEPTH,
+            fast_path: false,
+            batch: 0,
+        })
+    }
+
+    /// An unwinder that checks each frame with [`Prober::check`] and then loads it, for any
+    /// backend (the `Readable` ones included, which then skip the copy).
+    ///
+    /// # Safety
+    ///
+    /// A "yes" from the check does not make the load safe unless the prober's guarantee is
+    /// [`Guarantee::Readable`] *and* nothing unmaps the memory in between. The caller must
+    /// guarantee that every frame pointer the walk can reach that passes the check points
+    /// into memory that stays readable for the walk: in practice, that the stack being walked
+    /// is a live stack whose frame chain is intact (every function on it was compiled with
+    /// frame pointers). A `PROT_NONE` page, a page beyond the end of a file or an
+    /// `MADV_GUARD_INSTALL` page reached through a corrupt chain crashes the process with a
+    /// [`Mapped`](Guarantee::Mapped) or [`RegionReadable`](Guarantee::RegionReadable)
+    /// backend, and a [`Unsound`](Guarantee::Unsound) backend validates nothing at all.
+    pub unsafe fn check_then_load(prober: &'p Prober) -> Self {
+        Unwinder {
+            prober,
+            mode: ReadMode::CheckThenLoad,
+            max_depth: DEFAULT_MAX_DEPTH,
+            fast_path: false,
+            batch: 0,
+        }
+    }
+
+    /// Stop after `max_depth` frames (default [`DEFAULT_MAX_DEPTH`]).
+    pub fn with_max_depth(mut self, max_depth: usize) -> Self {
+        self.max_depth = max_depth;
+        self
+    }
+
+    /// The maximum number of frames a walk records.
+    pub fn max_depth(&self) -> usize {
+        self.max_depth
+    }
+
+    /// How this unwinder validates reads.
+    pub fn mode(&self) -> ReadMode {
+        self.mode
+    }
+
+    /// The prober behind it.
+    pub fn prober(&self) -> &'p Prober {
+        self.prober
+    }
+
+    /// Reads the `(saved fp, return address)` pair at `fp`: `Ok(None)` if unreadable.
+    /// This is the unwinder's whole memory access; async-signal-safe.
+    #[inline]
+    pub fn read_frame(&self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
+        let mut buf = [0u8; 2 * WORD];
+        match self.mode {
+            ReadMode::Read => {
+                if !self.prober.read(fp, &mut buf)? {
+                    return Ok(None);
+                }
+                let (a, b) = buf.split_at(WORD);
+                Ok(Some([word(a), word(b)]))
+            }
+            ReadMode::CheckThenLoad => {
+                if !self.prober.check(fp, 2 * WORD)? {
+                    return Ok(None);
+                }
+                let p = fp as *const usize;
+                // SAFETY: `fp` is word-aligned (checked by the walk, and by `read_word`'s
+                // caller contract below) and the check said the 16 bytes are mapped / in a
+                // readable region; the caller of `check_then_load` vouched that such memory
+                // on this stack is readable.
+                Ok(Some(unsafe {
+                    [
+                        core::ptr::read_volatile(p),
+                        core::ptr::read_volatile(p.add(1)),
+                    ]
+                }))
+            }
+        }
+    }
+
+    /// Reads one word at `addr` (any alignment) through the same validation as the walk:
+    /// `Ok(None)` if unreadable. This is the shape of an external unwinder's memory-read
+    /// callback (framehop's `read_stack`, libunwind's `access_mem`); see
+    /// `examples/unwind.rs`. Async-signal-safe.
+    #[inline]
+    pub fn read_word(&self, addr: usize) -> Result<Option<usize>, Error> {
+        let mut buf = [0u8; WORD];
+        match self.mode {
+            ReadMode::Read => Ok(self.prober.read(addr, &mut buf)?.then(|| word(&buf))),
+            ReadMode::CheckThenLoad => {
+                if !self.prober.check(addr, WORD)? {
+                    return Ok(None);
+                }
+                // SAFETY: as in `read_frame`: checked, and vouched for by the caller of
+                // `check_then_load`; `read_unaligned` accepts any alignment.
+                Ok(Some(unsafe {
+                    core::ptr::read_unaligned(addr as *const usize)
+                }))
+            }
+        }
+    }
+
+    /// Walks from an explicit program counter and frame pointer, e.g. those of an interrupted
+    /// thread ([`regs_from_ucontext`]). `out[0]` is `Frame { pc, fp }`; each later frame is a
+    /// return address and its function's frame pointer. Async-signal-safe, no allocation.
+    pub fn walk_from(&self, pc: usize, fp: usize, out: &mut [Frame]) -> Walk {
+        let limit = out.len().min(self.max_depth);
+        if limit == 0 {
+            return Walk {
+                depth: 0,
+                stop: Stop::MaxDepth,
+            };
+        }
+        out[0] = Frame { pc, fp };
+        let mut reader = fast::FrameReader::new(self, &[]);
+        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(fp))
+    }
+
+    /// Walks the calling thread's stack, starting with the return address into the caller of
+    /// `walk_current` (so `out[0].pc` lies in the caller). Needs the caller and this crate to
+    /// be compiled with frame pointers. Async-signal-safe, no allocation.
+    #[inline(never)]
+    pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
+        let limit = out.len().min(self.max_depth);
+        let (fp, sp) = current_fp_sp();
+        let mut reader = fast::FrameReader::new(self, &[sp]);
+        walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp))
+    }
+}
+
+/// The generic walk under [`Unwinder`]: starting at frame pointer `fp`, with `out[..start]`
+/// already filled, reads each frame's `[saved fp, return address]` with `read_frame` and
+/// applies the sanity checks described in the [module docs](self). `prev` is a lower bound
+/// that `fp` must exceed (`0` for none; the current stack pointer for the calling thread).
+///
+/// `read_frame` returns `Ok(None)` for an unreadable frame. It must not crash on any
+/// word-aligned, non-zero `fp`, or the walk is not safe. Use this to plug in a different
+/// memory source (a copied stack, a bounds-checked fast path) or no validation at all (the
+/// benchmarks' baseline).
+#[inline]
+pub fn walk_chain(
+    mut fp: usize,
+    mut prev: usize,
+    out: &mut [Frame],
+    start: usize,
+    mut read_frame: impl FnMut(usize) -> Result<Option<[usize; 2]>, Error>,
+) -> Walk {
+    let mut depth = start.min(out.len());
+    loop {
+        if fp == 0 {
+            return Walk {
+                depth,
+                stop: Stop::EndOfChain,
+            };
+        }
+        if !fp.is_multiple_of(WORD) {
+            return Walk {
+                depth,
+                stop: Stop::Misaligned { fp },
+            };
+        }
+        if fp <= prev {
+            return Walk {
+                depth,
+                stop: Stop::NotIncreasing { prev, fp },
+            };
+        }
+        if depth >= out.len() {
+            return Walk {
+                depth,
+                stop: Stop::MaxDepth,
+            };
+        }
+        let [next, ra] = match read_frame(fp) {
+            Ok(Some(words)) => words,
+            Ok(None) => {
+                return Walk {
+                    depth,
+                    stop: Stop::Unreadable { fp },
+                };
+            }
+            Err(e) => {
+                return Walk {
+                    depth,
+                    stop: Stop::Error(e),
+                };
+            }
+        };
+        if ra == 0 {
+            return Walk {
+                depth,
+                stop: Stop::EndOfChain,
+            };
+        }
+        out[depth] = Frame { pc: ra, fp: next };
+        depth += 1;
+        prev = fp;
+        fp = next;
+    }
+}
+
+#[inline]
+fn word(bytes: &[u8]) -> usize {
+    let mut w = [0u8; WORD];
+    w.copy_from_slice(&bytes[..WORD]);
+    usize::from_ne_bytes(w)
+}
+
+/// The frame pointer and stack pointer of the calling function (inlined into it).
+#[inline(always)]
+fn current_fp_sp() -> (usize, usize) {
+    cfg_if::cfg_if! {
+        if #[cfg(target_arch = "x86_64")] {
+            let (fp, sp): (usize, usize);
+            // SAFETY: reads two registers; no memory access, no side effects.
+            unsafe {
+                core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp,
+                    options(nomem, nostack, preserves_flags));
+            }
+            (fp, sp)
+        } else if #[cfg(target_arch = "aarch64")] {
+            let (fp, sp): (usize, usize);
+            // SAFETY: reads two registers; no memory access, no side effects.
+            unsafe {
+                core::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp,
+                    options(nomem, nostack, preserves_flags));
+            }
+            (fp, sp)
+        } else {
+            // No frame-pointer convention known here: the walk ends at once.
+            (0, 0)
+        }
+    }
+}
+
+/// Registers an unwinder starts from, taken from a signal's `ucontext`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Regs {
+    /// Program counter of the interrupted instruction.
+    pub pc: usize,
+    /// Frame pointer (`rbp` / `x29`).
+    pub fp: usize,
+    /// Stack pointer.
+    pub sp: usize,
+}
+
+/// Reads the interrupted thread's `pc`, `fp` and `sp` from the `ucontext` an `SA_SIGINFO`
+/// handler receives as its third argument. Returns `None` for a null pointer or on an
+/// architecture this module does not know. Async-signal-safe.
+///
+/// # Safety
+///
+/// `uc` must be null or the `ucontext_t` pointer the kernel passed to a signal handler that
+/// is still running.
+pub unsafe fn regs_from_ucontext(uc: *const libc::c_void) -> Option<Regs> {
+    if uc.is_null() {
+        return None;
+    }
+    cfg_if::cfg_if! {
+        if #[cfg(all(target_os = "linux", target_arch = "x86_64"))] {
+            // SAFETY: the caller passes the kernel's ucontext_t for a running handler.
+            let gregs = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext.gregs };
+            Some(Regs {
+                pc: gregs[libc::REG_RIP as usize] as usize,
+                fp: gregs[libc::REG_RBP as usize] as usize,
+                sp: gregs[libc::REG_RSP as usize] as usize,
+            })
+        } else if #[cfg(all(target_os = "linux", target_arch = "aarch64"))] {
+            // SAFETY: the caller passes the kernel's ucontext_t for a running handler.
+            let mc = unsafe { &(*(uc as *const libc::ucontext_t)).uc_mcontext };
+            Some(Regs { pc: mc.pc as usize, fp: mc.regs[29] as usize, sp: mc.sp as usize })
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Backend;
+
+    fn readable_probers() -> Vec<Prober> {
+        [Backend::Pipe, Backend::SigprocMask, Backend::ProcessVmReadv]
+            .into_iter()
+            .filter_map(|b| Prober::new(b).ok())
+            .collect()
+    }
+
+    /// Maps `pages` pages read-write, the last `guard` of them made `PROT_NONE`.
+    struct Region {
+        base: usize,
+        len: usize,
+    }
+
+    impl Region {
+        fn new(pages: usize, guard_from: usize) -> Region {
+            let ps = crate::range::page_size();
+            let len = pages * ps;
+            // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            let base = p as usize;
+            if guard_from < pages {
+                // SAFETY: the range lies inside the mapping made above.
+                let r = unsafe {
+                    libc::mprotect(
+                        (base + guard_from * ps) as *mut libc::c_void,
+                        (pages - guard_from) * ps,
+                        libc::PROT_NONE,
+                    )
+                };
+                assert_eq!(r, 0);
+            }
+            Region { base, len }
+        }
+
+        fn put(&self, addr: usize, next: usize, ra: usize) {
+            assert!(addr >= self.base && addr + 2 * WORD <= self.base + self.len);
+            // SAFETY: inside the read-write part of the mapping (asserted by the callers'
+            // layout) and aligned.
+            unsafe {
+                *(addr as *mut usize) = next;
+                *((addr + WORD) as *mut usize) = ra;
+            }
+        }
+    }
+
+    impl Drop for Region {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly the mapping this Region made.
+            unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+        }
+    }
+
+    #[test]
+    fn hand_made_chain_ends_at_prot_none_frame() {
+        let ps = crate::range::page_size();
+        // Pages 0..2 read-write, page 2 PROT_NONE.
+        let region = Region::new(3, 2);
+        let f1 = region.base + 64;
+        let f2 = region.base + 512;
+        let f3 = region.base + ps + 128;
+        let guard = region.base + 2 * ps + 16;
+        region.put(f1, f2, 0x1111);
+        region.put(f2, f3, 0x2222);
+        region.put(f3, guard, 0x3333);
+        for prober in readable_probers() {
+            let unwinder = Unwinder::new(&prober).unwrap();
+            let mut out = [Frame::default(); 16];
+            let walk = unwinder.walk_from(0xaaaa, f1, &mut out);
+            assert_eq!(
+                walk.stop,
+                Stop::Unreadable { fp: guard },
+                "{}",
+                prober.backend()
+            );
+            assert_eq!(walk.depth, 4);
+            assert_eq!(
+                &out[..4],
+                &[
+                    Frame { pc: 0xaaaa, fp: f1 },
+                    Frame { pc: 0x1111, fp: f2 },
+                    Frame { pc: 0x2222, fp: f3 },
+                    Frame {
+                        pc: 0x3333,
+                        fp: guard
+                    },
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn hand_made_chain_into_unmapped_memory_with_check_then_load() {
+        // An unmapped page is refused by every guarantee, Mapped included, so even the
+        // check-then-load mode ends the walk there without loading.
+        let ps = crate::range::page_size();
+        let region = Region::new(3, 3);
+        let hole_addr = region.base + 2 * ps + 32;
+        // SAFETY: unmaps the last page of `region`'s own mapping (Drop's munmap of the whole
+        // range then ignores the hole).
+        assert_eq!(
+            unsafe { libc::munmap((region.base + 2 * ps) as *mut libc::c_void, ps) },
+            0
+        );
+        let f1 = region.base + 8;
+        let f2 = region.base + ps + 8;
+        region.put(f1, f2, 0x10);
+        region.put(f2, hole_addr, 0x20);
+        for backend in [Backend::Msync, Backend::Mincore, Backend::ProcmapQuery] {
+            let Ok(prober) = Prober::new(backend) else {
+                continue;
+            };
+            // SAFETY: every frame the walk can reach is in `region` (read-write) or in the
+            // unmapped hole, which every backend refuses.
+            let unwinder = unsafe { Unwinder::check_then_load(&prober) };
+            let mut out = [Frame::default(); 8];
+            let walk = unwinder.walk_from(1, f1, &mut out);
+            assert_eq!(walk.stop, Stop::Unreadable { fp: hole_addr }, "{backend}");
+            assert_eq!(walk.depth, 3);
+            assert_eq!(
+                out[2],
+                Frame {
+                    pc: 0x20,
+                    fp: hole_addr
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn sanity_checks_stop_the_walk() {
+        let region = Region::new(1, 1);
+        let (a, b) = (region.base + 256, region.base + 128);
+        let prober = Prober::new(Backend::SigprocMask).unwrap();
+        let unwinder = Unwinder::new(&prober).unwrap();
+        let mut out = [Frame::default(); 8];
+
+        // Backwards pointer (a loop a -> b -> a would be caught the same way).
+        region.put(a, b, 7);
+        let w = unwinder.walk_from(1, a, &mut out);
+        assert_eq!(w.stop, Stop::NotIncreasing { prev: a, fp: b });
+        assert_eq!(w.depth, 2);
+
+        // Self loop.
+        region.put(a, a, 7);
+        assert_eq!(
+            unwinder.walk_from(1, a, &mut out).stop,
+            Stop::NotIncreasing { prev: a, fp: a }
+        );
+
+        // Misaligned.
+        region.put(a, a + 3 + 64, 7);
+        assert_eq!(
+            unwinder.walk_from(1, a, &mut out).stop,
+            Stop::Misaligned { fp: a + 67 }
+        );
+
+        // Zero return address ends the chain without a frame; zero fp after a frame too.
+        region.put(a, a + 64, 0);
+        assert_eq!(
+            unwinder.walk_from(1, a, &mut out),
+            Walk {
+                depth: 1,
+                stop: Stop::EndOfChain
+            }
+        );
+        region.put(a, 0, 9);
+        assert_eq!(
+            unwinder.walk_from(1, a, &mut out),
+            Walk {
+                depth: 2,
+                stop: Stop::EndOfChain
+            }
+        );
+
+        // Kernel address and NULL-page frame pointers.
+        region.put(a, 0xffff_ffff_8000_0000, 9);
+        assert_eq!(
+            unwinder.walk_from(1, a, &mut out).stop,
+            Stop::Unreadable {
+                fp: 0xffff_ffff_8000_0000
+            }
+        );
+
+        // Max depth, and a too-short output slice.
+        region.put(a, a + 64, 9);
+        region.put(a + 64, a + 128, 9);
+        region.put(a + 128, a + 192, 9);
+        let w = unwinder.with_max_depth(2).walk_from(1, a, &mut out);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 2,
+                stop: Stop::MaxDepth
+            }
+        );
+        assert_eq!(
+            unwinder.walk_from(1, a, &mut []),
+            Walk {
+                depth: 0,
+                stop: Stop::MaxDepth
+            }
+        );
+        // Mapped backends are refused by the safe constructor.
+        let msync = Prober::new(Backend::Msync).unwrap();
+        assert!(matches!(
+            Unwinder::new(&msync),
+            Err(Error::Unsupported { .. })
+        ));
+    }
+
+    type WalkResult = (Walk, Vec<Frame>);
+
+    /// Recurses `depth` times, recording each level's own frame pointer, then walks.
+    #[inline(never)]
+    fn recurse(
+        depth: usize,
+        fps: &mut Vec<usize>,
+        f: &mut dyn FnMut() -> WalkResult,
+    ) -> WalkResult {
+        let (fp, _) = current_fp_sp();
+        fps.push(fp);
+        let r = if depth == 0 {
+            f()
+        } else {
+            recurse(depth - 1, fps, f)
+        };
+        core::hint::black_box(&r);
+        r
+    }
+
+    #[test]
+    fn real_recursion_is_walked_frame_by_frame() {
+        const DEPTH: usize = 40;
+        for prober in readable_probers() {
+            let unwinder = Unwinder::new(&prober).unwrap();
+            let mut fps = Vec::new();
+            let (walk, frames) = recurse(DEPTH, &mut fps, &mut || {
+                let mut out = vec![Frame::default(); 256];
+                let w = unwinder.walk_current(&mut out);
+                out.truncate(w.depth);
+                (w, out)
+            });
+            // fps[i] is the frame pointer of recursion level i (outermost first). The walk
+            // starts in the closure called by the innermost level, so somewhere in the walk
+            // the recorded frame pointers appear innermost first, consecutively.
+            let want: Vec<usize> = fps.iter().rev().copied().collect();
+            let start = frames
+                .iter()
+                .position(|f| f.fp == want[0])
+                .unwrap_or_else(|| {
+                    panic!("{}: innermost fp not found: {walk:?}", prober.backend())
+                });
+            let got: Vec<usize> = frames[start..]
+                .iter()
+                .map(|f| f.fp)
+                .take(want.len())
+                .collect();
+            assert_eq!(got, want, "{}", prober.backend());
+            // Every recursive call returns to the same call site.
+            let ras: Vec<usize> = frames[start + 1..start + DEPTH]
+                .iter()
+                .map(|f| f.pc)
+                .collect();
+            assert!(ras.iter().all(|&r| r == ras[0] && r != 0), "{ras:x?}");
+            assert!(walk.depth > DEPTH, "{walk:?}");
+        }
+    }
+
+    #[test]
+    fn read_word_matches_memory_and_refuses_bad_addresses() {
+        let region = Region::new(2, 1);
+        region.put(region.base + 40, 0x0123_4567_89ab_cdef, 5);
+        let prober = Prober::new(Backend::ProcessVmReadv).unwrap();
+        let u = Unwinder::new(&prober).unwrap();
+        assert_eq!(
+            u.read_word(region.base + 40),
+            Ok(Some(0x0123_4567_89ab_cdef))
+        );
+        // Unaligned read across two words.
+        assert_eq!(
+            u.read_word(region.base + 44),
+            Ok(Some((0x0123_4567usize) | (5usize << 32)))
+        );
+        let ps = crate::range::page_size();
+        assert_eq!(u.read_word(region.base + ps), Ok(None)); // PROT_NONE page
+        assert_eq!(u.read_word(region.base + ps - 4), Ok(None)); // straddles into it
+        assert_eq!(u.read_word(0), Ok(None));
+    }
+
+    mod in_signal {
+        use super::*;
+        use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+        pub static PROBER: AtomicPtr<Prober> = AtomicPtr::new(core::ptr::null_mut());
+        pub static mut FRAMES: [Frame; 64] = [Frame { pc: 0, fp: 0 }; 64];
+        pub static DEPTH: AtomicUsize = AtomicUsize::new(0);
+        pub static mut FPS: [usize; 16] = [0; 16];
+
+        pub extern "C" fn handler(
+            _sig: libc::c_int,
+            _info: *mut libc::siginfo_t,
+            uc: *mut libc::c_void,
+        ) {
+            // SAFETY: set before the signal is raised; the Prober outlives the child.
+            let prober = unsafe { &*PROBER.load(Ordering::Acquire) };
+            let Ok(unwinder) = Unwinder::new(prober) else {
+                return;
+            };
+            // SAFETY: the kernel's ucontext for this running handler.
+            let Some(regs) = (unsafe { regs_from_ucontext(uc) }) else {
+                return;
+            };
+            // SAFETY: only this handler touches FRAMES, and the child is single-threaded.
+            let out = unsafe { &mut *core::ptr::addr_of_mut!(FRAMES) };
+            let walk = unwinder.walk_from(regs.pc, regs.fp, out);
+            DEPTH.store(walk.depth, Ordering::Release);
+        }
+
+        /// Recurses, recording each level's fp, and raises SIGUSR1 at the bottom.
+        #[inline(never)]
+        pub fn recurse(level: usize) {
+            let (fp, _) = current_fp_sp();
+            // SAFETY: single-threaded child; FPS has 16 slots and level < 16.
+            unsafe { (*core::ptr::addr_of_mut!(FPS))[level] = fp };
+            if level + 1 < 16 {
+                recurse(level + 1);
+            } else {
+                // SAFETY: raising a signal whose handler is installed.
+                unsafe { libc::raise(libc::SIGUSR1) };
+            }
+            core::hint::black_box(level);
+        }
+    }
+
+    /// In a forked child (the test installs a signal handler): a SIGUSR1 handler walks the
+    /// interrupted stack from its ucontext and finds every recursion level's frame pointer.
+    #[test]
+    fn walk_from_ucontext_in_a_signal_handler() {
+        use core::sync::atomic::Ordering;
+        let prober = Box::new(Prober::new(Backend::ProcessVmReadv).unwrap());
+        in_signal::PROBER.store(&*prober as *const Prober as *mut Prober, Ordering::Release);
+        // SAFETY: fork; the child only makes async-signal-safe calls and then _exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: a zeroed sigaction with an SA_SIGINFO handler is valid.
+            let code = unsafe {
+                let mut sa: libc::sigaction = core::mem::zeroed();
+                sa.sa_sigaction = in_signal::handler
+                    as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+                    as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&mut sa.sa_mask);
+                libc::sigaction(libc::SIGUSR1, &sa, core::ptr::null_mut());
+                in_signal::recurse(0);
+                let depth = in_signal::DEPTH.load(Ordering::Acquire);
+                let frames = &*core::ptr::addr_of!(in_signal::FRAMES);
+                let fps = &*core::ptr::addr_of!(in_signal::FPS);
+                // The innermost recursion level's fp must appear, followed by the other 15
+                // levels in order.
+                match frames[..depth].iter().position(|f| f.fp == fps[15]) {
+                    Some(i) if depth >= i + 16 => {
+                        if (0..16).all(|k| frames[i + k].fp == fps[15 - k]) {
+                            0
+                        } else {
+                            3
+                        }
+                    }
+                    Some(_) => 4,
+                    None => 5,
+                }
+            };
+            // SAFETY: leaving the child without running the parent's destructors.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child died: status {status:#x}");
+        assert_eq!(
+            libc::WEXITSTATUS(status),
+            0,
+            "3: wrong order, 4: too short, 5: not found"
+        );
+        drop(prober);
+    }
+
+    #[test]
+    fn regs_from_null_ucontext_is_none() {
+        // SAFETY: null is explicitly allowed.
+        assert_eq!(unsafe { regs_from_ucontext(core::ptr::null()) }, None);
+    }
+}

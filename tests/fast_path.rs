@@ -1,0 +1,917 @@
+//! Correctness of the stack-bounds fast path ([`addrprobe::stack_bounds`]) and of batched
+//! frame reads in [`addrprobe::unwind`].
+//!
+//! Every case runs in its own child process: the binary re-executes itself with
+//! `ADDRPROBE_FAST_PATH_CASE=<name>` (this target has `harness = false`, so the case runs on
+//! the child's main thread, which some cases need). Cases install signal handlers, a seccomp
+//! filter, alternate stacks and coroutine stacks; a crash of the child is a failure, reported
+//! with its signal, and no case can take the test binary down. Each child is killed after 15 s.
+//!
+//! Usage: `cargo test --test fast_path [-- NAME_SUBSTRING...]`.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use addrprobe::Backend;
+use addrprobe::Prober;
+use addrprobe::stack_bounds::{StackBounds, StackKind, current_sp};
+use addrprobe::unwind::{Frame, ReadStats, Regs, Stop, Unwinder, Walk};
+
+const CASE_ENV: &str = "ADDRPROBE_FAST_PATH_CASE";
+const TIMEOUT: Duration = Duration::from_secs(15);
+const WORD: usize = core::mem::size_of::<usize>();
+
+type Case = (&'static str, fn());
+
+const CASES: &[Case] = &[
+    (
+        "main_thread_bounds_follow_rlimit_and_growth",
+        main_thread_bounds,
+    ),
+    (
+        "user_provided_pthread_stack_is_learned_exactly",
+        user_pthread_stack,
+    ),
+    (
+        "unregistered_thread_never_takes_the_fast_path",
+        unregistered_thread,
+    ),
+    (
+        "corrupt_frame_pointers_on_the_main_thread",
+        corrupt_fps_main,
+    ),
+    (
+        "corrupt_frame_pointers_on_a_spawned_thread",
+        corrupt_fps_thread,
+    ),
+    (
+        "hand_made_coroutine_stack_is_probed_and_batched",
+        hand_made_coroutine,
+    ),
+    ("real_coroutine_stack_via_swapcontext", real_coroutine),
+    ("walk_from_a_handler_on_a_sigaltstack", sigaltstack_walk),
+    (
+        "in_bounds_frames_make_no_syscall_under_seccomp",
+        seccomp_no_syscall,
+    ),
+];
+
+fn main() {
+    if let Ok(name) = std::env::var(CASE_ENV) {
+        let case = CASES.iter().find(|(n, _)| *n == name);
+        match case {
+            Some((_, f)) => {
+                f();
+                std::process::exit(0);
+            }
+            None => {
+                eprintln!("unknown case {name:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in CASES {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let exe = std::env::current_exe().expect("current_exe");
+    let chosen: Vec<&Case> = CASES
+        .iter()
+        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} tests (each in a child process)", chosen.len());
+    let mut failed = Vec::new();
+    for (name, _) in chosen {
+        let (ok, detail) = run_child(&exe, name);
+        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+        if !ok {
+            failed.push((name, detail));
+        }
+    }
+    for (name, detail) in &failed {
+        println!("\n---- {name} ----\n{detail}");
+    }
+    println!(
+        "\ntest result: {}. {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
+    }
+}
+
+/// Runs one case in a child process; kills it after [`TIMEOUT`].
+fn run_child(exe: &std::path::Path, name: &str) -> (bool, String) {
+    let mut child = Command::new(exe)
+        .env(CASE_ENV, name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the test binary");
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if start.elapsed() > TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let out = child.wait_with_output().map(|o| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let out = out.unwrap_or_default();
+    match status {
+        None => (false, format!("timed out after {TIMEOUT:?}\n{out}")),
+        Some(s) if s.success() => (true, out),
+        Some(s) => {
+            use std::os::unix::process::ExitStatusExt;
+            let why = match s.signal() {
+                Some(sig) => format!("child killed by signal {sig}"),
+                None => format!("child exited with {s}"),
+            };
+            (false, format!("{why}\n{out}"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------------------------
+
+fn page_size() -> usize {
+    addrprobe::range::page_size()
+}
+
+/// An anonymous mapping that is unmapped on drop.
+struct Mapping {
+    base: usize,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize, prot: i32) -> Mapping {
+        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED, "mmap");
+        Mapping {
+            base: p as usize,
+            len,
+        }
+    }
+
+    /// A one-page mapping at the first free page-aligned address at least 1 MiB above `addr`
+    /// (frame pointers must increase, so a corrupt one must point above the frames).
+    fn above(addr: usize, prot: i32) -> Mapping {
+        let ps = page_size();
+        let mut at = (addr + (1 << 20)).next_multiple_of(ps);
+        for _ in 0..4096 {
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
+            let p = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    ps,
+                    prot,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            if p as usize == at {
+                return Mapping { base: at, len: ps };
+            }
+            if p != libc::MAP_FAILED {
+                // An old kernel ignored the flag and put it elsewhere.
+                // SAFETY: our own mapping.
+                unsafe { libc::munmap(p, ps) };
+            }
+            at += 1 << 20;
+        }
+        panic!("no free page above {addr:#x}");
+    }
+
+    fn protect(&self, off: usize, len: usize, prot: i32) {
+        // SAFETY: the range lies inside our own mapping.
+        let r = unsafe { libc::mprotect((self.base + off) as *mut libc::c_void, len, prot) };
+        assert_eq!(r, 0, "mprotect");
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly our own mapping.
+        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Writes a frame record `[next, ra]` at `addr` (inside memory the caller owns, writable).
+fn put(addr: usize, next: usize, ra: usize) {
+    // SAFETY: callers pass word-aligned addresses inside writable memory they made.
+    unsafe {
+        core::ptr::write_volatile(addr as *mut usize, next);
+        core::ptr::write_volatile((addr + WORD) as *mut usize, ra);
+    }
+}
+
+/// The readable backends that work here.
+fn probers() -> Vec<Prober> {
+    [Backend::SigprocMask, Backend::ProcessVmReadv, Backend::Pipe]
+        .into_iter()
+        .filter_map(|b| Prober::new(b).ok())
+        .collect()
+}
+
+/// `(start, end)` of the first `/proc/self/maps` line whose name is `name`, parsed here
+/// independently of the crate.
+fn maps_entry(name: &str) -> Option<(usize, usize)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|l| {
+        if !l.trim_end().ends_with(name) {
+            return None;
+        }
+        let range = l.split_whitespace().next()?;
+        let (a, b) = range.split_once('-')?;
+        Some((
+            usize::from_str_radix(a, 16).ok()?,
+            usize::from_str_radix(b, 16).ok()?,
+        ))
+    })
+}
+
+/// The calling function's frame pointer (this file is built with frame pointers forced).
+#[inline(always)]
+fn frame_pointer() -> usize {
+    let fp: usize;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: reads the frame pointer register.
+    unsafe {
+        core::arch::asm!("mov {}, rbp", out(reg) fp, options(nomem, nostack))
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: reads the frame pointer register.
+    unsafe {
+        core::arch::asm!("mov {}, x29", out(reg) fp, options(nomem, nostack))
+    };
+    fp
+}
+
+/// Recurses `depth` levels (each with `pad` bytes of stack), records each level's frame
+/// pointer (outermost first) and runs `f` at the bottom.
+#[inline(never)]
+fn recurse<R>(depth: usize, pad: usize, fps: &mut Vec<usize>, f: &mut dyn FnMut() -> R) -> R {
+    fps.push(frame_pointer());
+    let mut buf = [0u8; 4096];
+    core::hint::black_box(&mut buf[..pad.min(4096)]);
+    let r = if depth <= 1 {
+        f()
+    } else {
+        recurse(depth - 1, pad, fps, f)
+    };
+    core::hint::black_box(&buf);
+    r
+}
+
+/// Asserts that `fps` (outermost first) appear in the walk, innermost first and consecutive.
+fn assert_fps_in_walk(frames: &[Frame], fps: &[usize], what: &str) {
+    let want: Vec<usize> = fps.iter().rev().copied().collect();
+    let start = frames
+        .iter()
+        .position(|f| f.fp == want[0])
+        .unwrap_or_else(|| panic!("{what}: innermost frame {:#x} not in the walk", want[0]));
+    let got: Vec<usize> = frames[start..]
+        .iter()
+        .map(|f| f.fp)
+        .take(want.len())
+        .collect();
+    assert_eq!(got, want, "{what}: frame pointers out of order");
+}
+
+fn walk_here(unwinder: &Unwinder, stats: &mut ReadStats) -> (Walk, Vec<Frame>) {
+    let mut out = vec![Frame::default(); 512];
+    let w = unwinder.walk_current_counted(&mut out, stats);
+    out.truncate(w.depth);
+    (w, out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------------------------
+
+/// Main thread: `hi` is the top of `[stack]`, `lo` is `hi - RLIMIT_STACK`; frames that the
+/// stack grew to after registration still take the fast path.
+fn main_thread_bounds() {
+    const LIMIT: usize = 16 << 20;
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_STACK, &mut rl), 0);
+        if rl.rlim_max != libc::RLIM_INFINITY {
+            assert!(rl.rlim_max as usize >= LIMIT, "hard RLIMIT_STACK too low");
+        }
+        rl.rlim_cur = LIMIT as libc::rlim_t;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_STACK, &rl), 0);
+    }
+    let (stack_start, stack_end) = maps_entry("[stack]").expect("[stack] in /proc/self/maps");
+    let b = StackBounds::register_current_thread().expect("register the main thread");
+    assert_eq!(b.kind(), StackKind::Main);
+    assert_eq!(b.hi(), stack_end, "hi is the top of [stack]");
+    assert_eq!(b.lo(), stack_end - LIMIT, "lo is hi - RLIMIT_STACK");
+    assert!(b.lo() <= stack_start);
+    assert_eq!(StackBounds::current(), Some(b));
+
+    // Grow the stack by ~1 MiB below what was mapped at registration and walk from there.
+    let prober = Prober::auto().unwrap();
+    let unwinder = Unwinder::new(&prober).unwrap().with_fast_path(true);
+    let mut fps = Vec::new();
+    let mut stats = ReadStats::default();
+    let (walk, frames) = recurse(256, 4096, &mut fps, &mut || {
+        walk_here(&unwinder, &mut stats)
+    });
+    assert_fps_in_walk(&frames, &fps, "main thread");
+    let deepest = *fps.last().unwrap();
+    assert!(
+        deepest < stack_start,
+        "the recursion ({deepest:#x}) grew the stack below its registration-time start {stack_start:#x}"
+    );
+    assert!(
+        stats.fast >= 256,
+        "every recursion frame is in bounds: {stats:?}"
+    );
+    assert!(!matches!(walk.stop, Stop::Error(_)), "{walk:?}");
+}
+
+/// What the thread saw: `(lo, hi, kind)` or the registration error.
+type Learned = Result<(usize, usize, StackKind), String>;
+static USER_STACK_RESULT: std::sync::Mutex<Option<Learned>> = std::sync::Mutex::new(None);
+
+extern "C" fn user_stack_thread(_: *mut libc::c_void) -> *mut libc::c_void {
+    let r = StackBounds::register_current_thread()
+        .map(|b| (b.lo(), b.hi(), b.kind()))
+        .map_err(|e| e.to_string());
+    *USER_STACK_RESULT.lock().unwrap() = Some(r);
+    core::ptr::null_mut()
+}
+
+/// A thread on a stack the test mapped itself (`pthread_attr_setstack`): the bounds are
+/// exactly that region.
+fn user_pthread_stack() {
+    let ps = page_size();
+    let size = 256 << 10;
+    let region = Mapping::new(size + ps, libc::PROT_READ | libc::PROT_WRITE);
+    region.protect(0, ps, libc::PROT_NONE); // a guard page of our own below
+    let (lo, hi) = (region.base + ps, region.base + ps + size);
+    // SAFETY: a standard pthread attr / create / join sequence; the stack region outlives
+    // the thread (joined before `region` is dropped).
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        assert_eq!(libc::pthread_attr_init(&mut attr), 0);
+        assert_eq!(
+            libc::pthread_attr_setstack(&mut attr, lo as *mut libc::c_void, size),
+            0
+        );
+        let mut t: libc::pthread_t = 0;
+        assert_eq!(
+            libc::pthread_create(&mut t, &attr, user_stack_thread, core::ptr::null_mut()),
+            0
+        );
+        assert_eq!(libc::pthread_join(t, core::ptr::null_mut()), 0);
+        libc::pthread_attr_destroy(&mut attr);
+    }
+    let got = USER_STACK_RESULT
+        .lock()
+        .unwrap()
+        .take()
+        .expect("thread ran");
+    assert_eq!(got, Ok((lo, hi, StackKind::Thread)));
+    drop(region);
+}
+
+/// A thread that never registered: the fast path is skipped for every frame, and the walk
+/// is still complete. After registering, the same walk reads its frames without probes.
+fn unregistered_thread() {
+    std::thread::spawn(|| {
+        assert!(StackBounds::current().is_none());
+        let prober = Prober::new(Backend::SigprocMask).unwrap();
+        let unwinder = Unwinder::new(&prober).unwrap().with_fast_path(true);
+        for registered in [false, true] {
+            if registered {
+                StackBounds::register_current_thread().unwrap();
+            }
+            let mut fps = Vec::new();
+            let mut stats = ReadStats::default();
+            let (_walk, frames) =
+                recurse(24, 0, &mut fps, &mut || walk_here(&unwinder, &mut stats));
+            assert_fps_in_walk(&frames, &fps, "thread");
+            if registered {
+                assert!(stats.fast >= 24, "{stats:?}");
+            } else {
+                assert_eq!(stats.fast, 0, "unregistered: {stats:?}");
+                assert!(stats.probed >= 24, "{stats:?}");
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+/// Two hand-made frame records in a local array (inside the thread's stack), the second one
+/// pointing at a corrupt frame pointer. Every walk must stop there, without a crash, after
+/// reading the two in-bounds records with no probe.
+fn corrupt_fps_here() {
+    let b = StackBounds::register_current_thread().unwrap();
+    let ps = page_size();
+
+    #[repr(C, align(16))]
+    struct Records([usize; 16]);
+    let mut recs = Records([0; 16]);
+    let r0 = recs.0.as_mut_ptr() as usize;
+    let r1 = r0 + 64;
+    let sp = current_sp();
+    assert!(b.covers(sp, r0, 16) && b.covers(sp, r1, 16));
+
+    let unmapped = {
+        let m = Mapping::above(b.hi(), libc::PROT_READ);
+        m.base + 64
+    }; // dropped: now unmapped
+    let prot_none = Mapping::above(b.hi(), libc::PROT_NONE);
+    let kernel = 0xffff_ffff_8100_0000usize;
+    let non_canonical = 1usize << 47;
+
+    // (corrupt next fp of r1, expected stop, in-bounds records read, probes)
+    let cases: [(&str, usize, Stop, usize); 6] = [
+        ("unmapped", unmapped, Stop::Unreadable { fp: unmapped }, 1),
+        (
+            "PROT_NONE",
+            prot_none.base + 8,
+            Stop::Unreadable {
+                fp: prot_none.base + 8,
+            },
+            1,
+        ),
+        ("kernel", kernel, Stop::Unreadable { fp: kernel }, 1),
+        (
+            "non-canonical",
+            non_canonical,
+            Stop::Unreadable { fp: non_canonical },
+            1,
+        ),
+        (
+            "misaligned",
+            r1 + 64 + 3,
+            Stop::Misaligned { fp: r1 + 64 + 3 },
+            0,
+        ),
+        ("loop", r0, Stop::NotIncreasing { prev: r1, fp: r0 }, 0),
+    ];
+    for prober in probers() {
+        for batch in [0, 256] {
+            for fast in [true, false] {
+                for (what, target, stop, probes) in cases {
+                    put(r0, r1, 0x1000);
+                    put(r1, target, 0x2000);
+                    let unwinder = Unwinder::new(&prober)
+                        .unwrap()
+                        .with_fast_path(fast)
+                        .with_batch_window(batch);
+                    let mut out = [Frame::default(); 8];
+                    let mut stats = ReadStats::default();
+                    let regs = Regs {
+                        pc: 0xabc,
+                        fp: r0,
+                        sp: current_sp(),
+                    };
+                    let walk = unwinder.walk_from_regs_counted(&regs, &mut out, &mut stats);
+                    let ctx = format!("{what}, {}, batch {batch}, fast {fast}", prober.backend());
+                    assert_eq!(walk, Walk { depth: 3, stop }, "{ctx}");
+                    assert_eq!(
+                        &out[..3],
+                        &[
+                            Frame { pc: 0xabc, fp: r0 },
+                            Frame { pc: 0x1000, fp: r1 },
+                            Frame {
+                                pc: 0x2000,
+                                fp: target
+                            },
+                        ],
+                        "{ctx}"
+                    );
+                    if fast {
+                        assert_eq!(stats.fast, 2, "{ctx}: {stats:?}");
+                        assert_eq!(stats.probes, probes, "{ctx}: {stats:?}");
+                    } else {
+                        assert_eq!(stats.fast, 0, "{ctx}: {stats:?}");
+                        // r0 is probed; r1 too unless r0's window already holds it.
+                        assert!(stats.probes > probes, "{ctx}: {stats:?}");
+                    }
+                }
+            }
+        }
+    }
+    core::hint::black_box(&mut recs);
+    drop(prot_none);
+    // A corrupt fp is also never *assumed* readable just because it is above the frames:
+    // the first byte past the stack is outside the bounds.
+    assert!(!b.covers(current_sp(), b.hi(), 1));
+    assert!(!b.covers(current_sp(), b.hi() - 8, 16));
+    let _ = ps;
+}
+
+fn corrupt_fps_main() {
+    corrupt_fps_here();
+}
+
+fn corrupt_fps_thread() {
+    std::thread::spawn(corrupt_fps_here).join().unwrap();
+}
+
+/// A coroutine stack built by hand in an mmap'd region: 60 frame records 256 bytes apart over
+/// four pages, the last pointing into a PROT_NONE page above. None of it is in the thread's
+/// bounds, so every frame is probed (or served from a batch window); the walk ends exactly at
+/// the guard page.
+fn hand_made_coroutine() {
+    StackBounds::register_current_thread().unwrap();
+    let ps = page_size();
+    let region = Mapping::new(5 * ps, libc::PROT_READ | libc::PROT_WRITE);
+    region.protect(4 * ps, ps, libc::PROT_NONE);
+    const N: usize = 60;
+    let frame = |i: usize| region.base + 64 + i * 256;
+    let guard = region.base + 4 * ps + 8;
+    assert!(frame(N - 1) + 16 <= region.base + 4 * ps);
+    for i in 0..N {
+        let next = if i + 1 < N { frame(i + 1) } else { guard };
+        put(frame(i), next, 0x5000 + i);
+    }
+    for prober in probers() {
+        for batch in [0usize, 1024] {
+            let unwinder = Unwinder::new(&prober)
+                .unwrap()
+                .with_fast_path(true)
+                .with_batch_window(batch);
+            let mut out = vec![Frame::default(); 128];
+            let mut stats = ReadStats::default();
+            // The coroutine's own stack pointer, just below its innermost frame.
+            let regs = Regs {
+                pc: 0x4fff,
+                fp: frame(0),
+                sp: frame(0) - 64,
+            };
+            let walk = unwinder.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let ctx = format!("{}, batch {batch}", prober.backend());
+            assert_eq!(
+                walk,
+                Walk {
+                    depth: N + 1,
+                    stop: Stop::Unreadable { fp: guard }
+                },
+                "{ctx}"
+            );
+            for i in 0..N {
+                let next = if i + 1 < N { frame(i + 1) } else { guard };
+                assert_eq!(
+                    out[i + 1],
+                    Frame {
+                        pc: 0x5000 + i,
+                        fp: next
+                    },
+                    "{ctx}: frame {i}"
+                );
+            }
+            assert_eq!(stats.fast, 0, "{ctx}: off the thread's stack: {stats:?}");
+            assert_eq!(stats.probed + stats.batched, N, "{ctx}: {stats:?}");
+            if batch == 0 {
+                assert_eq!(stats.probes, N + 1, "{ctx}: one probe per frame: {stats:?}");
+            } else {
+                // 1024-byte windows hold 4 records 256 bytes apart (and never cross a page for
+                // the pipe-based backends: 4 windows per page).
+                assert_eq!(stats.probes, N / 4 + 1, "{ctx}: {stats:?}");
+            }
+        }
+    }
+}
+
+mod coroutine {
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    pub static mut MAIN: core::mem::MaybeUninit<libc::ucontext_t> =
+        core::mem::MaybeUninit::uninit();
+    pub static mut CORO: core::mem::MaybeUninit<libc::ucontext_t> =
+        core::mem::MaybeUninit::uninit();
+    pub static PROBER: AtomicUsize = AtomicUsize::new(0);
+    pub static RESULT: std::sync::Mutex<Option<Outcome>> = std::sync::Mutex::new(None);
+
+    pub struct Outcome {
+        pub fps: Vec<usize>,
+        pub frames: Vec<Frame>,
+        pub stats: ReadStats,
+        pub learn: Result<(), String>,
+    }
+
+    pub extern "C" fn entry() {
+        // SAFETY: PROBER holds the address of a Prober that outlives the coroutine.
+        let prober = unsafe { &*(PROBER.load(Ordering::Acquire) as *const Prober) };
+        let unwinder = Unwinder::new(prober).unwrap().with_fast_path(true);
+        let mut fps = Vec::new();
+        let mut stats = ReadStats::default();
+        let (_w, frames) = recurse(20, 0, &mut fps, &mut || walk_here(&unwinder, &mut stats));
+        // Registering from a coroutine stack is refused, not guessed.
+        let learn = match StackBounds::learn_current_thread() {
+            Err(addrprobe::stack_bounds::StackBoundsError::NotOnThreadStack { .. }) => Ok(()),
+            other => Err(format!("{other:?}")),
+        };
+        *RESULT.lock().unwrap() = Some(Outcome {
+            fps,
+            frames,
+            stats,
+            learn,
+        });
+        // Returning resumes `uc_link` (the main context).
+    }
+}
+
+/// A real coroutine: code running (and recursing) on a stack the test mmap'd, entered with
+/// `makecontext`/`swapcontext`. Its walk must find every recursion level and probe all of
+/// them: the walk's stack pointer is not on the registered thread stack.
+fn real_coroutine() {
+    use core::sync::atomic::Ordering;
+    StackBounds::register_current_thread().unwrap();
+    let prober = Prober::new(Backend::ProcessVmReadv).unwrap();
+    coroutine::PROBER.store(&prober as *const Prober as usize, Ordering::Release);
+    let ps = page_size();
+    let size = 512 << 10;
+    let stack = Mapping::new(size + ps, libc::PROT_READ | libc::PROT_WRITE);
+    stack.protect(0, ps, libc::PROT_NONE);
+    // SAFETY: getcontext/makecontext/swapcontext on statics only this thread uses; the
+    // coroutine stack outlives the coroutine, which returns to MAIN through uc_link.
+    unsafe {
+        let main = (*core::ptr::addr_of_mut!(coroutine::MAIN)).as_mut_ptr();
+        let coro = (*core::ptr::addr_of_mut!(coroutine::CORO)).as_mut_ptr();
+        assert_eq!(libc::getcontext(coro), 0);
+        (*coro).uc_stack.ss_sp = (stack.base + ps) as *mut libc::c_void;
+        (*coro).uc_stack.ss_size = size;
+        (*coro).uc_link = main;
+        libc::makecontext(coro, coroutine::entry, 0);
+        assert_eq!(libc::swapcontext(main, coro), 0);
+    }
+    let out = coroutine::RESULT
+        .lock()
+        .unwrap()
+        .take()
+        .expect("coroutine ran");
+    let on_coro = |a: usize| a >= stack.base + ps && a < stack.base + ps + size;
+    assert!(
+        out.fps.iter().all(|&fp| on_coro(fp)),
+        "the recursion ran on the coroutine stack"
+    );
+    assert_fps_in_walk(&out.frames, &out.fps, "coroutine");
+    assert_eq!(out.stats.fast, 0, "{:?}", out.stats);
+    assert!(out.stats.probed >= 20, "{:?}", out.stats);
+    assert_eq!(out.learn, Ok(()));
+}
+
+mod altstack {
+    use super::*;
+    use core::sync::atomic::{AtomicUsize, Ordering};
+
+    pub static PROBER: AtomicUsize = AtomicUsize::new(0);
+    pub static mut FPS: [usize; 16] = [0; 16];
+    pub static mut OWN: ([Frame; 64], usize, ReadStats) =
+        ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
+    pub static mut INTERRUPTED: ([Frame; 64], usize, ReadStats, usize) =
+        ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats(), 0);
+    pub static HANDLER_SP: AtomicUsize = AtomicUsize::new(0);
+
+    const fn zero_stats() -> ReadStats {
+        ReadStats {
+            fast: 0,
+            probed: 0,
+            batched: 0,
+            probes: 0,
+        }
+    }
+
+    /// Only async-signal-safe work: TLS load, prober reads, writes to statics.
+    pub extern "C" fn handler(_: libc::c_int, _: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+        // SAFETY: set before the signal is raised; the Prober outlives the handler.
+        let prober = unsafe { &*(PROBER.load(Ordering::Acquire) as *const Prober) };
+        let Ok(unwinder) = Unwinder::new(prober) else {
+            return;
+        };
+        let unwinder = unwinder.with_fast_path(true);
+        HANDLER_SP.store(current_sp(), Ordering::Relaxed);
+        // SAFETY: single-threaded child; only this handler writes these statics.
+        unsafe {
+            let own = &mut *core::ptr::addr_of_mut!(OWN);
+            let w = unwinder.walk_current_counted(&mut own.0, &mut own.2);
+            own.1 = w.depth;
+            let int = &mut *core::ptr::addr_of_mut!(INTERRUPTED);
+            if let Some(regs) = addrprobe::unwind::regs_from_ucontext(uc) {
+                int.3 = regs.sp;
+                let w = unwinder.walk_from_regs_counted(&regs, &mut int.0, &mut int.2);
+                int.1 = w.depth;
+            }
+        }
+    }
+
+    #[inline(never)]
+    pub fn recurse(level: usize) {
+        let fp = frame_pointer();
+        // SAFETY: single-threaded; level < 16.
+        unsafe { (*core::ptr::addr_of_mut!(FPS))[level] = fp };
+        if level + 1 < 16 {
+            recurse(level + 1);
+        } else {
+            // SAFETY: the handler is installed.
+            unsafe { libc::raise(libc::SIGUSR1) };
+        }
+        core::hint::black_box(level);
+    }
+}
+
+/// A SIGUSR1 handler with `SA_ONSTACK` runs on an alternate stack the test mapped. Walking
+/// from its own frame pointer, the walk starts off the thread's stack and probes every
+/// frame; walking from the interrupted registers, the thread-stack frames take the fast path.
+fn sigaltstack_walk() {
+    use core::sync::atomic::Ordering;
+    let b = StackBounds::register_current_thread().unwrap();
+    let prober = Prober::new(Backend::SigprocMask).unwrap();
+    altstack::PROBER.store(&prober as *const Prober as usize, Ordering::Release);
+    let alt_size = 256 << 10;
+    let alt = Mapping::new(alt_size, libc::PROT_READ | libc::PROT_WRITE);
+    // SAFETY: installing an alternate stack we own and a handler for SIGUSR1 in this child.
+    unsafe {
+        let ss = libc::stack_t {
+            ss_sp: alt.base as *mut libc::c_void,
+            ss_flags: 0,
+            ss_size: alt_size,
+        };
+        assert_eq!(libc::sigaltstack(&ss, core::ptr::null_mut()), 0);
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = altstack::handler as *const () as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+        libc::sigemptyset(&mut sa.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &sa, core::ptr::null_mut()),
+            0
+        );
+    }
+    altstack::recurse(0);
+    let handler_sp = altstack::HANDLER_SP.load(Ordering::Relaxed);
+    assert!(
+        handler_sp >= alt.base && handler_sp < alt.base + alt_size,
+        "the handler ran on the sigaltstack"
+    );
+    assert!(!b.contains_sp(handler_sp));
+    // SAFETY: the handler has returned; single-threaded.
+    let (fps, own, int) = unsafe {
+        (
+            *core::ptr::addr_of!(altstack::FPS),
+            &*core::ptr::addr_of!(altstack::OWN),
+            &*core::ptr::addr_of!(altstack::INTERRUPTED),
+        )
+    };
+    // From the handler's own frames: nothing is read without a probe.
+    assert_eq!(own.2.fast, 0, "handler walk: {:?}", own.2);
+    assert!(own.2.probed >= 1, "handler walk: {:?}", own.2);
+    assert!(own.1 >= 1);
+    // From the interrupted context: the 16 recursion frames are on the thread stack.
+    assert!(b.contains_sp(int.3), "interrupted sp on the thread stack");
+    assert_fps_in_walk(&int.0[..int.1], &fps, "interrupted context");
+    assert!(int.2.fast >= 16, "interrupted walk: {:?}", int.2);
+    // SAFETY: disabling the alternate stack before it is unmapped.
+    unsafe {
+        let ss = libc::stack_t {
+            ss_sp: core::ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        libc::sigaltstack(&ss, core::ptr::null_mut());
+    }
+}
+
+/// Installs a seccomp filter that makes the probe syscalls of the `SigprocMask`,
+/// `ProcessVmReadv` and `Pipe` backends fail with `EPERM`: `process_vm_readv`,
+/// `rt_sigprocmask` with an invalid `how`, and `write`/`writev` to any descriptor but stdout and stderr
+/// (the pipes; `SigprocMask` reads through them).
+fn deny_probe_syscalls() {
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jeq = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let ld = |off: u32| stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, off);
+    let ret = |k: u32| stmt(libc::BPF_RET | libc::BPF_K, k);
+    let deny = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+    let jge = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    // Jump offsets are relative to the next instruction.
+    let filter = [
+        ld(4),                                        // 0: arch
+        jeq(AUDIT_ARCH_X86_64, 0, 9),                 // 1: other arch -> 11 allow
+        ld(0),                                        // 2: syscall number
+        jeq(libc::SYS_process_vm_readv as u32, 8, 0), // 3: -> 12 deny
+        jeq(libc::SYS_write as u32, 4, 0),            // 4: -> 9
+        jeq(libc::SYS_writev as u32, 3, 0),           // 5: -> 9
+        jeq(libc::SYS_rt_sigprocmask as u32, 0, 4),   // 6: other syscall -> 11 allow
+        ld(16),                                       // 7: low word of args[0] (`how`)
+        jeq(u32::MAX, 3, 2),                          // 8: how == -1 -> 12 deny, else 11
+        ld(16),                                       // 9: write's / writev's fd
+        jge(3, 1, 0),                                 // 10: not stdout/stderr -> 12 deny
+        ret(libc::SECCOMP_RET_ALLOW),                 // 11
+        ret(deny),                                    // 12
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as u16,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: prctl with a valid filter program that lives across the call.
+    unsafe {
+        assert_eq!(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &prog as *const libc::sock_fprog
+            ),
+            0,
+            "seccomp filter"
+        );
+    }
+}
+
+/// Frames inside the bounds cost no syscall: under a seccomp filter that makes every probe
+/// syscall of the `SigprocMask` and `ProcessVmReadv` backends fail (`check` and `read`), a fast-path walk still
+/// reads all recursion frames, while the same walk without the fast path fails at once.
+fn seccomp_no_syscall() {
+    StackBounds::register_current_thread().unwrap();
+    let probers: Vec<Prober> = [Backend::SigprocMask, Backend::ProcessVmReadv]
+        .into_iter()
+        .map(|b| Prober::new(b).unwrap())
+        .collect();
+    deny_probe_syscalls();
+    // The filter works: a direct probe is now refused.
+    for p in &probers {
+        let x = 1u64;
+        let e = p.check(&x as *const u64 as usize, 8).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EPERM), "{}: {e}", p.backend());
+        let mut buf = [0u8; 8];
+        let e = p.read(&x as *const u64 as usize, &mut buf).unwrap_err();
+        assert_eq!(e.errno(), Some(libc::EPERM), "{}: {e}", p.backend());
+    }
+    for p in &probers {
+        for fast in [false, true] {
+            let unwinder = Unwinder::new(p).unwrap().with_fast_path(fast);
+            let mut fps = Vec::new();
+            let mut stats = ReadStats::default();
+            let (walk, frames) = recurse(32, 0, &mut fps, &mut || walk_here(&unwinder, &mut stats));
+            if fast {
+                assert_fps_in_walk(&frames, &fps, "fast path under seccomp");
+                assert!(stats.fast >= 32, "{stats:?}");
+                // Anything that was probed failed, and ended the walk.
+                if stats.probes > 0 {
+                    assert!(matches!(walk.stop, Stop::Error(_)), "{walk:?}");
+                }
+            } else {
+                assert_eq!(walk.depth, 0, "{}: {walk:?}", p.backend());
+                assert!(matches!(walk.stop, Stop::Error(e) if e.errno() == Some(libc::EPERM)));
+            }
+        }
+    }
+}

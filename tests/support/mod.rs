@@ -1,0 +1,329 @@
+//! Helpers shared by the reliability tests: running a case in a child process, listing
+//! descriptors, building memory fixtures and printing the figures that
+//! `scripts/reliability-report` collects (`RELIABILITY key=value` lines on stdout).
+//!
+//! Cargo runs the tests of one binary as threads of one process, so a case that changes
+//! something process-wide (rlimits, seccomp, signal dispositions, `close_range`) or that
+//! may kill the process runs in a child: the test binary re-executes itself with
+//! `--exact <test> --nocapture` and `ADDRPROBE_CHILD=<test>`, and the parent asserts on the
+//! child's exit status, signal and output.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use addrprobe::{Backend, Error, Prober};
+
+/// The environment variable that selects the case a re-executed test binary runs.
+pub const CHILD_ENV: &str = "ADDRPROBE_CHILD";
+
+/// Whether this process is the child re-executed to run `case`.
+pub fn is_child(case: &str) -> bool {
+    std::env::var(CHILD_ENV).is_ok_and(|v| v == case)
+}
+
+/// What a child process did.
+#[derive(Debug)]
+pub struct ChildResult {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Everything it wrote to stdout.
+    pub stdout: String,
+    /// Everything it wrote to stderr.
+    pub stderr: String,
+}
+
+impl ChildResult {
+    /// The signal that killed it, if one did.
+    pub fn signal(&self) -> Option<i32> {
+        self.status.signal()
+    }
+
+    /// Panics with the child's output unless it exited with status 0.
+    pub fn assert_success(&self) {
+        assert!(
+            self.status.success(),
+            "child failed: {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Re-prints the child's `RELIABILITY` lines so that the report sees them.
+    pub fn forward_figures(&self) {
+        for line in self
+            .stdout
+            .lines()
+            .filter(|l| l.starts_with("RELIABILITY "))
+        {
+            println!("{line}");
+        }
+    }
+}
+
+/// Re-executes this test binary to run only `test` with `ADDRPROBE_CHILD=test`, kills it
+/// after `timeout`, and returns what it did.
+pub fn run_child(test: &str) -> ChildResult {
+    run_child_env(test, &[], Duration::from_secs(14))
+}
+
+/// Like [`run_child`], with extra environment variables and a timeout.
+pub fn run_child_env(test: &str, env: &[(&str, &str)], timeout: Duration) -> ChildResult {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, test)
+        .env("RUST_BACKTRACE", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn the test binary");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait for the child") {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let st = child.wait().expect("wait for the killed child");
+            panic!(
+                "child {test} hung for more than {timeout:?} and was killed ({st:?})\n--- stdout\n{}\n--- stderr\n{}",
+                out_t.join().unwrap_or_default(),
+                err_t.join().unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    ChildResult {
+        status,
+        stdout: out_t.join().unwrap_or_default(),
+        stderr: err_t.join().unwrap_or_default(),
+    }
+}
+
+/// Prints one figure for `scripts/reliability-report`.
+pub fn figure(key: &str, value: impl std::fmt::Display) {
+    println!("RELIABILITY {key}={value}");
+}
+
+/// Every open descriptor of this process with what it points to (`readlink`), sorted.
+/// The descriptor that reads the directory itself is left out.
+pub fn fd_list() -> Vec<(i32, String)> {
+    let mut v = Vec::new();
+    let dir = std::fs::read_dir("/proc/self/fd").expect("read /proc/self/fd");
+    for entry in dir.flatten() {
+        let Ok(n) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(target) = std::fs::read_link(entry.path()) {
+            v.push((n, target.to_string_lossy().into_owned()));
+        }
+    }
+    v.sort();
+    // The directory stream's own descriptor is gone by now: drop entries that no longer exist.
+    // SAFETY: F_GETFD on any number is harmless.
+    v.retain(|&(n, _)| unsafe { libc::fcntl(n, libc::F_GETFD) } >= 0);
+    v
+}
+
+/// The number of open descriptors.
+pub fn fd_count() -> usize {
+    fd_list().len()
+}
+
+/// Descriptors in `after` that are not in `before` (by number and target).
+pub fn new_fds(before: &[(i32, String)], after: &[(i32, String)]) -> Vec<(i32, String)> {
+    after
+        .iter()
+        .filter(|x| !before.contains(x))
+        .cloned()
+        .collect()
+}
+
+/// The page size.
+pub fn ps() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// Maps `len` bytes in a quiet part of the address space (16 GiB upward, below the program),
+/// where the kernel's top-down allocator does not reach: a page a test unmaps there stays a
+/// hole while other threads call `mmap`. Falls back to a kernel-chosen address.
+pub fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static CURSOR: AtomicUsize = AtomicUsize::new(0);
+    // Another base than the crate's own fixtures use, so the two rarely meet.
+    const BASE: usize = 0x20_0000_0000;
+    const STEP: usize = 16 << 20;
+    for _ in 0..64 {
+        let hint = BASE + (CURSOR.fetch_add(1, Ordering::Relaxed) % 4096) * STEP;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        if p as usize == hint {
+            return hint;
+        }
+        // SAFETY: a kernel that ignored the flag gave us another mapping: ours to unmap.
+        unsafe { libc::munmap(p, len) };
+    }
+    // SAFETY: a fresh mapping at an address the kernel picks.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
+    assert_ne!(p, libc::MAP_FAILED, "mmap");
+    p as usize
+}
+
+/// An anonymous mapping of up to 64 pages in a quiet region; the pages still ours are
+/// unmapped on drop (a page [`Region::unmap`]ped earlier is left alone: it may be someone
+/// else's by then).
+pub struct Region {
+    /// Its first byte.
+    pub addr: usize,
+    /// Its length in bytes.
+    pub len: usize,
+    unmapped: std::sync::atomic::AtomicU64,
+}
+
+impl Region {
+    /// `pages` read-write private anonymous pages.
+    pub fn anon(pages: usize) -> Region {
+        assert!(pages <= 64);
+        let len = pages * ps();
+        let addr = mmap_quiet(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        );
+        Region {
+            addr,
+            len,
+            unmapped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The address of page `i`.
+    pub fn page(&self, i: usize) -> usize {
+        self.addr + i * ps()
+    }
+
+    /// Fills page `i` with `bytes` (the page must be writable).
+    pub fn fill(&self, i: usize, bytes: &[u8]) {
+        assert!(bytes.len() <= ps());
+        // SAFETY: page `i` lies in our writable mapping.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.page(i) as *mut u8, bytes.len())
+        }
+    }
+
+    /// `mprotect` of page `i`.
+    pub fn protect(&self, i: usize, prot: i32) {
+        // SAFETY: page `i` lies in our mapping; no Rust reference points into it.
+        let r = unsafe { libc::mprotect(self.page(i) as *mut libc::c_void, ps(), prot) };
+        assert_eq!(r, 0, "mprotect");
+    }
+
+    /// `munmap` of page `i`.
+    pub fn unmap(&self, i: usize) {
+        // SAFETY: page `i` lies in our mapping.
+        let r = unsafe { libc::munmap(self.page(i) as *mut libc::c_void, ps()) };
+        assert_eq!(r, 0, "munmap");
+        self.unmapped
+            .fetch_or(1 << i, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        let gone = self.unmapped.load(std::sync::atomic::Ordering::Relaxed);
+        for i in 0..self.len / ps() {
+            if gone & (1 << i) == 0 {
+                // SAFETY: page `i` is still our mapping.
+                unsafe { libc::munmap(self.page(i) as *mut libc::c_void, ps()) };
+            }
+        }
+    }
+}
+
+/// The bytes of page `i`'s pattern (distinct per page and seed, never all zero).
+pub fn page_pattern(i: usize, seed: u8) -> Vec<u8> {
+    addrprobe::fixtures::pattern(ps(), seed.wrapping_add((i as u8).wrapping_mul(17)))
+}
+
+/// A prober for every backend that is available here. Only `ProcmapQuery` may be missing
+/// (kernels before 6.11 answer ENOTTY); any other error fails the test.
+pub fn all_probers() -> Vec<Prober> {
+    let mut v = Vec::new();
+    for b in Backend::ALL {
+        match Prober::new(b) {
+            Ok(p) => v.push(p),
+            Err(Error::Unavailable { .. }) if b == Backend::ProcmapQuery => {
+                eprintln!("note: procmap-query is unavailable on this kernel");
+            }
+            Err(e) => panic!("Prober::new({b}) failed: {e}"),
+        }
+    }
+    v
+}
+
+/// This thread's errno.
+pub fn errno() -> i32 {
+    // SAFETY: __errno_location returns this thread's errno.
+    unsafe { *libc::__errno_location() }
+}
+
+/// Sets this thread's errno.
+pub fn set_errno(v: i32) {
+    // SAFETY: as in `errno`.
+    unsafe { *libc::__errno_location() = v }
+}
+
+/// A small xorshift generator: deterministic, allocation-free, usable in signal handlers.
+#[derive(Clone, Copy)]
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next value.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
