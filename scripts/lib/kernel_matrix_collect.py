@@ -22,7 +22,9 @@ MARK = {
     "ok": "✓",
     "false-positive": "✗ **FP**",
     "false-negative": "✗ FN",
-    "known-false-negative": "✓ (known FN)",
+    "wrong-result": "✗ wrong",
+    "known-false-negative": "~ kFN",
+    "unsound-yes": "~ uY",
     "unavailable": "–",
 }
 
@@ -150,17 +152,21 @@ def matrix_table(report, backends):
         f = r.get("fixture")
         if f not in fixtures:
             fixtures.append(f)
-        truth[f] = r.get("truth", truth.get(f))
+        if r.get("truth") is not None:
+            truth[f] = r.get("truth")
         v = r.get("verdict", "?")
         mark = MARK.get(v, esc(v))
-        if v not in ("ok", "unavailable") and r.get("answer") is not None:
+        if v in ("false-positive", "false-negative", "wrong-result") and r.get("answer") is not None:
             mark += f" ({esc(r.get('answer'))})"
+        if r.get("read_ok") is False:
+            mark += " ✗ read bytes differ"
         cells[(f, r.get("backend"))] = mark
     used = [b for b in backends if any((f, b) in cells for f in fixtures)]
-    lines = ["| fixture | truth | " + " | ".join(used) + " |",
-             "|---|---|" + "---|" * len(used)]
+    tcol = bool(truth)
+    lines = ["| fixture | " + ("truth | " if tcol else "") + " | ".join(used) + " |",
+             "|---|" + ("---|" if tcol else "") + ":---:|" * len(used)]
     for f in fixtures:
-        lines.append(f"| {esc(f)} | {esc(truth.get(f, ''))} | "
+        lines.append(f"| {esc(f)} | " + (f"{esc(truth.get(f, ''))} | " if tcol else "")
                      + " | ".join(cells.get((f, b), "") for b in used) + " |")
     return "\n".join(lines)
 
@@ -283,15 +289,41 @@ def main():
         md.append("**Problems:** " + "; ".join(esc(p) for p in problems) + "\n")
 
     md.append("## Kernels\n")
-    md.append("| kernel | uname -r | origin | report | auto() | auto() with signal handler | false positives |")
-    md.append("|---|---|---|---|---|---|---|")
+    md.append("| kernel | uname -r | origin | report | auto() | auto() with signal handler | false positives | failures |")
+    md.append("|---|---|---|---|---|---|---|---|")
     for k in kernels:
         r = k.report or {}
         status = "ok" if k.report else f"missing (boot {k.meta.get('boot_report')}, rc {k.meta.get('report_rc') or '–'})"
         md.append(f"| {esc(k.label)} | `{esc(k.meta.get('uname', '?'))}` | {esc(k.meta.get('origin', ''))} | "
                   f"{status} | {esc(r.get('auto', '–'))} | {esc(r.get('auto_with_signal_handler', '–'))} | "
-                  f"{k.false_positives() if k.report else '–'} |")
+                  f"{k.false_positives() if k.report else '–'} | {r.get('failures', '–') if k.report else '–'} |")
     md.append("")
+    cpus = sorted({str((k.report or {}).get("cpu")) for k in kernels if k.report})
+    if cpus:
+        md.append("Guest CPU as the kernels see it: " + ", ".join(f"`{esc(c)}`" for c in cpus) + ".\n")
+    mit = {}
+    for k in kernels:
+        vul = ((k.report or {}).get("context") or {}).get("vulnerabilities") or {}
+        for name, val in vul.items():
+            if not str(val).startswith("Not affected"):
+                mit.setdefault(name, {})[k.id] = val
+    if mit:
+        md.append("Mitigations the kernels enabled on that CPU (`/sys/devices/system/cpu/vulnerabilities`, "
+                  "entries other than \"Not affected\"); they explain much of the spread in syscall "
+                  "instruction counts below:\n")
+        md.append("| kernel | " + " | ".join(esc(n) for n in sorted(mit)) + " |")
+        md.append("|---|" + "---|" * len(mit))
+        for k in kernels:
+            if not k.report:
+                continue
+            md.append(f"| {esc(k.short)} | " + " | ".join(esc(mit[n].get(k.id, "Not affected"))
+                                                      for n in sorted(mit)) + " |")
+        md.append("")
+    rec = [(k.short, (k.report or {}).get("pipe_recovery")) for k in kernels if k.report]
+    if any(isinstance(r, dict) for _, r in rec):
+        md.append("Pipe backend recovery after 1,000 faulting probes: " + "; ".join(
+            f"{esc(n)}: {'recovered' if r.get('recovered') else 'NOT recovered'}"
+            for n, r in rec if isinstance(r, dict)) + ".\n")
 
     md.append("## Backend availability\n")
     md.append("✓ = available and self-test passed; ✗ = unavailable, with the reason the crate gives "
@@ -346,9 +378,12 @@ def main():
         md.append("Bench failures: " + "; ".join(esc(n) for n in bench_notes) + ".\n")
 
     md.append("## Conformance matrix\n")
-    md.append("Per fixture and backend: ✓ correct answer; ✗ **FP** false positive (said readable, "
-              "would have crashed — fails the run); ✗ FN false negative; ✓ (known FN) a documented "
-              "false negative; – backend unavailable. Kernels with identical matrices share one table.\n")
+    md.append("Per fixture and backend, as judged by the crate's own fixtures: ✓ correct answer; "
+              "✗ **FP** false positive (said yes where a read would fault — fails the run); ✗ FN false "
+              "negative; ✗ wrong: an error where an answer was due or vice versa; ~ kFN a documented "
+              "false negative (e.g. process_vm_readv on PROT_WRITE-only pages); ~ uY a yes from the "
+              "`unsound` dev-null backend, which proves nothing by design; – backend unavailable. "
+              "Kernels with identical matrices share one table.\n")
     groups = []
     for k in kernels:
         if not k.report:
