@@ -118,6 +118,32 @@ class Kernel:
         return None
 
 
+def summarize(k):
+    """Compact per-kernel record for kernels.json (the raw guest output stays
+    in the work dir)."""
+    r = k.report or {}
+    costs, src = k.costs()
+    verdicts = {}
+    for row in r.get("matrix", []) or []:
+        verdicts.setdefault(row.get("backend"), {})[row.get("fixture")] = row.get("verdict")
+    return {
+        "id": k.id, "label": k.label, "origin": k.meta.get("origin"),
+        "uname": k.meta.get("uname"), "boot_report": k.meta.get("boot_report"),
+        "boot_bench": k.meta.get("boot_bench"), "report_rc": k.meta.get("report_rc"),
+        "bench_rc": k.meta.get("bench_rc"),
+        "cpu": r.get("cpu"), "auto": r.get("auto"),
+        "auto_with_signal_handler": r.get("auto_with_signal_handler"),
+        "false_positives": r.get("false_positives"), "failures": r.get("failures"),
+        "backends": r.get("backends"),
+        "vulnerabilities": (r.get("context") or {}).get("vulnerabilities"),
+        "verdicts": verdicts,
+        "instructions_source": src,
+        "instructions_per_probe": [{"backend": b, "case": c, "len": ln, "instructions": v}
+                                   for (b, c, ln), v in costs.items()],
+        "getppid_instructions": k.getppid(),
+    }
+
+
 def backend_order(kernels):
     names = []
     for k in kernels:
@@ -137,6 +163,8 @@ def availability_cell(b):
         st = b.get("self_test")
         return "✓" if st in (None, "pass", "passed", "ok") else f"✓ (self-test {esc(st)})"
     why = b.get("reason") or ""
+    if "unavailable here: " in why:
+        why = why.split("unavailable here: ", 1)[1]
     errno = b.get("errno")
     txt = esc(why) if why else "unavailable"
     if errno is not None and str(errno) not in txt:
@@ -325,6 +353,13 @@ def main():
             f"{esc(n)}: {'recovered' if r.get('recovered') else 'NOT recovered'}"
             for n, r in rec if isinstance(r, dict)) + ".\n")
 
+    if any(k.id.startswith("self-") for k in kernels):
+        md.append("The self-built 6.1 kernels (`kernels/build.sh`: `tinyconfig` + `kernels/msync.config`) "
+                  "have no Spectre mitigations compiled in (no retpolines, no swapgs barriers) and far "
+                  "fewer features than Debian's, so their syscalls take fewer instructions: compare them "
+                  "with each other (stock vs MS_ASYNC-patched), not with the Debian kernels. The patches "
+                  "only change `msync(MS_ASYNC)` on shared file mappings, so every cost here, including "
+                  "msync's on anonymous memory, should be identical across the three.\n")
     md.append("## Backend availability\n")
     md.append("✓ = available and self-test passed; ✗ = unavailable, with the reason the crate gives "
               "(e.g. `PROCMAP_QUERY` is ENOTTY before Linux 6.11, so `auto()` must fall back).\n")
@@ -342,7 +377,9 @@ def main():
     srcs = {k.id: k.costs()[1] for k in kernels}
     md.append("From boot 2 (`-icount shift=0`): instructions executed per probe, user + kernel. "
               "Rows come from `bench --quick --json` `probe_costs` (backend, case, len); where the bench "
-              "failed, the `costs` of a report run in the same boot are used (marked †).\n")
+              "failed (the crate has no `bench` subcommand yet), the `costs` of `report --json` run in "
+              "the same `-icount` boot are used (marked †): valid = a readable address, invalid = an "
+              "unreadable one, as the report defines them.\n")
     keys = []
     for k in kernels:
         for key in k.costs()[0]:
@@ -417,8 +454,7 @@ def main():
         with open(os.path.join(a.out, "kernels.svg"), "w", encoding="utf-8") as f:
             f.write(svg)
     with open(os.path.join(a.out, "kernels.json"), "w", encoding="utf-8") as f:
-        json.dump([{"meta": k.meta, "report": k.report, "bench": k.bench,
-                    "report_icount": k.report_icount} for k in kernels], f, indent=1)
+        json.dump([summarize(k) for k in kernels], f, indent=None, separators=(",", ":"))
         f.write("\n")
     for p in problems:
         print("collector:", p, file=sys.stderr)
