@@ -73,7 +73,7 @@ while read -r v kernel; do
         log "$v run $i/$repeats: boot under -icount shift=0"
         t0=$SECONDS
         ok=ok
-        ICOUNT=1 QEMU_TIMEOUT=${QEMU_MSYNC_TIMEOUT:-600} boot_guest "$kernel" "$work/initrd.gz" \
+        SETTLE=${ADDRPROBE_SETTLE:-5} ICOUNT=1 QEMU_TIMEOUT=${QEMU_MSYNC_TIMEOUT:-600} boot_guest "$kernel" "$work/initrd.gz" \
             "$d/out" "$d/console" msync \
             -drive "file=$disk,if=virtio,format=raw" || { ok=failed; fail=1; }
         extract_between_markers "$d/out" MSYNC > "$d/msync.json"

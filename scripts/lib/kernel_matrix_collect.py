@@ -306,13 +306,20 @@ def main():
     md.append("Every kernel boots under QEMU with TCG (`qemu-system-x86_64 -accel tcg -m 512`, "
               "default CPU model) from a tiny initramfs (busybox-static + the static `addrprobe` "
               "binary). Boot 1 runs `addrprobe report --json`; boot 2 runs "
-              "`addrprobe bench --quick --json` under `-icount shift=0`.\n")
+              "`addrprobe bench --quick --json` and then `addrprobe report --json` under "
+              "`-icount shift=0,sleep=off`.\n")
     md.append("**Units.** Under `-icount shift=0` the guest's virtual clock advances exactly 1 ns per "
               "executed guest instruction, so every \"ns\" figure measured in boot 2 *is a count of guest "
               "instructions* (user + kernel) per probe. These counts are deterministic and comparable "
               "across kernels; they are not wall time. Wall time under TCG is meaningless and is not "
               "reported. Instruction counts ignore cache misses, TLB refills and microcode costs (e.g. "
               "the real cost of a mitigated syscall entry is higher than its instruction count suggests).\n")
+    md.append("**Settling.** Boot 2 runs `-icount shift=0,sleep=off` and the guest idles for "
+              "`addrprobe_settle` seconds (default 5, `ADDRPROBE_SETTLE`) before measuring. Without "
+              "that pause, background kernel work of the first seconds after boot lands inside the "
+              "timed loops: on Debian 6.18 getppid() read 642–1,244 \"instructions\" right after boot "
+              "but exactly 308 after a 2–10 s pause, run after run. Instructions executed by other "
+              "tasks and interrupts during a timed loop always count, so keep the guest quiet.\n")
     if problems:
         md.append("**Problems:** " + "; ".join(esc(p) for p in problems) + "\n")
 
