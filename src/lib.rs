@@ -81,6 +81,7 @@ use core::str::FromStr;
 mod auto;
 pub mod backend;
 pub mod batch;
+pub mod bench;
 pub mod fixtures;
 pub mod range;
 mod selftest;

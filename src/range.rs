@@ -178,9 +178,13 @@ impl Iterator for PageChunks {
 /// Used by techniques that always copy a fixed number of bytes (rt_sigprocmask copies 8):
 /// the copy must never spill into the next page, or an unreadable neighbour would turn a
 /// readable page into a "no".
+///
+/// `page_size` must be a power of two and `width` at most `page_size`. Any `point` is
+/// accepted, including one in the last page of the address space (whose end is not
+/// representable, so the window start is computed without it).
 pub fn window_in_page(point: usize, width: usize, page_size: usize) -> usize {
-    let page_end = (point & !(page_size - 1)) + page_size;
-    point.min(page_end - width)
+    let page_start = point & !(page_size - 1);
+    point.min(page_start + (page_size - width))
 }
 
 #[cfg(test)]
@@ -259,5 +263,11 @@ mod tests {
         assert_eq!(window_in_page(0x1000, 8, PS), 0x1000);
         assert_eq!(window_in_page(0x1ffc, 8, PS), 0x1ff8);
         assert_eq!(window_in_page(0x1ff8, 8, PS), 0x1ff8);
+        // The last page of the address space: found by the `range_math` fuzz target.
+        assert_eq!(window_in_page(usize::MAX, 8, PS), usize::MAX - 7);
+        assert_eq!(
+            window_in_page(usize::MAX - PS + 1, 8, PS),
+            usize::MAX - PS + 1
+        );
     }
 }

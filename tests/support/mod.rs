@@ -55,12 +55,11 @@ impl ChildResult {
 
     /// Re-prints the child's `RELIABILITY` lines so that the report sees them.
     pub fn forward_figures(&self) {
-        for line in self
-            .stdout
-            .lines()
-            .filter(|l| l.starts_with("RELIABILITY "))
-        {
-            println!("{line}");
+        // The harness's "test name ... " prefix may share the line.
+        for line in self.stdout.lines() {
+            if let Some(i) = line.find("RELIABILITY ") {
+                println!("{}", &line[i..]);
+            }
         }
     }
 }

@@ -67,13 +67,21 @@ pub(crate) fn install() -> Result<(), Error> {
             }
         }
         for sig in SIGNALS {
-            // SAFETY: an all-zero sigaction is valid; we set the handler, flags and an empty
+            // SAFETY: an all-zero sigaction is valid; we set the handler, flags and a full
             // mask. `handler` has the SA_SIGINFO signature.
+            //
+            // The full mask keeps every other signal out while the handler runs on the
+            // (small) alternate stack. With an empty mask, a SIGPROF pending when a probe
+            // faults is delivered on top of our frame, on the alternate stack; a profiler
+            // handler that probes there faults again, and the third frame overflows the
+            // alternate stack, which kills the process (tests/concurrency.rs,
+            // sigprof_handlers_probe_at_10khz). Blocked, it arrives after we return, on the
+            // thread's own stack.
             let ret = unsafe {
                 let mut action: libc::sigaction = core::mem::zeroed();
                 action.sa_sigaction = handler as *const () as usize;
                 action.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART;
-                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigfillset(&mut action.sa_mask);
                 libc::sigaction(sig, &action, core::ptr::null_mut())
             };
             if ret != 0 {

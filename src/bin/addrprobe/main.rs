@@ -4,7 +4,9 @@
 //!
 //! - `addrprobe report [--json]`: kernel, CPU, each backend's availability, guarantee and
 //!   self-test, the conformance matrix on this kernel and a quick cost table.
+//! - `addrprobe bench [--quick] [--json]`: probe-cost, unwinder, profiler and scaling tables.
 
+mod bench;
 mod context;
 mod json;
 mod report;
@@ -15,6 +17,9 @@ const USAGE: &str = "usage: addrprobe <command> [options]
 commands:
   report [--json]   what every backend does on this machine: availability, guarantee,
                     self-test, the conformance matrix and a quick cost table
+  bench [--quick] [--json]
+                    probe costs, unwinder, profiler and scaling tables with every
+                    benchmark target as a ratio (< 60 s; --quick < 15 s)
   help              this text";
 
 fn main() {
@@ -22,6 +27,7 @@ fn main() {
     let rest = args.get(1..).unwrap_or(&[]);
     let code = match args.first().map(String::as_str) {
         Some("report") => report::run(rest),
+        Some("bench") => bench::run(rest),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             0

@@ -1,0 +1,484 @@
+//! A SIGPROF sampling profiler over a CPU-bound multi-threaded workload: the profiler
+//! workload of the benchmarks.
+//!
+//! Each worker thread recurses to a fixed depth (so every sample has a deep stack) and then
+//! spins on arithmetic, counting work units. When profiling, every worker arms its own
+//! `timer_create` timer with `SIGEV_THREAD_ID`, so SIGPROF lands on that thread. The timer
+//! runs on `CLOCK_MONOTONIC` (an hrtimer): CPU-time clocks (`CLOCK_THREAD_CPUTIME_ID`,
+//! `ITIMER_PROF`) are only checked at the scheduler tick, so they cannot fire more often than
+//! `CONFIG_HZ` per thread (measured here: ~100 samples/s at a requested 10 kHz). The workers
+//! are CPU-bound, so wall-clock sampling hits them just the same. The handler reads `pc`/`fp` from the `ucontext`
+//! ([`regs_from_ucontext`]) and walks the frame-pointer chain with the chosen [`Walker`]
+//! into per-thread buffers allocated before the timer is armed: it allocates nothing, takes
+//! no lock and only calls `clock_gettime` and the prober.
+//!
+//! [`run`] reports the work done, samples, frames per sample and the time spent walking per
+//! sample (measured inside the handler). Comparing [`Report::units`] with an unprofiled run
+//! ([`Walker::Off`]) of the same length gives the slowdown. An optional churn thread loops
+//! `mmap`/`munmap` to contend for the mmap lock, which several backends take.
+//!
+//! Only one run may be active in a process at a time (a process-wide SIGPROF handler is
+//! installed for the run and the previous disposition restored afterwards); [`run`]
+//! serializes callers.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering};
+use std::hint::black_box;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::unwind::{Frame, Unwinder, regs_from_ucontext, walk_chain};
+use crate::{Backend, Guarantee, Prober};
+
+/// How the signal handler walks the stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walker {
+    /// No profiling at all: the baseline.
+    Off,
+    /// Sample and walk with plain loads, fenced to the interrupted thread's own stack
+    /// (`sp <= fp < stack top`): the cost of sampling without validation.
+    NoValidation,
+    /// Walk with this backend: [`Unwinder::new`] for Readable backends, and for the others
+    /// [`Unwinder::check_then_load`] fenced to the thread's own stack as above.
+    Backend(Backend),
+}
+
+impl Walker {
+    /// Label for tables.
+    pub fn name(&self) -> String {
+        match self {
+            Walker::Off => "unprofiled".into(),
+            Walker::NoValidation => "no validation".into(),
+            Walker::Backend(b) => b.to_string(),
+        }
+    }
+}
+
+/// One profiler run.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    /// How the handler walks.
+    pub walker: Walker,
+    /// Samples per second per thread (wall clock; the threads are CPU-bound).
+    pub hz: u32,
+    /// CPU-bound worker threads.
+    pub threads: usize,
+    /// Recursion depth of the workload (frames below the spinning leaf).
+    pub depth: usize,
+    /// Wall-clock length of the run.
+    pub duration: Duration,
+    /// Run an extra thread that loops `mmap`/`munmap` of 64 KiB.
+    pub churn: bool,
+    /// Keep the first this many samples per thread (pcs) for [`Report::stacks`].
+    pub keep_samples: usize,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Work units completed by all workers.
+    pub units: u64,
+    /// CPU time the workers' spin loops consumed (their thread CPU clocks, signal handling
+    /// included), in nanoseconds.
+    pub cpu_ns: u64,
+    /// Wall-clock time of the run.
+    pub elapsed: Duration,
+    /// Samples taken (handler invocations that walked).
+    pub samples: u64,
+    /// Frames recorded over all samples.
+    pub frames: u64,
+    /// Nanoseconds spent walking, summed over all samples (measured in the handler).
+    pub walk_ns: u64,
+    /// Walks that ended with a prober error.
+    pub errors: u64,
+    /// mmap/munmap pairs done by the churn thread.
+    pub churn_ops: u64,
+    /// Kept samples: each a stack of pcs, innermost first.
+    pub stacks: Vec<Vec<usize>>,
+}
+
+impl Report {
+    /// Frames per sample.
+    pub fn frames_per_sample(&self) -> f64 {
+        self.frames as f64 / self.samples.max(1) as f64
+    }
+    /// Walk (validation included) nanoseconds per sample.
+    pub fn walk_ns_per_sample(&self) -> f64 {
+        self.walk_ns as f64 / self.samples.max(1) as f64
+    }
+    /// Work units per second of wall time.
+    pub fn units_per_s(&self) -> f64 {
+        self.units as f64 / self.elapsed.as_secs_f64()
+    }
+    /// Work units per second of the workers' own CPU time: insensitive to other processes
+    /// competing for the CPUs, sensitive to everything the profiler makes the workers do
+    /// (signal delivery, the handler, cache pollution).
+    pub fn units_per_cpu_s(&self) -> f64 {
+        self.units as f64 / (self.cpu_ns.max(1) as f64 / 1e9)
+    }
+}
+
+/// Frames a sample may hold.
+pub const MAX_FRAMES: usize = 256;
+
+/// Per-thread state, allocated before the timer is armed; only the owning thread's signal
+/// handler writes it while the timer runs.
+struct ThreadState {
+    stack_hi: usize,
+    scratch: [Frame; MAX_FRAMES],
+    kept: Vec<usize>,
+    kept_lens: Vec<u16>,
+    keep: usize,
+    samples: u64,
+    frames: u64,
+    walk_ns: u64,
+    errors: u64,
+}
+
+thread_local! {
+    static STATE: Cell<*mut ThreadState> = const { Cell::new(core::ptr::null_mut()) };
+}
+
+const MODE_NOVALID: u8 = 1;
+const MODE_READ: u8 = 2;
+const MODE_CHECK_LOAD: u8 = 3;
+static MODE: AtomicU8 = AtomicU8::new(0);
+static PROBER: AtomicPtr<Prober> = AtomicPtr::new(core::ptr::null_mut());
+static STOP: AtomicBool = AtomicBool::new(false);
+static RUN_LOCK: Mutex<()> = Mutex::new(());
+
+fn now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only `ts`.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    let st = STATE.with(|c| c.get());
+    if st.is_null() {
+        return;
+    }
+    // SAFETY: `st` is this thread's state, registered by this thread and only touched by
+    // this thread's handler while the timer runs (SIGPROF does not nest: it is blocked
+    // during its own handler).
+    let st = unsafe { &mut *st };
+    // SAFETY: `uc` is the kernel's ucontext for this running handler.
+    let Some(regs) = (unsafe { regs_from_ucontext(uc) }) else {
+        return;
+    };
+    let t0 = now_ns();
+    let mode = MODE.load(Ordering::Relaxed);
+    let (lo, hi) = (regs.sp, st.stack_hi);
+    let fenced = |fp: usize| fp >= lo && fp.saturating_add(16) <= hi;
+    st.scratch[0] = Frame {
+        pc: regs.pc,
+        fp: regs.fp,
+    };
+    let out = &mut st.scratch[..];
+    let walk = match mode {
+        MODE_NOVALID => walk_chain(regs.fp, 0, out, 1, |fp| {
+            if !fenced(fp) {
+                return Ok(None);
+            }
+            // SAFETY: `fp` lies between the interrupted stack pointer and the top of this
+            // thread's stack: mapped, readable memory of a live stack.
+            Ok(Some(unsafe {
+                [
+                    core::ptr::read_volatile(fp as *const usize),
+                    core::ptr::read_volatile((fp + 8) as *const usize),
+                ]
+            }))
+        }),
+        MODE_READ | MODE_CHECK_LOAD => {
+            // SAFETY: set before any timer is armed and cleared after all are deleted.
+            let prober = unsafe { &*PROBER.load(Ordering::Relaxed) };
+            let unwinder = if mode == MODE_READ {
+                match Unwinder::new(prober) {
+                    Ok(u) => u,
+                    Err(_) => return,
+                }
+            } else {
+                // SAFETY: every frame is fenced to this thread's live stack below.
+                unsafe { Unwinder::check_then_load(prober) }
+            };
+            walk_chain(regs.fp, 0, out, 1, |fp| {
+                if mode == MODE_CHECK_LOAD && !fenced(fp) {
+                    return Ok(None);
+                }
+                unwinder.read_frame(fp)
+            })
+        }
+        _ => return,
+    };
+    let t1 = now_ns();
+    st.samples += 1;
+    st.frames += walk.depth as u64;
+    st.walk_ns += t1 - t0;
+    if matches!(walk.stop, crate::unwind::Stop::Error(_)) {
+        st.errors += 1;
+    }
+    if st.kept_lens.len() < st.keep {
+        // Capacity was reserved for `keep` samples of MAX_FRAMES: no allocation here.
+        for f in &st.scratch[..walk.depth] {
+            st.kept.push(f.pc);
+        }
+        st.kept_lens.push(walk.depth as u16);
+    }
+}
+
+fn stack_hi() -> usize {
+    // SAFETY: pthread_getattr_np fills `attr` for the calling thread; we destroy it after.
+    unsafe {
+        let mut attr: libc::pthread_attr_t = core::mem::zeroed();
+        if libc::pthread_getattr_np(libc::pthread_self(), &mut attr) != 0 {
+            return 0;
+        }
+        let mut addr = core::ptr::null_mut();
+        let mut size = 0;
+        libc::pthread_attr_getstack(&attr, &mut addr, &mut size);
+        libc::pthread_attr_destroy(&mut attr);
+        addr as usize + size
+    }
+}
+
+#[inline(never)]
+fn recurse(depth: usize, leaf: &mut dyn FnMut()) {
+    if depth == 0 {
+        leaf();
+    } else {
+        recurse(depth - 1, leaf);
+    }
+    black_box(depth);
+}
+
+/// One work unit: about a microsecond of integer arithmetic.
+#[inline(never)]
+fn work_unit(seed: u64) -> u64 {
+    let mut x = seed | 1;
+    for _ in 0..256 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    black_box(x)
+}
+
+struct Timer(libc::timer_t);
+
+impl Timer {
+    fn arm(hz: u32) -> Option<Timer> {
+        // SAFETY: a zeroed sigevent is valid; we fill the fields SIGEV_THREAD_ID needs.
+        unsafe {
+            let mut sev: libc::sigevent = core::mem::zeroed();
+            sev.sigev_notify = libc::SIGEV_THREAD_ID;
+            sev.sigev_signo = libc::SIGPROF;
+            sev.sigev_notify_thread_id = libc::gettid();
+            let mut id: libc::timer_t = core::mem::zeroed();
+            if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) != 0 {
+                return None;
+            }
+            let period = 1_000_000_000 / i64::from(hz.max(1));
+            let ts = libc::timespec {
+                tv_sec: period / 1_000_000_000,
+                tv_nsec: period % 1_000_000_000,
+            };
+            let its = libc::itimerspec {
+                it_interval: ts,
+                it_value: ts,
+            };
+            if libc::timer_settime(id, 0, &its, core::ptr::null_mut()) != 0 {
+                libc::timer_delete(id);
+                return None;
+            }
+            Some(Timer(id))
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        // SAFETY: deletes the timer this value created; pending signals are then discarded
+        // or handled with a still-registered state.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
+    let mut st = Box::new(ThreadState {
+        stack_hi: stack_hi(),
+        scratch: [Frame::default(); MAX_FRAMES],
+        kept: Vec::with_capacity(cfg.keep_samples * MAX_FRAMES),
+        kept_lens: Vec::with_capacity(cfg.keep_samples),
+        keep: cfg.keep_samples,
+        samples: 0,
+        frames: 0,
+        walk_ns: 0,
+        errors: 0,
+    });
+    STATE.with(|c| c.set(&mut *st));
+    let timer = match cfg.walker {
+        Walker::Off => None,
+        _ => Timer::arm(cfg.hz),
+    };
+    let mut done = 0u64;
+    let mut spent = 0u64;
+    recurse(cfg.depth, &mut || {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let c0 = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        while !STOP.load(Ordering::Relaxed) {
+            seed = work_unit(seed);
+            done += 1;
+        }
+        spent = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
+    });
+    cpu.fetch_add(spent as usize, Ordering::Relaxed);
+    drop(timer);
+    // Block SIGPROF before unregistering, so that no late signal sees a dangling state.
+    // SAFETY: plain signal-mask manipulation of this thread.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPROF);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, core::ptr::null_mut());
+    }
+    STATE.with(|c| c.set(core::ptr::null_mut()));
+    units.fetch_add(done as usize, Ordering::Relaxed);
+    *st
+}
+
+fn churn(stop: &AtomicBool) -> u64 {
+    let mut ops = 0;
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
+        unsafe {
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                64 * 1024,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                *(p as *mut u8) = 1;
+                libc::munmap(p, 64 * 1024);
+            }
+        }
+        ops += 1;
+    }
+    ops
+}
+
+/// Runs one profiler configuration. The `prober` is required for [`Walker::Backend`] and
+/// must be of that backend.
+pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
+    let _guard = RUN_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mode = match cfg.walker {
+        Walker::Off => 0,
+        Walker::NoValidation => MODE_NOVALID,
+        Walker::Backend(_) => match prober.map(Prober::guarantee) {
+            Some(Guarantee::Readable) => MODE_READ,
+            Some(_) => MODE_CHECK_LOAD,
+            None => 0,
+        },
+    };
+    MODE.store(mode, Ordering::Relaxed);
+    PROBER.store(
+        prober.map_or(core::ptr::null_mut(), |p| p as *const Prober as *mut Prober),
+        Ordering::Release,
+    );
+    STOP.store(false, Ordering::Relaxed);
+    // SAFETY: installs our handler, saving the previous disposition, restored below.
+    let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_sigprof
+            as extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void)
+            as usize;
+        sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGPROF, &sa, &mut old);
+    }
+    let units = AtomicUsize::new(0);
+    let cpu = AtomicUsize::new(0);
+    let churn_stop = AtomicBool::new(false);
+    let start = Instant::now();
+    let (states, churn_ops) = std::thread::scope(|s| {
+        let churner = cfg.churn.then(|| s.spawn(|| churn(&churn_stop)));
+        let workers: Vec<_> = (0..cfg.threads.max(1))
+            .map(|_| {
+                std::thread::Builder::new()
+                    .stack_size(8 << 20)
+                    .spawn_scoped(s, || worker(cfg, &units, &cpu))
+                    .expect("spawn worker")
+            })
+            .collect();
+        std::thread::sleep(cfg.duration);
+        STOP.store(true, Ordering::Relaxed);
+        churn_stop.store(true, Ordering::Relaxed);
+        let states: Vec<ThreadState> = workers.into_iter().map(|h| h.join().unwrap()).collect();
+        (states, churner.map_or(0, |h| h.join().unwrap()))
+    });
+    let elapsed = start.elapsed();
+    // SAFETY: restores the disposition saved above; every timer is deleted.
+    unsafe { libc::sigaction(libc::SIGPROF, &old, core::ptr::null_mut()) };
+    PROBER.store(core::ptr::null_mut(), Ordering::Release);
+    let mut r = Report {
+        units: units.load(Ordering::Relaxed) as u64,
+        cpu_ns: cpu.load(Ordering::Relaxed) as u64,
+        elapsed,
+        churn_ops,
+        ..Report::default()
+    };
+    for st in states {
+        r.samples += st.samples;
+        r.frames += st.frames;
+        r.walk_ns += st.walk_ns;
+        r.errors += st.errors;
+        let mut off = 0;
+        for &len in &st.kept_lens {
+            r.stacks.push(st.kept[off..off + len as usize].to_vec());
+            off += len as usize;
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiler_samples_deep_stacks_and_restores_the_handler() {
+        let prober = Prober::new(Backend::SigprocMask).unwrap();
+        let cfg = Config {
+            walker: Walker::Backend(Backend::SigprocMask),
+            hz: 1000,
+            threads: 2,
+            depth: 64,
+            duration: Duration::from_millis(300),
+            churn: true,
+            keep_samples: 8,
+        };
+        let r = run(cfg, Some(&prober));
+        assert!(r.units > 0);
+        assert!(r.samples > 0, "{r:?}");
+        assert!(r.churn_ops > 0);
+        assert_eq!(r.errors, 0);
+        // Every sample came from a thread 64 frames deep in `recurse`.
+        assert!(r.frames_per_sample() > 64.0, "{}", r.frames_per_sample());
+        assert!(!r.stacks.is_empty());
+        // SAFETY: querying the current disposition only.
+        let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+        unsafe { libc::sigaction(libc::SIGPROF, core::ptr::null(), &mut cur) };
+        assert_eq!(cur.sa_sigaction, libc::SIG_DFL);
+    }
+}
