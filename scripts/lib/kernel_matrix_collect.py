@@ -118,6 +118,13 @@ class Kernel:
         return None
 
 
+CASE_ORDER = ["valid-resident", "valid", "valid-untouched", "unmapped", "invalid", "prot-none", "kernel"]
+
+
+def case_rank(c):
+    return (CASE_ORDER.index(c) if c in CASE_ORDER else len(CASE_ORDER), str(c))
+
+
 def summarize(k):
     """Compact per-kernel record for kernels.json (the raw guest output stays
     in the work dir)."""
@@ -150,9 +157,6 @@ def backend_order(kernels):
         for b in k.backends():
             if b.get("name") not in names:
                 names.append(b.get("name"))
-        for (b, _, _) in k.costs()[0]:
-            if b not in names:
-                names.append(b)
     return names
 
 
@@ -207,7 +211,7 @@ def svg_chart(kernels, backends):
     for k in kernels:
         costs, _ = k.costs()
         vals = {}
-        for (b, case, ln), v in sorted(costs.items(), key=lambda kv: (str(kv[0][2]),)):
+        for (b, case, ln), v in sorted(costs.items(), key=lambda kv: (kv[0][2] if isinstance(kv[0][2], (int, float)) else -1)):
             if not isinstance(v, (int, float)) or v <= 0:
                 continue
             # smallest len per (backend, case) is what the chart shows
@@ -218,8 +222,12 @@ def svg_chart(kernels, backends):
             series.append((k.short, vals))
     if not series:
         return None
-    cases = sorted(cases, key=lambda c: (c != "valid", c))
-    rows = [b for b in backends if any((b, c) in s[1] for s in series for c in cases)]
+    cases = sorted(cases, key=case_rank)
+    valid = [c for c in cases if str(c).startswith("valid")][:1]
+    invalid = [c for c in cases if c in ("unmapped", "invalid")][:1]
+    cases = (valid + invalid) or cases[:2]
+    extra = ["auto"] if any(("auto", c) in s[1] for s in series for c in cases) else []
+    rows = [b for b in backends + extra if any((b, c) in s[1] for s in series for c in cases)]
     palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
     vmax = max(v for _, vals in series for v in vals.values())
@@ -246,7 +254,7 @@ def svg_chart(kernels, backends):
            'addrprobe: guest instructions per probe (QEMU -icount shift=0, log scale)</text>']
     y0 = 40
     for case in cases:
-        out.append(f'<text x="{left}" y="{y0 - 4}" font-weight="bold">{html.escape(case)} address</text>')
+        out.append(f'<text x="{left}" y="{y0 - 4}" font-weight="bold">case: {html.escape(str(case))}</text>')
         d = lo
         while d <= hi * 1.0001:
             xx = x(d)
@@ -382,33 +390,77 @@ def main():
 
     md.append("## Cost: guest instructions per probe\n")
     srcs = {k.id: k.costs()[1] for k in kernels}
-    md.append("From boot 2 (`-icount shift=0`): instructions executed per probe, user + kernel. "
-              "Rows come from `bench --quick --json` `probe_costs` (backend, case, len); where the bench "
-              "failed (the crate has no `bench` subcommand yet), the `costs` of `report --json` run in "
-              "the same `-icount` boot are used (marked †): valid = a readable address, invalid = an "
-              "unreadable one, as the report defines them.\n")
-    keys = []
+    md.append("From boot 2 (`-icount shift=0`): instructions executed per probe, user + kernel, "
+              "from `bench --quick --json` `probe_costs` (backend, case, len). `bare:X` rows are the "
+              "backend's raw system call without the crate's wrapper; `auto` is what `auto()` picked. "
+              "Where the bench failed, the `costs` of `report --json` run in the same boot are used "
+              "(marked †; cases valid / invalid as the report defines them).\n")
+    allcosts = {k.id: k.costs()[0] for k in kernels}
+    cases = []
     for k in kernels:
-        for key in k.costs()[0]:
-            if key not in keys:
-                keys.append(key)
+        for (_, c, _) in allcosts[k.id]:
+            if c not in cases:
+                cases.append(c)
+    cases.sort(key=case_rank)
     border = {b: i for i, b in enumerate(backends)}
-    keys.sort(key=lambda t: (border.get(t[0], 99), t[1] != "valid", str(t[1]), str(t[2])))
-    if keys:
-        md.append("| backend | case | len | " + " | ".join(esc(k.short) for k in kernels) + " |")
-        md.append("|---|---|---|" + "---:|" * len(kernels))
-        for key in keys:
-            cells = []
-            for k in kernels:
-                v = k.costs()[0].get(key)
-                cells.append(fmt_num(v) + (" †" if v is not None and srcs[k.id] == "report" else ""))
-            md.append(f"| {esc(key[0])} | {esc(key[1])} | {esc(key[2] if key[2] is not None else '')} | "
-                      + " | ".join(cells) + " |")
+
+    def cost_backends(case):
+        names = []
+        for k in kernels:
+            for (b, c, _) in allcosts[k.id]:
+                if c == case and b not in names:
+                    names.append(b)
+        return sorted(names, key=lambda b: (b.startswith("bare:"), border.get(b, 50), b))
+
+    def smallest(k, b, case):
+        hits = [(ln if isinstance(ln, (int, float)) else -1, v)
+                for (bb, c, ln), v in allcosts[k.id].items() if bb == b and c == case]
+        return min(hits) if hits else (None, None)
+
+    if cases:
+        lens = sorted({ln for k in kernels for (_, _, ln) in allcosts[k.id] if isinstance(ln, (int, float))})
+        if lens:
+            md.append(f"Tables show the smallest length measured ({int(lens[0])} bytes); all lengths "
+                      "(" + ", ".join(str(int(x)) for x in lens) + ") are in `kernels.json` and below.\n")
+        for case in cases:
+            md.append(f"### {esc(case)}\n")
+            md.append("| backend | " + " | ".join(esc(k.short) for k in kernels) + " |")
+            md.append("|---|" + "---:|" * len(kernels))
+            for b in cost_backends(case):
+                cells = []
+                row_lens = set()
+                for k in kernels:
+                    ln, v = smallest(k, b, case)
+                    if v is not None and ln not in (-1, None):
+                        row_lens.add(ln)
+                    cells.append(fmt_num(v) + (" †" if v is not None and srcs[k.id] == "report" else ""))
+                label = esc(b)
+                if lens and row_lens and min(row_lens) != lens[0]:
+                    label += f" (len {int(min(row_lens))})"
+                md.append(f"| {label} | " + " | ".join(cells) + " |")
+            md.append("")
         gp = [k.getppid() for k in kernels]
         if any(v is not None for v in gp):
-            md.append("| getppid() (reference) | | | " + " | ".join(fmt_num(v) for v in gp) + " |")
-        md.append("")
+            md.append("getppid() for reference (from the report in the same boot): " + "; ".join(
+                f"{esc(k.short)} {fmt_num(v)}" for k, v in zip(kernels, gp)) + ".\n")
         md.append("![guest instructions per probe](kernels.svg)\n")
+        if len(lens) > 1:
+            md.append("<details><summary>Instructions per probe by length (valid, resident)</summary>\n")
+            vcase = cases[0]
+            for k in kernels:
+                rows = {}
+                for (b, c, ln), v in allcosts[k.id].items():
+                    if c == vcase and isinstance(ln, (int, float)):
+                        rows.setdefault(b, {})[ln] = v
+                if not rows:
+                    continue
+                md.append(f"**{esc(k.short)}**, case `{esc(vcase)}`\n")
+                md.append("| backend | " + " | ".join(str(int(x)) for x in lens) + " |")
+                md.append("|---|" + "---:|" * len(lens))
+                for b in sorted(rows, key=lambda b: (b.startswith("bare:"), border.get(b, 50), b)):
+                    md.append(f"| {esc(b)} | " + " | ".join(fmt_num(rows[b].get(x)) for x in lens) + " |")
+                md.append("")
+            md.append("</details>\n")
     else:
         md.append("_No cost data: the bench boot did not produce `probe_costs`"
                   + (" (--quick skips it)" if a.quick else "") + "._\n")
