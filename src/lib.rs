@@ -71,6 +71,22 @@
 //!   includes code running inside a SIGSEGV/SIGBUS handler installed without `SA_NODEFER` (a
 //!   crash reporter's): the kernel then kills the process on the first fault. Another library that later replaces the
 //!   crate's handler without chaining breaks it the same way.
+//! - [`Backend::SignalGuard`]'s handler blocks every signal while it runs (on the alternate
+//!   signal stack), so a profiler's signal cannot land on top of it there. A handler of yours
+//!   installed with `SA_ONSTACK` that probes with `SignalGuard` needs room on the alternate
+//!   stack for its own frame plus one more signal frame.
+//! - Descriptors are identified by device and inode. If the application closes a descriptor
+//!   the crate holds, the backends that need it return [`Error::Unavailable`] (nothing is read,
+//!   written or closed through the reused number) until a new [`Prober`] opens a fresh one. An
+//!   application that itself opens `/dev/null` or `/proc/self/maps` at the very number the
+//!   crate held cannot be told apart: `DevNull` then writes into that `/dev/null` (which
+//!   discards everything) and `ProcmapQuery` issues its ioctl on that file (which neither reads
+//!   nor moves the file offset).
+//! - With no free descriptor (`RLIMIT_NOFILE` reached), `Pipe`, `DevNull` and `ProcmapQuery`
+//!   are unavailable; [`Prober::auto`] still returns `SigprocMask`, whose `check` works but
+//!   whose `read` (it copies through the pipe pool) returns [`Error::Unavailable`].
+//! - The figures behind these statements (fuzzing, concurrency, signals, fork, descriptors,
+//!   seccomp) are in `docs/reliability.md`, written by `scripts/reliability-report`.
 
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -83,6 +99,8 @@ pub mod backend;
 pub mod batch;
 pub mod bench;
 pub mod fixtures;
+#[cfg(feature = "msync-patch-emulation")]
+pub mod msync_patch;
 pub mod range;
 mod selftest;
 pub mod stack_bounds;
@@ -467,7 +485,7 @@ impl Prober {
     /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
     #[inline]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        let _errno = sys::ErrnoGuard::new();
+        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         match range::classify(addr, len, range::page_size())? {
             range::Classified::Empty => Ok(true),
             range::Classified::OutsideUserSpace => Ok(false),
@@ -485,7 +503,7 @@ impl Prober {
     /// preserved.
     #[inline]
     pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
-        let _errno = sys::ErrnoGuard::new();
+        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         if self.guarantee() != Guarantee::Readable {
             return Err(Error::Unsupported {
                 backend: self.backend(),

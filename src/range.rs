@@ -21,11 +21,17 @@ static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 ///
 /// The first call reads it; later calls are one relaxed atomic load, so this is
 /// async-signal-safe once any [`Prober`](crate::Prober) exists (constructing one reads it).
+#[inline]
 pub fn page_size() -> usize {
     let cached = PAGE_SIZE.load(Ordering::Relaxed);
     if cached != 0 {
         return cached;
     }
+    read_page_size()
+}
+
+#[cold]
+fn read_page_size() -> usize {
     let size = rustix::param::page_size();
     PAGE_SIZE.store(size, Ordering::Relaxed);
     size
@@ -80,6 +86,7 @@ pub enum Classified {
 /// Returns [`Error::InvalidRange`] when the end `addr + len` wraps past `usize::MAX` (so a
 /// range that would include the very last byte of the address space is refused too: its end
 /// is not representable).
+#[inline]
 pub fn classify(addr: usize, len: usize, page_size: usize) -> Result<Classified, Error> {
     if len == 0 {
         return Ok(Classified::Empty);

@@ -149,7 +149,12 @@ fn child_mutating_region() {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let len = 1 + rng.below(2 * ps());
+                    // Mostly short reads inside one page, sometimes two pages.
+                    let len = if rng.below(4) == 0 {
+                        1 + rng.below(2 * ps())
+                    } else {
+                        1 + rng.below(256)
+                    };
                     let off = rng.below(len_of_region() - len + 1);
                     let addr = base + off;
                     let got = if readable {

@@ -62,6 +62,14 @@ impl State {
         }
     }
 
+    /// Whether probes make syscalls (and so may change `errno`, which the caller must then
+    /// save and restore). The guarded load makes none: its fault path only runs the crate's
+    /// handler, which touches no `errno` when it redirects a probe.
+    #[inline(always)]
+    pub(crate) fn makes_syscalls(&self) -> bool {
+        !matches!(self, State::SignalGuard)
+    }
+
     #[inline]
     pub(crate) fn check(&self, r: &PageRange) -> Result<bool, Error> {
         match self {

@@ -5,10 +5,14 @@
 //! - `addrprobe report [--json]`: kernel, CPU, each backend's availability, guarantee and
 //!   self-test, the conformance matrix on this kernel and a quick cost table.
 //! - `addrprobe bench [--quick] [--json]`: probe-cost, unwinder, profiler and scaling tables.
+//! - `addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick]`: the msync-patch study
+//!   (feature `msync-patch-emulation`, on by default).
 
 mod bench;
 mod context;
 mod json;
+#[cfg(feature = "msync-patch-emulation")]
+mod msync_patch;
 mod report;
 mod timing;
 
@@ -20,6 +24,9 @@ commands:
   bench [--quick] [--json]
                     probe costs, unwinder, profiler and scaling tables with every
                     benchmark target as a ratio (< 60 s; --quick < 15 s)
+  msync-patch [--json] [--dir DIR] [--guest] [--quick]
+                    what the 2012 msync(MS_ASYNC) writeback patch would cost unwinders
+                    and profilers: stock, A alone and A + B, emulated on this kernel
   help              this text";
 
 fn main() {
@@ -28,6 +35,8 @@ fn main() {
     let code = match args.first().map(String::as_str) {
         Some("report") => report::run(rest),
         Some("bench") => bench::run(rest),
+        #[cfg(feature = "msync-patch-emulation")]
+        Some("msync-patch") => msync_patch::run(rest),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");
             0

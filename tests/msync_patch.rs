@@ -1,0 +1,277 @@
+//! The msync-patch emulation (`addrprobe::msync_patch`): the file-mapping cache finds the
+//! file behind an address, each emulated mode starts exactly the writeback it claims (seen
+//! as write-protect faults on the pages writeback cleaned), the workloads' walk finds the
+//! frames it was given, and the profiler workload leaves no handler, timer, file or
+//! descriptor behind.
+
+#![cfg(feature = "msync-patch-emulation")]
+
+mod support;
+
+use std::os::fd::AsRawFd;
+
+use addrprobe::msync_patch::workloads::{
+    self, FRAME_RECORD, FsKind, ProfilerConfig, Region, write_chain,
+};
+use addrprobe::msync_patch::{EmulatedMsync, FileMappings, Mode};
+use addrprobe::unwind::Frame;
+use support::{fd_list, is_child, new_fds, ps, run_child};
+
+fn map(len: usize, prot: i32, flags: i32, fd: i32, off: usize) -> usize {
+    // SAFETY: a fresh mapping at a kernel-chosen address.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, off as i64) };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    p as usize
+}
+
+fn unmap(addr: usize, len: usize) {
+    // SAFETY: the tests unmap only mappings they made.
+    unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+}
+
+#[test]
+fn file_mappings_find_only_shared_file_mappings_with_their_offset() {
+    let ps = ps();
+    let dir = std::env::temp_dir();
+    let path = dir.join(format!("addrprobe-msync-test-maps-{}", std::process::id()));
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .expect("create the test file");
+    let _ = std::fs::remove_file(&path); // the mapping keeps it alive; map_files still opens it
+    file.set_len(4 * ps as u64).unwrap();
+    let fd = file.as_raw_fd();
+    let rw = libc::PROT_READ | libc::PROT_WRITE;
+    let shared = map(2 * ps, rw, libc::MAP_SHARED, fd, ps);
+    let private = map(ps, libc::PROT_READ, libc::MAP_PRIVATE, fd, 0);
+    let anon = map(ps, rw, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0);
+
+    let found = FileMappings::overlapping(shared + ps, shared + ps + 1).expect("overlapping");
+    assert_eq!(found.len(), 1);
+    let m = found.iter().next().unwrap();
+    assert_eq!(
+        (m.start, m.end, m.offset),
+        (shared, shared + 2 * ps, ps as u64)
+    );
+    // SAFETY: fstat into a zeroed struct.
+    let mut st: libc::stat = unsafe { core::mem::zeroed() };
+    // SAFETY: valid descriptor and pointer.
+    assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
+    assert_eq!((m.dev, m.ino), (st.st_dev, st.st_ino));
+    let mut st2: libc::stat = st;
+    // SAFETY: the cached descriptor is open while `found` lives.
+    assert_eq!(unsafe { libc::fstat(m.fd(), &mut st2) }, 0);
+    assert_eq!(
+        st2.st_ino, st.st_ino,
+        "the cached descriptor is the mapped file"
+    );
+
+    assert!(
+        FileMappings::overlapping(private, private + ps)
+            .unwrap()
+            .is_empty(),
+        "a private file mapping is not shared"
+    );
+    // A shared anonymous mapping is a shmem file: the kernel patch would (uselessly) start its
+    // writeback too, so it is listed.
+    let shm = FileMappings::overlapping(anon, anon + ps).unwrap();
+    assert_eq!(shm.len(), 1);
+    assert!(
+        FileMappings::all()
+            .unwrap()
+            .iter()
+            .any(|m| m.start == shared)
+    );
+    drop((found, shm));
+    unmap(shared, 2 * ps);
+    unmap(private, ps);
+    unmap(anon, ps);
+}
+
+/// Minor faults of this thread.
+fn minflt() -> i64 {
+    // SAFETY: getrusage into a zeroed struct.
+    let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ru.ru_minflt
+}
+
+/// Whether storing into `addr` took a page fault (a write-protect fault on a page that
+/// writeback cleaned, on a file system with writeback).
+fn store_faults(addr: usize, v: u64) -> bool {
+    let before = minflt();
+    // SAFETY: callers pass addresses inside their read-write mapping.
+    unsafe { core::ptr::write_volatile(addr as *mut u64, v) };
+    minflt() > before
+}
+
+#[test]
+fn each_mode_starts_exactly_the_writeback_it_claims() {
+    let ps = ps();
+    let dir = std::env::temp_dir();
+    let fs = FsKind::of(&dir).expect("statfs of the temp dir");
+    let region = Region::shared_file(&dir, "test-modes", 8 * ps, ps).expect("shared file");
+    let page = |i: usize| region.addr() + i * ps;
+    for mode in Mode::ALL {
+        let maps = FileMappings::overlapping(region.addr(), region.addr() + region.len()).unwrap();
+        assert_eq!(maps.len(), 1);
+        let probe = EmulatedMsync::new(mode, maps).expect("EmulatedMsync");
+        // Dirty every page and make sure each is mapped writable (a second store never faults).
+        for round in 0..2 {
+            for i in 0..8 {
+                let faulted = store_faults(page(i), round);
+                if round == 1 {
+                    assert!(
+                        !faulted,
+                        "{mode}: page {i} still faults after being dirtied"
+                    );
+                }
+            }
+        }
+        // Probe 8 bytes inside page 2.
+        assert_eq!(probe.check(page(2) + 8, 8), Ok(true));
+        let probed = store_faults(page(2), 7);
+        let other = store_faults(page(5), 7);
+        let expect = match (fs, mode) {
+            (FsKind::Tmpfs, _) | (_, Mode::Stock) => (false, false),
+            (FsKind::Ext4, Mode::AB) => (true, false),
+            (FsKind::Ext4, Mode::AAlone) => (true, true),
+            (FsKind::Other(m), _) => {
+                eprintln!("note: temp dir on file system {m:#x}: writeback effects not asserted");
+                (probed, other)
+            }
+        };
+        assert_eq!(
+            (probed, other),
+            expect,
+            "{mode} on {}: (probed page refaulted, other page refaulted)",
+            fs.name()
+        );
+        // Unmapped memory still answers "not mapped" in every mode.
+        let hole = map(
+            ps,
+            libc::PROT_READ,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        unmap(hole, ps);
+        let _ = probe.check(hole, 8); // may have been reused by another thread: no assertion
+        assert_eq!(probe.check(0, 8), Ok(false));
+        // Writeback must not change the bytes.
+        // SAFETY: inside our mapping.
+        assert_eq!(
+            unsafe { core::ptr::read_volatile(page(2) as *const u64) },
+            7
+        );
+    }
+}
+
+#[test]
+fn walk_finds_the_frames_it_was_given_and_stops_at_an_unmapped_record() {
+    let ps = ps();
+    let stack = support::Region::anon(4);
+    let probe = EmulatedMsync::new(Mode::Stock, FileMappings::default()).unwrap();
+    // 32 frames, 64 bytes apart, in pages 0 and 1.
+    // SAFETY: pages 0..2 of our read-write region.
+    let fp = unsafe { write_chain(stack.page(0), 32, 64, 0x1000, 16) };
+    let mut out = [Frame::default(); 64];
+    // SAFETY: the chain lies in our read-write region.
+    let w = unsafe { workloads::walk(&probe, fp, &mut out) };
+    assert_eq!(w.depth, 32);
+    assert_eq!(w.stop, addrprobe::unwind::Stop::EndOfChain);
+    for (i, f) in out[..32].iter().enumerate() {
+        assert_eq!(f.pc, 0x1000 + i * 16, "return address of frame {i}");
+    }
+    // Frame 9 now links to page 3, which we unmap: 10 frames, then "unreadable".
+    // SAFETY: the saved-fp word of frame 9, in our region.
+    unsafe { core::ptr::write_volatile((stack.page(0) + 9 * 64) as *mut usize, stack.page(3)) };
+    stack.unmap(3);
+    // SAFETY: as above; the unmapped record is never loaded (msync says "not mapped").
+    let w = unsafe { workloads::walk(&probe, fp, &mut out) };
+    assert_eq!(w.depth, 10);
+    assert!(
+        matches!(w.stop, addrprobe::unwind::Stop::Unreadable { fp } if fp == stack.page(3)),
+        "{:?}",
+        w.stop
+    );
+    assert_eq!(FRAME_RECORD, 2 * core::mem::size_of::<usize>());
+    let _ = ps;
+}
+
+#[test]
+fn profiler_run_leaves_no_handler_timer_file_or_descriptor() {
+    if is_child("profiler_run_leaves_no_handler_timer_file_or_descriptor") {
+        let dir = std::env::temp_dir();
+        // SAFETY: a zeroed sigaction with SIG_IGN is valid.
+        let mut ign: libc::sigaction = unsafe { core::mem::zeroed() };
+        ign.sa_sigaction = libc::SIG_IGN;
+        // SAFETY: valid pointer.
+        assert_eq!(
+            unsafe { libc::sigaction(libc::SIGPROF, &ign, core::ptr::null_mut()) },
+            0
+        );
+        let fds = fd_list();
+        let mut cfg = ProfilerConfig::study(300);
+        cfg.file_bytes = 4 << 20;
+        cfg.work_per_op = 2000;
+        let rows = workloads::profile(cfg, &dir, &Mode::ALL, 1).expect("profile");
+        assert_eq!(rows.len(), 3);
+        for (r, m) in rows.iter().zip(Mode::ALL) {
+            assert_eq!(r.mode, m);
+            assert_eq!(r.ops, 300);
+            assert_eq!(
+                r.probe_failures, 0,
+                "{m}: a probe of a live record said not mapped"
+            );
+        }
+        // SAFETY: zeroed out-parameter.
+        let mut now: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: valid pointer; a null new action only reads the current one.
+        assert_eq!(
+            unsafe { libc::sigaction(libc::SIGPROF, core::ptr::null(), &mut now) },
+            0
+        );
+        assert_eq!(
+            now.sa_sigaction,
+            libc::SIG_IGN,
+            "the previous SIGPROF disposition is back"
+        );
+        assert!(
+            new_fds(&fds, &fd_list()).is_empty(),
+            "descriptors left open: {:?}",
+            new_fds(&fds, &fd_list())
+        );
+        let prefix = format!("addrprobe-msync-profiler-{}-", std::process::id());
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+            .collect();
+        assert!(left.is_empty(), "files left behind: {left:?}");
+        // The timer is gone: with SIGPROF at its default action (terminate), waiting 20 ms
+        // of CPU-free time and burning 20 ms of CPU must not kill us.
+        // SAFETY: a zeroed sigaction with SIG_DFL is valid.
+        let mut dfl: libc::sigaction = unsafe { core::mem::zeroed() };
+        dfl.sa_sigaction = libc::SIG_DFL;
+        // SAFETY: valid pointer.
+        unsafe { libc::sigaction(libc::SIGPROF, &dfl, core::ptr::null_mut()) };
+        let mut x = 1u64;
+        for _ in 0..20_000_000u64 {
+            x = core::hint::black_box(x.wrapping_mul(3).wrapping_add(1));
+        }
+        println!("child done {x}");
+        return;
+    }
+    let out = run_child("profiler_run_leaves_no_handler_timer_file_or_descriptor");
+    out.assert_success();
+    assert!(out.stdout.contains("child done"), "{}", out.stdout);
+}
