@@ -51,8 +51,12 @@ def workloads(obj, parent=None, out=None):
         out = []
     if isinstance(obj, dict):
         if "ns_per_probe" in obj:
-            name = obj.get("workload") or obj.get("name") or parent or f"workload {len(out) + 1}"
-            out.append((str(name), obj))
+            name = str(obj.get("workload") or obj.get("name") or parent or f"workload {len(out) + 1}")
+            if obj.get("fs"):
+                name += f" ({obj['fs']})"
+            if obj.get("mode") not in (None, "stock"):
+                name += f" [{obj['mode']}]"
+            out.append((name, obj))
         for k, v in obj.items():
             if isinstance(v, (dict, list)):
                 workloads(v, k, out)
@@ -167,18 +171,25 @@ def main():
                   f"{spread([r['sectors_written_after_sync'] for r in rs])} | "
                   f"{spread([r['write_ios'] for r in rs])} |")
     md.append("")
-    tput = [k for n in names for r in runs for k in r["workloads"].get(n, {})
-            if "throughput" in k or "per_s" in k]
+    tput = [k for n in names for r in runs for k, x in r["workloads"].get(n, {}).items()
+            if k in ("throughput", "device_bytes", "dirtied_bytes", "minor_faults")
+            and isinstance(x, (int, float))]
     tput = list(dict.fromkeys(tput))
     if tput:
-        md.append("## Throughput fields reported by the workloads (per guest-second = per 10⁹ instructions)\n")
+        md.append("## Other per-workload figures\n")
+        md.append("`throughput` is per guest second, i.e. per 10⁹ guest instructions (unit as the "
+                  "workload reports it); `device_bytes` is what the workload itself measured going "
+                  "to the disk during its run; `dirtied_bytes` what it dirtied.\n")
         md.append("| workload | field | " + " | ".join(variants) + " |")
         md.append("|---|---|" + "---:|" * len(variants))
         for n in names:
             for k in tput:
                 if not any(k in r["workloads"].get(n, {}) for r in runs):
                     continue
-                md.append(f"| {n} | {k} | " + " | ".join(spread(vals(v, n, k), "{:,.1f}") for v in variants) + " |")
+                unit = next((r["workloads"][n].get("throughput_unit") for r in runs
+                             if n in r["workloads"] and k == "throughput"), None)
+                label = f"{k} ({unit})" if unit else k
+                md.append(f"| {n} | {label} | " + " | ".join(spread(vals(v, n, k), "{:,.0f}") for v in variants) + " |")
         md.append("")
     bad = [r for r in runs if r["boot"] != "ok" or r["rc"] not in ("0",) or r["result"] is None]
     if bad:
