@@ -230,15 +230,19 @@ def svg_chart(kernels, backends):
     rows = [b for b in backends + extra if any((b, c) in s[1] for s in series for c in cases)]
     palette = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f",
                "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac"]
-    vmax = max(v for _, vals in series for v in vals.values())
-    vmin = min(v for _, vals in series for v in vals.values())
+    shown = [v for _, vals in series for (b, c), v in vals.items() if b in rows and c in cases]
+    if not shown:
+        return None
+    vmax, vmin = max(shown), min(shown)
     lo = 10 ** math.floor(math.log10(max(vmin, 1)))
+    if vmin / lo < 3:
+        lo /= 10  # keep the smallest bars visibly long on the log axis
     hi = 10 ** math.ceil(math.log10(vmax))
     if hi <= lo:
         hi = lo * 10
     bar_h, gap = 7, 8
     group_h = bar_h * len(series) + gap
-    left, plot_w, right = 130, 520, 20
+    left, plot_w, right = 130, 520, 40
     panel_h = group_h * len(rows) + 40
     legend_h = 16 * len(series) + 10
     width = left + plot_w + right
