@@ -101,10 +101,10 @@ build_variant() {
     log "kernel $v: configuring (tinyconfig + msync.config) in $out"
     local mk=(make -s -C "$tree" O="$out" ARCH=x86_64 KBUILD_BUILD_USER=addrprobe
               KBUILD_BUILD_HOST=addrprobe KBUILD_BUILD_TIMESTAMP=@0 LOCALVERSION="-addrprobe-$v")
-    "${mk[@]}" tinyconfig >/dev/null
+    "${mk[@]}" tinyconfig > "$out/config.log" 2>&1 || { cat "$out/config.log" >&2; die "kernel $v: make tinyconfig failed"; }
     (cd "$out" && KCONFIG_CONFIG=.config "$tree/scripts/kconfig/merge_config.sh" -m -O "$out" \
-        .config "$here/msync.config" >/dev/null)
-    "${mk[@]}" olddefconfig >/dev/null
+        .config "$here/msync.config" >> "$out/config.log" 2>&1) || die "kernel $v: merge_config.sh failed"
+    "${mk[@]}" olddefconfig >> "$out/config.log" 2>&1 || { cat "$out/config.log" >&2; die "kernel $v: make olddefconfig failed"; }
     # every =y line of the fragment must have survived
     local line missing=()
     while IFS= read -r line; do
