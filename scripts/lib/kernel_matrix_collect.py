@@ -503,7 +503,8 @@ def main():
     md.append("- 1 vCPU (QEMU default), 512 MiB RAM, default `qemu64` CPU model, no network, "
               "no modules loaded (Debian cloud kernels: only built-in drivers).\n"
               "- `/proc`, `/sys`, devtmpfs on `/dev` and a tmpfs on `/tmp` are mounted; the root "
-              "file system is the initramfs (rootfs, tmpfs-like); there is no disk in these boots.\n"
+              "file system is the initramfs (rootfs, tmpfs-like); there is no disk in these boots, "
+              "no `/dev/shm`, no `/dev/pts`; stdout is a serial port, not a terminal.\n"
               "- The init is a busybox shell script running as root (pid 1 is the shell, "
               "the binary runs as its child).\n")
     md.append("Reproduce: `scripts/kernel-matrix` (all kernels) or `scripts/kernel-matrix --quick` "
