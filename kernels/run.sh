@@ -44,6 +44,7 @@ done
 
 t_start=$SECONDS
 ensure_guest_tools
+given_bin=$bin
 bin=$(addrprobe_bin "$root" "$build" "$bin")
 file_is_static "$bin" || die "$bin is not statically linked"
 
@@ -53,6 +54,7 @@ mkdir -p "$work"
 log "work dir: $work"
 "$here/build.sh" "${vlist[@]}" > "$work/kernels.txt" || die "kernels/build.sh failed"
 
+describe_bin "$root" "$bin" "$given_bin" > "$work/binary.txt"
 make_initramfs "$bin" "$work/initrd.gz"
 
 # one template image; every boot gets a byte-identical copy

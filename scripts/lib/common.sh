@@ -51,3 +51,18 @@ addrprobe_bin() {
     [[ -x $bin ]] || die "no addrprobe binary at $bin"
     echo "$bin"
 }
+
+# describe_bin ROOT BIN GIVEN : one line saying which addrprobe binary ran
+# (git commit of ROOT when we built it, otherwise the path and a hash prefix)
+describe_bin() {
+    local root=$1 bin=$2 given=$3 sum
+    sum=$(sha256sum "$bin" | cut -c1-12)
+    if [[ -z $given ]] && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+        local c dirty=""
+        c=$(git -C "$root" rev-parse --short HEAD)
+        git -C "$root" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || dirty=" + uncommitted changes"
+        echo "addrprobe built from commit $c$dirty (sha256 $sum…)"
+    else
+        echo "addrprobe binary $(basename "$bin") given with --bin (sha256 $sum…)"
+    fi
+}
