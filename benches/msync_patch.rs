@@ -112,6 +112,9 @@ fn profiler_group(c: &mut Criterion, dir: &Path) {
                 Duration::from_nanos(r.elapsed_ns)
             })
         });
+        if ops == 0 {
+            continue; // filtered out on the command line
+        }
         notes.push(format!(
             "{name}/{mode}: {ops} ops, {probes} sampler probes at {:.0} ns each, device writes {:.2} MB/s",
             probe_ns / probes.max(1) as f64,

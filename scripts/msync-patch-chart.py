@@ -2,6 +2,7 @@
 """Draws docs/msync-patch.svg from `addrprobe msync-patch --json` output.
 
     scripts/msync-patch-chart.py EMULATION.json [--kernels KERNELS.json] [--out FILE.svg]
+                                 [--title TEXT]
 
 Two panels, one row per (workload, file system):
   left:  probe cost of each patched mode relative to stock (log scale);
@@ -15,11 +16,16 @@ Plain SVG, no dependencies.
 """
 import json
 import math
+import statistics
 import sys
 from html import escape
 
 COLORS = {"a-alone": "#d62728", "a+b": "#ff7f0e"}
-KCOLORS = ["#1f77b4", "#17becf", "#9467bd", "#2ca02c"]
+# Real-kernel variants next to the emulated mode they correspond to.
+KNOWN = {"file-none": (0, "#7f1010", "A alone, WB_SYNC_NONE"),
+         "wb-none": (1, "#a65300", "A + B, WB_SYNC_NONE"),
+         "wb-all": (2, "#6a3d9a", "A + B, WB_SYNC_ALL")}
+KCOLORS = ["#1f77b4", "#17becf", "#2ca02c"]
 
 
 def load_rows(path):
@@ -29,6 +35,9 @@ def load_rows(path):
 
 
 def kernel_rows(path):
+    """Rows {workload, fs, variant, probe_cost_vs_stock, throughput_vs_stock} from the
+    real-kernel JSON: either a flat `ratios` list, or kernels/run.sh's `ratio_to_stock`
+    ({variant: {"workload (fs)": ratio}}) with throughputs taken from `runs` (medians)."""
     if not path:
         return [], None
     try:
@@ -36,11 +45,35 @@ def kernel_rows(path):
             doc = json.load(f)
     except (OSError, ValueError) as e:
         return [], f"kernels file unreadable: {e}"
-    rows = doc.get("ratios") if isinstance(doc, dict) else None
-    if not isinstance(rows, list):
-        return [], "kernels file has no 'ratios' list: not drawn"
-    ok = [r for r in rows if isinstance(r, dict) and {"workload", "fs", "variant"} <= r.keys()]
-    return ok, None
+    if not isinstance(doc, dict):
+        return [], "kernels file is not an object: not drawn"
+    rows = doc.get("ratios")
+    if isinstance(rows, list):
+        ok = [r for r in rows if isinstance(r, dict) and {"workload", "fs", "variant"} <= r.keys()]
+        return ok, None
+    ratios = doc.get("ratio_to_stock")
+    if not isinstance(ratios, dict):
+        return [], "kernels file has neither 'ratios' nor 'ratio_to_stock': not drawn"
+    tput = {}
+    for run in doc.get("runs", []):
+        for key, w in (run.get("workloads") or {}).items():
+            if isinstance(w, dict) and isinstance(w.get("throughput"), (int, float)):
+                tput.setdefault((run.get("variant"), key), []).append(w["throughput"])
+    out = []
+    for variant, per in ratios.items():
+        if variant == "stock" or not isinstance(per, dict):
+            continue
+        for key, ratio in per.items():
+            name, _, fs = key.partition(" (")
+            fs = fs.rstrip(")")
+            t, t0 = tput.get((variant, key)), tput.get(("stock", key))
+            out.append({
+                "workload": name, "fs": fs, "variant": variant,
+                "probe_cost_vs_stock": ratio,
+                "throughput_vs_stock": (statistics.median(t) / statistics.median(t0))
+                if t and t0 else None,
+            })
+    return out, None
 
 
 def main(argv):
@@ -50,10 +83,14 @@ def main(argv):
     emu = argv[0]
     kpath = None
     out = "docs/msync-patch.svg"
+    title = None
     i = 1
     while i < len(argv):
         if argv[i] == "--kernels":
             kpath = argv[i + 1]
+            i += 2
+        elif argv[i] == "--title":
+            title = argv[i + 1]
             i += 2
         elif argv[i] == "--out":
             out = argv[i + 1]
@@ -68,15 +105,24 @@ def main(argv):
         k = (r["workload"], r["fs"])
         if k not in keys:
             keys.append(k)
-    variants = sorted({r["variant"] for r in krows})
-    series = [(m, COLORS[m], "emulated " + m) for m in ("a-alone", "a+b")]
-    series += [(v, KCOLORS[j % len(KCOLORS)], "kernel " + v) for j, v in enumerate(variants)]
+    variants = sorted({r["variant"] for r in krows}, key=lambda v: (KNOWN.get(v, (9,))[0], v))
+    kser = []
+    for j, v in enumerate(variants):
+        _, color, what = KNOWN.get(v, (9, KCOLORS[j % len(KCOLORS)], ""))
+        kser.append((v, color, f"real 6.1 kernel {v}" + (f" ({what})" if what else "")))
+    series = [("a-alone", COLORS["a-alone"], "emulated A alone (6.18)")]
+    series += [k for k in kser if k[0] == "file-none"]
+    series += [("a+b", COLORS["a+b"], "emulated A + B (6.18)")]
+    series += [k for k in kser if k[0] != "file-none"]
 
     def value(k, s, field):
         name = s[0]
         if name in COLORS:
             for r in rows:
                 if (r["workload"], r["fs"]) == k and r["mode"] == name:
+                    # the profiler's CPU-time throughput is the one this noisy host can measure
+                    if field == "throughput_vs_stock" and r.get("cpu_throughput_vs_stock") is not None:
+                        return r["cpu_throughput_vs_stock"]
                     return r.get(field)
         else:
             for r in krows:
@@ -94,12 +140,12 @@ def main(argv):
     o.append(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
              f'font-family="sans-serif" font-size="11">')
     o.append(f'<rect width="{width}" height="{height}" fill="white"/>')
-    title = (f"msync(MS_ASYNC) patch vs stock — emulation on {doc.get('kernel', '?')}"
+    title = title or (f"msync(MS_ASYNC) patch vs stock — emulation on {doc.get('kernel', '?')}"
              f" ({doc.get('dir', '?')}, {doc.get('config', {}).get('rounds', '?')} rounds)")
     o.append(f'<text x="10" y="18" font-size="13" font-weight="bold">{escape(title)}</text>')
     # panel 1: log scale 1x .. 10^4 x
     x1 = left_lab
-    decades = 4
+    decades = 3
     o.append(f'<text x="{x1}" y="40" font-weight="bold">probe cost × stock (log)</text>')
     x2 = left_lab + pw + 60
     o.append(f'<text x="{x2}" y="40" font-weight="bold">application throughput × stock</text>')
@@ -133,8 +179,11 @@ def main(argv):
     for si, s in enumerate(series):
         o.append(f'<rect x="{x1}" y="{ly + si * 18 - 9}" width="12" height="10" fill="{s[1]}"/>')
         o.append(f'<text x="{x1 + 18}" y="{ly + si * 18}">{escape(s[2])}</text>')
+    o.append(f'<text x="{x2}" y="{ly}">Throughput of the emulated profiler: per second of its CPU time;</text>')
+    o.append(f'<text x="{x2}" y="{ly + 14}">of the kernels: per 10⁹ guest instructions (QEMU -icount).</text>')
+    o.append(f'<text x="{x2}" y="{ly + 28}">Unwinders: whole rewrite + walk iterations per second.</text>')
     if knote:
-        o.append(f'<text x="{x2}" y="{ly}" fill="#a00">{escape(knote)}</text>')
+        o.append(f'<text x="{x2}" y="{ly + 46}" fill="#a00">{escape(knote)}</text>')
     o.append("</svg>")
     with open(out, "w") as f:
         f.write("\n".join(o) + "\n")

@@ -11,6 +11,9 @@
 //! | `ProcessVmReadv` | ~3–6 syscalls | one call per 64 pages, but GUP makes each call dearer; false negatives on write-only pages |
 //! | `Pipe` | ~3 syscalls | fstat + write + read per page; needs descriptors |
 //!
+//! A backend that can check but not [`read`](crate::Prober::read) (`SigprocMask` when no
+//! descriptor is free for its pipe pool) is only chosen when no candidate can do both.
+//!
 //! A backend whose self-test fails (a seccomp filter returning `EPERM`, a kernel without the
 //! syscall) is skipped, so `auto()` still works under `process_vm_readv`-blocking seccomp
 //! policies or with no free descriptors.
@@ -54,15 +57,20 @@ impl AutoOptions {
             .filter(|b| self.allow_signal_handler || !b.installs_signal_handler())
     }
 
-    /// The first candidate that passes its self-test.
+    /// The first candidate that passes its self-test and can also [`read`](Prober::read)
+    /// (see [`Prober::supports_read`]); if none can read, the first that passes.
     pub fn build(&self) -> Result<Prober, Error> {
         let mut last = Error::NoSoundBackend {
             last: None,
             errno: None,
         };
+        let mut check_only = None;
         for backend in self.candidates() {
             match Prober::new(backend) {
-                Ok(p) => return Ok(p),
+                Ok(p) if p.supports_read() => return Ok(p),
+                Ok(p) => {
+                    check_only.get_or_insert(p);
+                }
                 Err(e) => {
                     last = Error::NoSoundBackend {
                         last: Some(backend),
@@ -71,6 +79,6 @@ impl AutoOptions {
                 }
             }
         }
-        Err(last)
+        check_only.ok_or(last)
     }
 }

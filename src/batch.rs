@@ -21,9 +21,6 @@ use crate::range::{self, Classified};
 use crate::sys;
 use crate::{Backend, Error, Guarantee, Prober};
 
-/// Pages one `process_vm_readv` call covers in [`read_prefix`].
-const IOVECS: usize = crate::backend::process_vm_readv::IOVECS;
-
 /// Copies the longest readable prefix of `[addr, addr + dst.len())` into `dst` and returns its
 /// length: every byte before the returned count was readable and is copied; the byte at the
 /// count (if any) lies in a page that was not readable at that moment. The prefix ends at a
@@ -52,7 +49,7 @@ pub fn read_prefix(prober: &Prober, addr: usize, dst: &mut [u8]) -> Result<usize
         Classified::Empty | Classified::OutsideUserSpace => return Ok(0),
     };
     if prober.backend() == Backend::ProcessVmReadv {
-        return pvr_prefix(&r, dst);
+        return crate::backend::process_vm_readv::read_prefix(&r, dst);
     }
     let mut off = 0;
     for (start, len) in r.page_chunks() {
@@ -60,62 +57,6 @@ pub fn read_prefix(prober: &Prober, addr: usize, dst: &mut [u8]) -> Result<usize
             break;
         }
         off += len;
-    }
-    Ok(off)
-}
-
-/// One `process_vm_readv` per [`IOVECS`] page pieces; a short count ends the prefix.
-fn pvr_prefix(r: &range::PageRange, dst: &mut [u8]) -> Result<usize, Error> {
-    const EMPTY: libc::iovec = libc::iovec {
-        iov_base: core::ptr::null_mut(),
-        iov_len: 0,
-    };
-    let mut remote = [EMPTY; IOVECS];
-    let mut n = 0;
-    let mut batch_start = 0;
-    let mut off = 0;
-    let mut chunks = r.page_chunks().peekable();
-    while let Some((start, len)) = chunks.next() {
-        remote[n] = libc::iovec {
-            iov_base: start as *mut libc::c_void,
-            iov_len: len,
-        };
-        n += 1;
-        off += len;
-        if n == IOVECS || chunks.peek().is_none() {
-            let want = off - batch_start;
-            let local = libc::iovec {
-                iov_base: dst[batch_start..off].as_mut_ptr().cast(),
-                iov_len: want,
-            };
-            // SAFETY: `local` is our own writable buffer of `want` bytes; the kernel
-            // validates every remote address and reports a fault as EFAULT or a short count.
-            let ret = unsafe {
-                libc::syscall(
-                    libc::SYS_process_vm_readv,
-                    sys::pid() as libc::c_long,
-                    &local as *const libc::iovec,
-                    1 as libc::c_ulong,
-                    remote.as_ptr(),
-                    n as libc::c_ulong,
-                    0 as libc::c_ulong,
-                )
-            };
-            match sys::check(ret) {
-                Ok(got) if got as usize == want => {}
-                Ok(got) => return Ok(batch_start + got as usize),
-                Err(libc::EFAULT) => return Ok(batch_start),
-                Err(e) => {
-                    return Err(Error::from_errno(
-                        Backend::ProcessVmReadv,
-                        e,
-                        "process_vm_readv",
-                    ));
-                }
-            }
-            n = 0;
-            batch_start = off;
-        }
     }
     Ok(off)
 }

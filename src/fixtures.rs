@@ -177,11 +177,14 @@ pub fn judge(backend: Backend, fixture: &Fixture, answer: Result<bool, Error>) -
     }
 }
 
-/// An anonymous or file mapping, unmapped on drop.
+/// An anonymous or file mapping, unmapped on drop, except for the pages we punched out of it:
+/// those may belong to someone else by then.
 #[derive(Debug)]
 struct Mapping {
     addr: usize,
     len: usize,
+    /// `(offset, len)` pieces already unmapped, in increasing order.
+    holes: Vec<(usize, usize)>,
 }
 
 impl Mapping {
@@ -198,7 +201,19 @@ impl Mapping {
         // A quiet region keeps the holes we punch from being reused by concurrent mmaps.
         let addr =
             crate::sys::mmap_quiet(len, prot, flags, fd).ok_or_else(io::Error::last_os_error)?;
-        Ok(Mapping { addr, len })
+        Ok(Mapping {
+            addr,
+            len,
+            holes: Vec::new(),
+        })
+    }
+
+    /// Unmaps `[offset, offset + len)`, making a hole the fixtures call "unmapped".
+    fn punch(&mut self, offset: usize, len: usize) {
+        // SAFETY: unmapping a piece of our own mapping; nothing of Rust's points into it.
+        unsafe { libc::munmap((self.addr + offset) as *mut libc::c_void, len) };
+        self.holes.push((offset, len));
+        self.holes.sort_unstable();
     }
 
     fn protect(&self, offset: usize, len: usize, prot: i32) -> io::Result<()> {
@@ -224,9 +239,14 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: we own the mapping; unmapping a range of which parts were already unmapped
-        // is allowed.
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+        let mut start = 0;
+        for &(offset, len) in self.holes.iter().chain([(self.len, 0)].iter()) {
+            if offset > start {
+                // SAFETY: `[start, offset)` is a piece of our mapping that we still own.
+                unsafe { libc::munmap((self.addr + start) as *mut libc::c_void, offset - start) };
+            }
+            start = start.max(offset + len);
+        }
     }
 }
 
@@ -308,15 +328,14 @@ impl FixtureSet {
         let mut maps = Vec::new();
 
         // Anonymous memory: [resident][resident][PROT_NONE][hole][write-only]
-        let anon = Mapping::anon(5 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let mut anon = Mapping::anon(5 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let bytes = pattern(2 * ps, 7);
         anon.fill(0, &bytes);
         let wo_bytes = pattern(ps, 11);
         anon.fill(4 * ps, &wo_bytes);
         anon.protect(2 * ps, ps, libc::PROT_NONE)?;
         anon.protect(4 * ps, ps, libc::PROT_WRITE)?;
-        // SAFETY: unmapping one page in the middle of our own mapping.
-        unsafe { libc::munmap((anon.addr + 3 * ps) as *mut libc::c_void, ps) };
+        anon.punch(3 * ps, ps);
         let a = anon.addr;
         fx.push(with_contents(
             fixture("resident anonymous", a + 16, 64, Truth::READABLE),
@@ -363,10 +382,9 @@ impl FixtureSet {
         maps.push(anon);
 
         // [readable][unmapped]: a straddle into a hole.
-        let pair = Mapping::anon(2 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+        let mut pair = Mapping::anon(2 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         pair.fill(0, &pattern(ps, 3));
-        // SAFETY: unmapping the second page of our own mapping.
-        unsafe { libc::munmap((pair.addr + ps) as *mut libc::c_void, ps) };
+        pair.punch(ps, ps);
         fx.push(fixture(
             "straddle readable→unmapped",
             pair.addr + ps - 4,

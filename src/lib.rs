@@ -98,6 +98,8 @@ mod auto;
 pub mod backend;
 pub mod batch;
 pub mod bench;
+#[doc(hidden)]
+pub mod fast_path_bench;
 pub mod fixtures;
 #[cfg(feature = "msync-patch-emulation")]
 pub mod msync_patch;
@@ -462,8 +464,8 @@ impl Prober {
         Ok(prober)
     }
 
-    /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here,
-    /// without installing a signal handler. See [`AutoOptions`] for the order and to allow
+    /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here and can
+    /// also [`read`](Self::read), without installing a signal handler. See [`AutoOptions`] for the order and to allow
     /// [`Backend::SignalGuard`].
     pub fn auto() -> Result<Prober, Error> {
         AutoOptions::new().build()
@@ -477,6 +479,13 @@ impl Prober {
     /// What an `Ok(true)` from [`check`](Self::check) proves.
     pub fn guarantee(&self) -> Guarantee {
         self.backend().guarantee()
+    }
+
+    /// Whether [`read`](Self::read) can copy bytes with this prober: the guarantee is
+    /// [`Guarantee::Readable`] and what the copy needs is there (`SigprocMask` copies through
+    /// the pipe pool, which may have failed to open when no descriptor was free).
+    pub fn supports_read(&self) -> bool {
+        self.guarantee() == Guarantee::Readable && self.state.can_read()
     }
 
     /// Probes `[addr, addr + len)`. `Ok(true)` proves what [`guarantee`](Self::guarantee)

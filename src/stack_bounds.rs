@@ -402,6 +402,55 @@ impl StackBounds {
             ]
         })
     }
+    /// The frame records that [`covers`](Self::covers) accepts for stack pointer `sp`,
+    /// precomputed for a walk: `None` if `sp` is not on this stack. Async-signal-safe.
+    #[inline]
+    pub fn frame_window(&self, sp: usize) -> Option<FrameWindow> {
+        const W: usize = core::mem::size_of::<usize>();
+        if !self.contains_sp(sp) {
+            return None;
+        }
+        Some(FrameWindow {
+            first: sp,
+            last: self.hi.checked_sub(2 * W)?,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+/// The addresses at which a two-word frame record lies inside `[sp, hi)` of the calling
+/// thread's stack, precomputed by [`StackBounds::frame_window`] so that each frame of a walk
+/// costs two compares. Neither `Send` nor `Sync`, like [`StackBounds`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameWindow {
+    /// Lowest accepted record address (the stack pointer).
+    first: usize,
+    /// Highest accepted record address (`hi` minus two words).
+    last: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl FrameWindow {
+    /// Loads the two words at `addr` with plain loads if `addr` is word-aligned and
+    /// `sp <= addr && addr + 2 words <= hi` (exactly [`StackBounds::covers`]); `None` means
+    /// "probe it". Async-signal-safe; no syscall.
+    #[inline(always)]
+    pub fn load_pair(&self, addr: usize) -> Option<[usize; 2]> {
+        const W: usize = core::mem::size_of::<usize>();
+        if addr < self.first || addr > self.last || !addr.is_multiple_of(W) {
+            return None;
+        }
+        let p = addr as *const usize;
+        // SAFETY: `StackBounds::frame_window` checked that `first` is a stack pointer on this
+        // thread's stack and `last + 2 words == hi`, so `[addr, addr + 2 words)` lies in
+        // `[sp, hi)`, which is mapped and readable (module docs); `addr` is aligned.
+        Some(unsafe {
+            [
+                core::ptr::read_volatile(p),
+                core::ptr::read_volatile(p.add(1)),
+            ]
+        })
+    }
 }
 
 impl fmt::Debug for StackBounds {

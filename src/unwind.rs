@@ -265,8 +265,9 @@ impl<'p> Unwinder<'p> {
             };
         }
         out[0] = Frame { pc, fp };
-        let mut reader = fast::FrameReader::new(self, &[]);
-        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(fp))
+        let mut slot = fast::WindowSlot::new();
+        let (mut reader, mut slow) = fast::reader(self, &[], &mut slot);
+        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(&mut slow, fp))
     }
 
     /// Walks the calling thread's stack, starting with the return address into the caller of
@@ -276,8 +277,11 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        let mut reader = fast::FrameReader::new(self, &[sp]);
-        walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp))
+        let mut slot = fast::WindowSlot::new();
+        let (mut reader, mut slow) = fast::reader(self, &[sp], &mut slot);
+        walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
+            reader.read(&mut slow, fp)
+        })
     }
 }
 
@@ -359,9 +363,10 @@ fn word(bytes: &[u8]) -> usize {
     usize::from_ne_bytes(w)
 }
 
-/// The frame pointer and stack pointer of the calling function (inlined into it).
+/// The frame pointer and stack pointer of the calling function (always inlined into it);
+/// `(0, 0)` on architectures without a known frame-pointer register.
 #[inline(always)]
-fn current_fp_sp() -> (usize, usize) {
+pub fn current_fp_sp() -> (usize, usize) {
     cfg_if::cfg_if! {
         if #[cfg(target_arch = "x86_64")] {
             let (fp, sp): (usize, usize);
@@ -538,14 +543,15 @@ mod tests {
         // An unmapped page is refused by every guarantee, Mapped included, so even the
         // check-then-load mode ends the walk there without loading.
         let ps = crate::range::page_size();
-        let region = Region::new(3, 3);
+        let mut region = Region::new(3, 3);
         let hole_addr = region.base + 2 * ps + 32;
-        // SAFETY: unmaps the last page of `region`'s own mapping (Drop's munmap of the whole
-        // range then ignores the hole).
+        // SAFETY: unmaps the last page of `region`'s own mapping; the region shrinks so that
+        // Drop never unmaps the hole, which another thread's mmap may take meanwhile.
         assert_eq!(
             unsafe { libc::munmap((region.base + 2 * ps) as *mut libc::c_void, ps) },
             0
         );
+        region.len = 2 * ps;
         let f1 = region.base + 8;
         let f2 = region.base + ps + 8;
         region.put(f1, f2, 0x10);

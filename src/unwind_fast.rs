@@ -19,7 +19,7 @@ use core::mem::MaybeUninit;
 
 use super::{Frame, Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
 use crate::batch;
-use crate::stack_bounds::{StackBounds, current_sp};
+use crate::stack_bounds::{FrameWindow, StackBounds, current_sp};
 use crate::{Backend, Error, Prober};
 
 /// The largest batch window [`Unwinder::with_batch_window`] accepts (it lives on the walking
@@ -48,6 +48,12 @@ impl<'p> Unwinder<'p> {
     /// corrupt frame pointer) goes through the prober. The sanity checks are unchanged. Off
     /// by default. Only threads that called [`StackBounds::register_current_thread`] benefit;
     /// on others every frame is probed as before.
+    ///
+    /// The lower bound is the lowest stack pointer of this thread known to lie on its
+    /// registered stack: the walker's own (all walks), the caller's
+    /// ([`walk_current`](Self::walk_current)) and the interrupted context's
+    /// ([`walk_from_regs`](Self::walk_from_regs)). A handler on a sigaltstack therefore gets
+    /// the fast path only through `walk_from_regs`.
     pub fn with_fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
         self
@@ -100,9 +106,12 @@ impl<'p> Unwinder<'p> {
             pc: regs.pc,
             fp: regs.fp,
         };
-        let mut reader = FrameReader::new(self, &[regs.sp]);
-        let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| reader.read(fp));
-        *stats = reader.stats;
+        let mut slot = WindowSlot::new();
+        let (mut reader, mut slow) = reader(self, &[regs.sp], &mut slot);
+        let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| {
+            reader.read(&mut slow, fp)
+        });
+        *stats = reader.stats(&slow);
         walk
     }
 
@@ -111,39 +120,30 @@ impl<'p> Unwinder<'p> {
     pub fn walk_current_counted(&self, out: &mut [Frame], stats: &mut ReadStats) -> Walk {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
-        let mut reader = FrameReader::new(self, &[sp]);
-        let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| reader.read(fp));
-        *stats = reader.stats;
+        let mut slot = WindowSlot::new();
+        let (mut reader, mut slow) = reader(self, &[sp], &mut slot);
+        let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
+            reader.read(&mut slow, fp)
+        });
+        *stats = reader.stats(&slow);
         walk
     }
 }
 
-/// A frame's words as read from a batch window.
-struct Window {
-    buf: MaybeUninit<[u8; MAX_BATCH_WINDOW]>,
-    initialised: bool,
+/// The last batch window a walk copied.
+pub(super) struct Window {
+    buf: [u8; MAX_BATCH_WINDOW],
     start: usize,
     len: usize,
 }
 
 impl Window {
-    const fn new() -> Window {
+    fn new() -> Window {
         Window {
-            buf: MaybeUninit::uninit(),
-            initialised: false,
+            buf: [0; MAX_BATCH_WINDOW],
             start: 0,
             len: 0,
         }
-    }
-
-    /// The buffer, zeroed on first use (a walk that never batches never pays for it).
-    fn buf(&mut self) -> &mut [u8; MAX_BATCH_WINDOW] {
-        if !self.initialised {
-            self.buf.write([0; MAX_BATCH_WINDOW]);
-            self.initialised = true;
-        }
-        // SAFETY: written just above, or on an earlier call.
-        unsafe { self.buf.assume_init_mut() }
     }
 
     /// The two words at `fp` if the last copy holds them.
@@ -155,8 +155,7 @@ impl Window {
         if off.checked_add(2 * WORD)? > self.len {
             return None;
         }
-        let buf = self.buf();
-        Some([word_at(buf, off), word_at(buf, off + WORD)])
+        Some([word_at(&self.buf, off), word_at(&self.buf, off + WORD)])
     }
 }
 
@@ -167,20 +166,78 @@ fn word_at(buf: &[u8], off: usize) -> usize {
 }
 
 /// The memory access of one walk: the fast path, then a batch window, then the prober.
-pub(super) struct FrameReader<'a, 'p> {
+pub(super) struct FrameReader {
+    /// The frame records between the lowest known stack pointer on the thread's stack and
+    /// its top.
+    fast: Option<FrameWindow>,
+    /// Frames read on the fast path. The reader is a separate value from the [`SlowPath`]
+    /// (which the out-of-line slow path borrows) so that the compiler keeps the count and the
+    /// bounds in registers: a counter in memory would add a store-to-load chain to every
+    /// frame.
+    fast_count: usize,
+}
+
+/// Everything a probed (or batched) read needs.
+pub(super) struct SlowPath<'a, 'p> {
     unwinder: &'a Unwinder<'p>,
-    /// The thread's bounds and the lowest known stack pointer on that stack.
-    fast: Option<(StackBounds, usize)>,
     batch: usize,
-    window: Window,
+    /// Present when batching is on (the 1 KiB buffer is only set up then).
+    window: Option<&'a mut Window>,
     stats: ReadStats,
 }
 
-impl<'a, 'p> FrameReader<'a, 'p> {
-    /// `sps`: stack pointers of this thread's contexts that the walk may use as the lower
-    /// bound (the walker's own is always added).
-    #[inline]
-    pub(super) fn new(unwinder: &'a Unwinder<'p>, sps: &[usize]) -> Self {
+/// Stack space for a walk's batch window, written only when batching is on (so a walk
+/// without batching never touches the 1 KiB).
+pub(super) struct WindowSlot(MaybeUninit<Window>);
+
+impl WindowSlot {
+    #[inline(always)]
+    pub(super) const fn new() -> WindowSlot {
+        WindowSlot(MaybeUninit::uninit())
+    }
+}
+
+/// The reader for one walk: `sps` are stack pointers of this thread's contexts that may
+/// serve as the fast path's lower bound (the walker's own is always added).
+#[inline(always)]
+pub(super) fn reader<'a, 'p>(
+    unwinder: &'a Unwinder<'p>,
+    sps: &[usize],
+    slot: &'a mut WindowSlot,
+) -> (FrameReader, SlowPath<'a, 'p>) {
+    let batch = batch_len(unwinder);
+    let window = if batch == 0 {
+        None
+    } else {
+        Some(slot.0.write(Window::new()))
+    };
+    (
+        FrameReader::new(unwinder, sps),
+        SlowPath {
+            unwinder,
+            batch,
+            window,
+            stats: ReadStats::default(),
+        },
+    )
+}
+
+/// The batch window a walk uses: 0 unless the mode copies (`Read`) and the backend makes
+/// syscalls.
+fn batch_len(unwinder: &Unwinder<'_>) -> usize {
+    if unwinder.mode == super::ReadMode::Read
+        && unwinder.prober.backend() != Backend::SignalGuard
+        && unwinder.batch >= 2 * WORD
+    {
+        unwinder.batch
+    } else {
+        0
+    }
+}
+
+impl FrameReader {
+    #[inline(always)]
+    fn new(unwinder: &Unwinder<'_>, sps: &[usize]) -> Self {
         let fast = if unwinder.fast_path {
             StackBounds::current().and_then(|b| {
                 // Any stack pointer of this thread that lies on its stack is a sound lower
@@ -190,39 +247,48 @@ impl<'a, 'p> FrameReader<'a, 'p> {
                     .chain([current_sp()])
                     .filter(|&sp| b.contains_sp(sp))
                     .min()
-                    .map(|sp| (b, sp))
+                    .and_then(|sp| b.frame_window(sp))
             })
         } else {
             None
         };
-        let batch = if unwinder.mode == super::ReadMode::Read
-            && unwinder.prober.backend() != Backend::SignalGuard
-            && unwinder.batch >= 2 * WORD
-        {
-            unwinder.batch
-        } else {
-            0
-        };
         FrameReader {
-            unwinder,
             fast,
-            batch,
-            window: Window::new(),
-            stats: ReadStats::default(),
+            fast_count: 0,
+        }
+    }
+
+    /// How the frames read so far were read.
+    pub(super) fn stats(&self, slow: &SlowPath<'_, '_>) -> ReadStats {
+        ReadStats {
+            fast: self.fast_count,
+            ..slow.stats
         }
     }
 
     /// Reads the `(saved fp, return address)` pair at `fp` (word-aligned and non-zero, as
     /// `walk_chain` guarantees): `Ok(None)` if unreadable.
-    #[inline]
-    pub(super) fn read(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
-        if let Some((bounds, sp)) = self.fast
-            && let Some(words) = bounds.load_pair(sp, fp)
+    #[inline(always)]
+    pub(super) fn read(
+        &mut self,
+        slow: &mut SlowPath<'_, '_>,
+        fp: usize,
+    ) -> Result<Option<[usize; 2]>, Error> {
+        if let Some(window) = self.fast
+            && let Some(words) = window.load_pair(fp)
         {
-            self.stats.fast += 1;
+            self.fast_count += 1;
             return Ok(Some(words));
         }
-        if self.batch != 0 {
+        slow.read(fp)
+    }
+}
+
+impl SlowPath<'_, '_> {
+    /// Everything but the fast path: kept out of line so the fast loop stays small.
+    #[inline(never)]
+    fn read(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
+        if self.window.is_some() {
             return self.read_batched(fp);
         }
         self.stats.probes += 1;
@@ -233,12 +299,7 @@ impl<'a, 'p> FrameReader<'a, 'p> {
         Ok(got)
     }
 
-    #[cold]
     fn read_batched(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
-        if let Some(words) = self.window.get(fp) {
-            self.stats.batched += 1;
-            return Ok(Some(words));
-        }
         let prober: &Prober = self.unwinder.prober;
         let mut len = self.batch;
         if prober.backend() != Backend::ProcessVmReadv {
@@ -246,17 +307,22 @@ impl<'a, 'p> FrameReader<'a, 'p> {
             let to_page_end = ps - (fp & (ps - 1));
             len = len.min(to_page_end).max(2 * WORD);
         }
+        let Some(window) = self.window.as_deref_mut() else {
+            return Ok(None);
+        };
+        if let Some(words) = window.get(fp) {
+            self.stats.batched += 1;
+            return Ok(Some(words));
+        }
         self.stats.probes += 1;
-        self.window.len = 0;
-        let buf = self.window.buf();
-        let n = batch::read_prefix(prober, fp, &mut buf[..len])?;
+        window.len = 0;
+        let n = batch::read_prefix(prober, fp, &mut window.buf[..len])?;
         if n < 2 * WORD {
             return Ok(None);
         }
-        let words = [word_at(buf, 0), word_at(buf, WORD)];
-        self.window.start = fp;
-        self.window.len = n;
+        window.start = fp;
+        window.len = n;
         self.stats.probed += 1;
-        Ok(Some(words))
+        Ok(Some([word_at(&window.buf, 0), word_at(&window.buf, WORD)]))
     }
 }

@@ -120,6 +120,8 @@ impl Layout {
                 None => assert_eq!(libc::munmap(tail_addr, ps), 0),
             }
         }
+        // Drop must never unmap the hole again: another thread's mmap may own it by then.
+        let len = if tail.is_none() { len - ps } else { len };
         Layout { addr, len, pattern }
     }
 }
@@ -271,6 +273,15 @@ fn auto_picks_a_readable_backend_without_a_signal_handler() {
         Backend::SigprocMask,
         "first candidate without a handler"
     );
+    assert!(p.supports_read());
+    for b in [
+        Backend::Msync,
+        Backend::Mincore,
+        Backend::DevNull,
+        Backend::ProcmapQuery,
+    ] {
+        assert!(!Prober::new(b).is_ok_and(|p| p.supports_read()), "{b}");
+    }
     let with = AutoOptions::new()
         .allow_signal_handler(true)
         .build()

@@ -113,7 +113,18 @@ fn child_fd_exhaustion() {
         let check_yes = p.check(r.page(0), ps());
         assert_eq!(check_yes, Ok(true), "{b}");
     }
+    // SigprocMask still checks, but cannot read without its pipe pool, and says so.
+    let sp = Prober::new(Backend::SigprocMask).expect("sigprocmask needs no descriptor");
+    assert!(!sp.supports_read(), "sigprocmask cannot read with no pipe");
+    drop(sp);
     let p = Prober::auto().expect("auto() with no free descriptor");
+    // auto() prefers a backend that can also read: process_vm_readv needs no descriptor.
+    assert!(
+        p.supports_read(),
+        "auto() picked {} which cannot read",
+        p.backend()
+    );
+    assert_eq!(p.backend(), Backend::ProcessVmReadv);
     assert!(
         !NEED_FD.contains(&p.backend()),
         "auto() picked {}",

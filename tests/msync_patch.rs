@@ -120,10 +120,13 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
     let fs = FsKind::of(&dir).expect("statfs of the temp dir");
     let region = Region::shared_file(&dir, "test-modes", 8 * ps, ps).expect("shared file");
     let page = |i: usize| region.addr() + i * ps;
-    for mode in Mode::ALL {
+    for (mode, wait) in Mode::ALL.into_iter().flat_map(|m| [(m, false), (m, true)]) {
         let maps = FileMappings::overlapping(region.addr(), region.addr() + region.len()).unwrap();
         assert_eq!(maps.len(), 1);
-        let probe = EmulatedMsync::new(mode, maps).expect("EmulatedMsync");
+        let probe = EmulatedMsync::new(mode, maps)
+            .expect("EmulatedMsync")
+            .with_wait_before(wait);
+        assert_eq!(probe.waits_before(), wait);
         // Dirty every page and make sure each is mapped writable (a second store never faults).
         for round in 0..2 {
             for i in 0..8 {
@@ -136,8 +139,10 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
                 }
             }
         }
-        // Probe 8 bytes inside page 2.
+        // Probe 8 bytes inside page 2; errno is left as it was.
+        support::set_errno(4242);
         assert_eq!(probe.check(page(2) + 8, 8), Ok(true));
+        assert_eq!(support::errno(), 4242, "{mode}: the probe changed errno");
         let probed = store_faults(page(2), 7);
         let other = store_faults(page(5), 7);
         let expect = match (fs, mode) {
@@ -152,7 +157,7 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
         assert_eq!(
             (probed, other),
             expect,
-            "{mode} on {}: (probed page refaulted, other page refaulted)",
+            "{mode} (wait before: {wait}) on {}: (probed page refaulted, other page refaulted)",
             fs.name()
         );
         // Unmapped memory still answers "not mapped" in every mode.
@@ -166,6 +171,10 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
         unmap(hole, ps);
         let _ = probe.check(hole, 8); // may have been reused by another thread: no assertion
         assert_eq!(probe.check(0, 8), Ok(false));
+        // msync fails with ENOMEM on an unmapped page: errno must still be the caller's.
+        support::set_errno(4243);
+        assert_eq!(probe.check(0x1000, 8), Ok(false));
+        assert_eq!(support::errno(), 4243, "{mode}: a 'no' changed errno");
         // Writeback must not change the bytes.
         // SAFETY: inside our mapping.
         assert_eq!(

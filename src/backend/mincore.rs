@@ -29,9 +29,9 @@ pub fn check(r: &PageRange) -> Result<bool, Error> {
         // SAFETY: `vec` has room for `n <= CHUNK_PAGES` residency bytes; mincore only reads
         // the page tables of the range.
         let ret =
-            unsafe { libc::mincore(page as *mut libc::c_void, n * r.page_size, vec.as_mut_ptr()) };
-        if ret != 0 {
-            match sys::last_errno() {
+            unsafe { libc::syscall(libc::SYS_mincore, page, n * r.page_size, vec.as_mut_ptr()) };
+        if let Err(errno) = sys::check(ret) {
+            match errno {
                 libc::ENOMEM => return Ok(false),
                 libc::EAGAIN if retries < EAGAIN_RETRIES => {
                     retries += 1;

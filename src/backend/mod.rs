@@ -70,6 +70,14 @@ impl State {
         !matches!(self, State::SignalGuard)
     }
 
+    /// Whether `read` has what it needs (only `SigprocMask` can lack it: its pipe pool).
+    pub(crate) fn can_read(&self) -> bool {
+        match self {
+            State::SigprocMask(s) => s.can_read(),
+            _ => true,
+        }
+    }
+
     #[inline]
     pub(crate) fn check(&self, r: &PageRange) -> Result<bool, Error> {
         match self {

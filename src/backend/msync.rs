@@ -20,12 +20,10 @@ use crate::{Backend, Error};
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     // SAFETY: msync only looks up the VMAs of the range; it never dereferences it and with
     // MS_ASYNC (and no MS_INVALIDATE) changes nothing.
-    let ret = unsafe { libc::msync(r.first_page as *mut libc::c_void, r.span(), libc::MS_ASYNC) };
-    if ret == 0 {
-        return Ok(true);
-    }
-    match sys::last_errno() {
-        libc::ENOMEM => Ok(false),
-        e => Err(Error::from_errno(Backend::Msync, e, "msync(MS_ASYNC)")),
+    let ret = unsafe { libc::syscall(libc::SYS_msync, r.first_page, r.span(), libc::MS_ASYNC) };
+    match sys::check(ret) {
+        Ok(_) => Ok(true),
+        Err(libc::ENOMEM) => Ok(false),
+        Err(e) => Err(Error::from_errno(Backend::Msync, e, "msync(MS_ASYNC)")),
     }
 }

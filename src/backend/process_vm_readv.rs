@@ -28,6 +28,13 @@ const EMPTY_IOV: libc::iovec = libc::iovec {
 #[inline]
 fn readv(local: libc::iovec, remote: &[libc::iovec]) -> Result<bool, Error> {
     let want: usize = remote.iter().map(|v| v.iov_len).sum();
+    Ok(readv_count(local, remote)? == want)
+}
+
+/// Runs one `process_vm_readv` of `n` remote iovecs into `local` and returns the bytes
+/// copied: fewer than requested (0 for `EFAULT`) means the byte after them faulted.
+#[inline]
+fn readv_count(local: libc::iovec, remote: &[libc::iovec]) -> Result<usize, Error> {
     // SAFETY: `local` describes a writable buffer of the caller's; the kernel validates the
     // remote addresses and reports faults as EFAULT or a short count.
     let ret = unsafe {
@@ -42,8 +49,8 @@ fn readv(local: libc::iovec, remote: &[libc::iovec]) -> Result<bool, Error> {
         )
     };
     match sys::check(ret) {
-        Ok(n) => Ok(n as usize == want),
-        Err(libc::EFAULT) => Ok(false),
+        Ok(n) => Ok(n as usize),
+        Err(libc::EFAULT) => Ok(0),
         Err(libc::ESRCH) => Err(Error::Unavailable {
             backend: Backend::ProcessVmReadv,
             errno: Some(libc::ESRCH),
@@ -87,6 +94,14 @@ pub fn check(r: &PageRange) -> Result<bool, Error> {
 /// Copies `r` into `dst`, one iovec per page-sized piece, [`IOVECS`] pieces per call.
 #[inline]
 pub fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
+    Ok(read_prefix(r, dst)? == dst.len())
+}
+
+/// Copies the longest readable prefix of `r` into `dst` (one iovec per page-sized piece,
+/// [`IOVECS`] pieces per call) and returns its length: the byte after it, if any, faulted.
+/// `dst.len()` must be the length of `r`. Used by [`crate::batch::read_prefix`].
+#[inline]
+pub fn read_prefix(r: &PageRange, dst: &mut [u8]) -> Result<usize, Error> {
     let mut remote = [EMPTY_IOV; IOVECS];
     let mut n = 0;
     let mut batch_start = 0;
@@ -100,16 +115,18 @@ pub fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
         n += 1;
         off += len;
         if n == IOVECS || chunks.peek().is_none() {
+            let want = off - batch_start;
             let local = libc::iovec {
                 iov_base: dst[batch_start..off].as_mut_ptr().cast(),
-                iov_len: off - batch_start,
+                iov_len: want,
             };
-            if !readv(local, &remote[..n])? {
-                return Ok(false);
+            let got = readv_count(local, &remote[..n])?;
+            if got < want {
+                return Ok(batch_start + got);
             }
             n = 0;
             batch_start = off;
         }
     }
-    Ok(true)
+    Ok(off)
 }

@@ -53,9 +53,16 @@ impl ProcMaps {
             q.query_addr = cur as u64;
             // SAFETY: the descriptor is our verified /proc/self/maps; the ioctl reads and
             // writes exactly one `struct procmap_query` (name and build-id buffers are unset).
-            let ret = unsafe { libc::ioctl(fd, PROCMAP_QUERY as _, &mut q as *mut procmap_query) };
-            if ret != 0 {
-                return match sys::last_errno() {
+            let ret = unsafe {
+                libc::syscall(
+                    libc::SYS_ioctl,
+                    fd,
+                    PROCMAP_QUERY,
+                    &mut q as *mut procmap_query,
+                )
+            };
+            if let Err(errno) = sys::check(ret) {
+                return match errno {
                     libc::ENOENT => Ok(false),
                     e => Err(Error::from_errno(
                         Backend::ProcmapQuery,

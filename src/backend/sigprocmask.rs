@@ -38,6 +38,11 @@ impl SigprocMask {
         }
     }
 
+    /// Whether the pipe pool that `read` copies through could be opened.
+    pub(crate) fn can_read(&self) -> bool {
+        self.pipes.is_some()
+    }
+
     /// Copies the range through the pipe pool.
     #[inline]
     pub fn read(&self, r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {

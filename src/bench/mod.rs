@@ -92,24 +92,11 @@ struct Mapping {
 
 impl Mapping {
     fn new(len: usize, prot: libc::c_int) -> io::Result<Mapping> {
-        // SAFETY: a fresh private anonymous mapping; no existing memory is affected.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                prot,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping {
-            base: p as usize,
-            len,
-        })
+        // In the quiet region, so that the arena's hole stays a hole while a churn thread
+        // maps and unmaps (see `sys::mmap_quiet`).
+        let base = crate::sys::mmap_quiet(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
+            .ok_or_else(io::Error::last_os_error)?;
+        Ok(Mapping { base, len })
     }
 }
 
@@ -125,8 +112,10 @@ pub struct Arena {
     resident: Mapping,
     untouched: Mapping,
     prot_none: Mapping,
-    /// PROT_NONE pages on both sides of the hole, so the hole is bounded.
-    hole_fence: Mapping,
+    /// PROT_NONE pages on both sides of the hole, so the hole is bounded. Kept as two
+    /// mappings: dropping them must never unmap the hole, which by then may hold another
+    /// thread's mapping.
+    hole_fence: (Mapping, Mapping),
     hole: usize,
 }
 
@@ -141,12 +130,21 @@ impl Arena {
         unsafe { core::ptr::write_bytes(resident.base as *mut u8, 0x5a, len) };
         let untouched = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
         let prot_none = Mapping::new(len, libc::PROT_NONE)?;
-        let hole_fence = Mapping::new(len + 2 * ps, libc::PROT_NONE)?;
-        let hole = hole_fence.base + ps;
+        let reservation = Mapping::new(len + 2 * ps, libc::PROT_NONE)?;
+        let hole = reservation.base + ps;
         // SAFETY: unmaps the middle of our own reservation.
         if unsafe { libc::munmap(hole as *mut libc::c_void, len) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        let base = reservation.base;
+        core::mem::forget(reservation);
+        let hole_fence = (
+            Mapping { base, len: ps },
+            Mapping {
+                base: hole + len,
+                len: ps,
+            },
+        );
         Ok(Arena {
             resident,
             untouched,
@@ -190,7 +188,10 @@ impl std::fmt::Debug for Arena {
             .field("untouched", &self.untouched.base)
             .field("prot_none", &self.prot_none.base)
             .field("hole", &self.hole)
-            .field("hole_fence", &self.hole_fence.base)
+            .field(
+                "hole_fence",
+                &(self.hole_fence.0.base, self.hole_fence.1.base),
+            )
             .finish()
     }
 }
@@ -421,32 +422,33 @@ pub unsafe fn volatile_load(addr: usize) -> u64 {
     black_box(unsafe { core::ptr::read_volatile(addr as *const u64) })
 }
 
-/// The frame pointer and stack pointer of the caller (this function is always inlined), for
-/// benchmark baselines that walk without validation. `(0, 0)` on architectures without a
-/// known frame-pointer register.
-#[inline(always)]
-pub fn current_fp_sp() -> (usize, usize) {
-    cfg_if::cfg_if! {
-        if #[cfg(target_arch = "x86_64")] {
-            let (fp, sp): (usize, usize);
-            // SAFETY: reads two registers; no memory access, no side effects.
-            unsafe {
-                core::arch::asm!("mov {}, rbp", "mov {}, rsp", out(reg) fp, out(reg) sp,
-                    options(nomem, nostack, preserves_flags));
+/// The frame pointer and stack pointer of the caller, for benchmark baselines that walk
+/// without validation (the unwinder's own helper).
+pub use crate::unwind::current_fp_sp;
+
+/// Loops `mmap` + touch + `munmap` of 64 KiB until `stop`, to contend for the mmap lock the
+/// way a busy allocator does. Returns the number of cycles.
+pub fn churn(stop: &core::sync::atomic::AtomicBool) -> u64 {
+    let mut ops = 0;
+    while !stop.load(core::sync::atomic::Ordering::Relaxed) {
+        // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
+        unsafe {
+            let p = libc::mmap(
+                core::ptr::null_mut(),
+                64 * 1024,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            if p != libc::MAP_FAILED {
+                *(p as *mut u8) = 1;
+                libc::munmap(p, 64 * 1024);
             }
-            (fp, sp)
-        } else if #[cfg(target_arch = "aarch64")] {
-            let (fp, sp): (usize, usize);
-            // SAFETY: reads two registers; no memory access, no side effects.
-            unsafe {
-                core::arch::asm!("mov {}, x29", "mov {}, sp", out(reg) fp, out(reg) sp,
-                    options(nomem, nostack, preserves_flags));
-            }
-            (fp, sp)
-        } else {
-            (0, 0)
         }
+        ops += 1;
     }
+    ops
 }
 
 /// How long to measure.

@@ -41,6 +41,10 @@ pub enum Walker {
     /// Walk with this backend: [`Unwinder::new`] for Readable backends, and for the others
     /// [`Unwinder::check_then_load`] fenced to the thread's own stack as above.
     Backend(Backend),
+    /// Walk with this Readable backend and the stack-bounds fast path
+    /// ([`Unwinder::with_fast_path`]): frames on the worker's registered stack are read with
+    /// plain loads, every other frame through the prober.
+    FastPath(Backend),
 }
 
 impl Walker {
@@ -50,6 +54,7 @@ impl Walker {
             Walker::Off => "unprofiled".into(),
             Walker::NoValidation => "no validation".into(),
             Walker::Backend(b) => b.to_string(),
+            Walker::FastPath(b) => format!("{b} + fast path"),
         }
     }
 }
@@ -142,6 +147,7 @@ thread_local! {
 const MODE_NOVALID: u8 = 1;
 const MODE_READ: u8 = 2;
 const MODE_CHECK_LOAD: u8 = 3;
+const MODE_FAST_PATH: u8 = 4;
 static MODE: AtomicU8 = AtomicU8::new(0);
 static PROBER: AtomicPtr<Prober> = AtomicPtr::new(core::ptr::null_mut());
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -215,6 +221,14 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
                 }
                 unwinder.read_frame(fp)
             })
+        }
+        MODE_FAST_PATH => {
+            // SAFETY: set before any timer is armed and cleared after all are deleted.
+            let prober = unsafe { &*PROBER.load(Ordering::Relaxed) };
+            match Unwinder::new(prober) {
+                Ok(u) => u.with_fast_path(true).walk_from_regs(&regs, out),
+                Err(_) => return,
+            }
         }
         _ => return,
     };
@@ -324,6 +338,8 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
         errors: 0,
     });
     STATE.with(|c| c.set(&mut *st));
+    // For Walker::FastPath (the other walkers never look at it).
+    let _ = crate::stack_bounds::StackBounds::register_current_thread();
     let timer = match cfg.walker {
         Walker::Off => None,
         _ => Timer::arm(cfg.hz),
@@ -354,29 +370,6 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     *st
 }
 
-fn churn(stop: &AtomicBool) -> u64 {
-    let mut ops = 0;
-    while !stop.load(Ordering::Relaxed) {
-        // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
-        unsafe {
-            let p = libc::mmap(
-                core::ptr::null_mut(),
-                64 * 1024,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            if p != libc::MAP_FAILED {
-                *(p as *mut u8) = 1;
-                libc::munmap(p, 64 * 1024);
-            }
-        }
-        ops += 1;
-    }
-    ops
-}
-
 /// Runs one profiler configuration. The `prober` is required for [`Walker::Backend`] and
 /// must be of that backend.
 pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
@@ -388,6 +381,10 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
             Some(Guarantee::Readable) => MODE_READ,
             Some(_) => MODE_CHECK_LOAD,
             None => 0,
+        },
+        Walker::FastPath(_) => match prober.map(Prober::guarantee) {
+            Some(Guarantee::Readable) => MODE_FAST_PATH,
+            _ => 0,
         },
     };
     MODE.store(mode, Ordering::Relaxed);
@@ -412,7 +409,7 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
     let churn_stop = AtomicBool::new(false);
     let start = Instant::now();
     let (states, churn_ops) = std::thread::scope(|s| {
-        let churner = cfg.churn.then(|| s.spawn(|| churn(&churn_stop)));
+        let churner = cfg.churn.then(|| s.spawn(|| super::churn(&churn_stop)));
         let workers: Vec<_> = (0..cfg.threads.max(1))
             .map(|_| {
                 std::thread::Builder::new()

@@ -18,34 +18,20 @@ pub fn probes_per_s(prober: &Prober, threads: usize, churn: bool, duration: Dura
     let start = Instant::now();
     std::thread::scope(|s| {
         if churn {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    // SAFETY: a fresh anonymous mapping, touched and unmapped by us alone.
-                    unsafe {
-                        let p = libc::mmap(
-                            core::ptr::null_mut(),
-                            64 * 1024,
-                            libc::PROT_READ | libc::PROT_WRITE,
-                            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                            -1,
-                            0,
-                        );
-                        if p != libc::MAP_FAILED {
-                            *(p as *mut u8) = 1;
-                            libc::munmap(p, 64 * 1024);
-                        }
-                    }
-                }
-            });
+            s.spawn(|| super::churn(&stop));
         }
         for _ in 0..threads.max(1) {
             s.spawn(|| {
                 let value = 0x55u64;
                 let addr = black_box(&value) as *const u64 as usize;
                 let mut n = 0u64;
-                while !stop.load(Ordering::Relaxed) {
+                // At least one batch per thread, however late the thread starts.
+                loop {
                     for _ in 0..64 {
                         n += u64::from(prober.check(addr, 8) == Ok(true));
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
                     }
                 }
                 total.fetch_add(n, Ordering::Relaxed);

@@ -22,8 +22,12 @@
 //!   file offsets that the probed pages map.
 //!
 //! `SYNC_FILE_RANGE_WRITE` starts writeback of dirty pages that are not already under
-//! writeback and does not wait for it (`WB_SYNC_NONE`), which is what a patched `MS_ASYNC`
-//! would do; the real-kernel measurement (`kernels/`) also tries a `WB_SYNC_ALL` variant.
+//! writeback and does not wait for it (`WB_SYNC_NONE`, like `filemap_flush`). A patch that
+//! calls `filemap_fdatawrite_range`, as the 2012 one did, uses `WB_SYNC_ALL`, which also
+//! waits for pages already under writeback and writes them again;
+//! [`EmulatedMsync::with_wait_before`] approximates that by adding
+//! `SYNC_FILE_RANGE_WAIT_BEFORE` (wait for writeback in flight, then start it; still no wait
+//! for the new I/O). The real-kernel measurement (`kernels/`) has both variants.
 //!
 //! # How the file behind an address is found
 //!
@@ -167,17 +171,6 @@ fn open_ro(path: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn fstat_id(fd: &OwnedFd) -> io::Result<(u64, u64)> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // SAFETY: fstat writes at most one `struct stat` into the buffer.
-    if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fstat succeeded and initialised the struct.
-    let st = unsafe { st.assume_init() };
-    Ok((st.st_dev, st.st_ino))
-}
-
 impl FileMappings {
     /// Every `MAP_SHARED` file-backed mapping that overlaps `[start, end)`, files opened.
     ///
@@ -209,7 +202,8 @@ impl FileMappings {
                     (fd, OpenedVia::Path)
                 }
             };
-            let (dev, ino) = fstat_id(&fd)?;
+            let (dev, ino) =
+                crate::sys::identity(fd.as_raw_fd()).map_err(io::Error::from_raw_os_error)?;
             if ino != l.ino || dev != want_dev {
                 return Err(io::Error::other(format!(
                     "the file opened for {:#x}-{:#x} is not the mapped one (dev/inode {dev:#x}/{ino}, maps says {want_dev:#x}/{})",
@@ -261,16 +255,37 @@ pub struct EmulatedMsync {
     prober: Prober,
     mode: Mode,
     maps: FileMappings,
+    flags: libc::c_uint,
 }
 
 impl EmulatedMsync {
-    /// A probe in `mode` that knows the shared file mappings in `maps`.
+    /// A probe in `mode` that knows the shared file mappings in `maps`. Runs the msync
+    /// backend's self-test first ([`Prober::new`]), so it fails where the backend would.
     pub fn new(mode: Mode, maps: FileMappings) -> Result<EmulatedMsync, Error> {
         Ok(EmulatedMsync {
             prober: Prober::new(Backend::Msync)?,
             mode,
             maps,
+            flags: libc::SYNC_FILE_RANGE_WRITE,
         })
+    }
+
+    /// With `true`, the patched modes wait for writeback already in flight on the range
+    /// before starting it (`SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE`): the
+    /// userspace approximation of `WB_SYNC_ALL` (`filemap_fdatawrite_range`). Default
+    /// `false`: `WB_SYNC_NONE`, pages under writeback are skipped.
+    pub fn with_wait_before(mut self, wait: bool) -> Self {
+        self.flags = if wait {
+            libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE
+        } else {
+            libc::SYNC_FILE_RANGE_WRITE
+        };
+        self
+    }
+
+    /// Whether [`with_wait_before`](Self::with_wait_before) is on.
+    pub fn waits_before(&self) -> bool {
+        self.flags & libc::SYNC_FILE_RANGE_WAIT_BEFORE != 0
     }
 
     /// The emulated behaviour.
@@ -290,14 +305,18 @@ impl EmulatedMsync {
     /// allocation-free and lock-free; `errno` is preserved.
     #[inline]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        let answer = self.prober.check(addr, len)?;
         if self.mode == Mode::Stock {
-            return Ok(answer);
+            return self.prober.check(addr, len);
         }
+        // What `Prober::check` does for `Backend::Msync`, with the range kept for the
+        // writeback below.
         let _errno = crate::sys::ErrnoGuard::new();
-        let Classified::Probe(r) = range::classify(addr, len, range::page_size())? else {
-            return Ok(answer);
+        let r = match range::classify(addr, len, range::page_size())? {
+            Classified::Empty => return Ok(true),
+            Classified::OutsideUserSpace => return Ok(false),
+            Classified::Probe(r) => r,
         };
+        let answer = crate::backend::msync::check(&r)?;
         // The pages msync looked at: [first_page, last_page + page_size).
         let lo = r.first_page;
         let hi = r.last_page + r.page_size;
@@ -324,14 +343,14 @@ impl EmulatedMsync {
                     m.fd.as_raw_fd(),
                     off as libc::off64_t,
                     nbytes as libc::off64_t,
-                    libc::SYNC_FILE_RANGE_WRITE,
+                    self.flags,
                 )
             };
             if ret != 0 {
                 return Err(Error::Failed {
                     backend: Backend::Msync,
                     errno: crate::sys::last_errno(),
-                    during: "sync_file_range(SYNC_FILE_RANGE_WRITE) of the msync-patch emulation",
+                    during: "sync_file_range of the msync-patch emulation",
                 });
             }
         }

@@ -38,6 +38,17 @@ pub fn now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// CPU time of the calling thread in nanoseconds (user + system, signal handlers included).
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// What kind of file system a directory is on, as far as writeback is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FsKind {
@@ -121,9 +132,9 @@ impl Region {
     /// database file or a code cache that already exists), mapped `MAP_SHARED` read-write.
     ///
     /// `fill_chunk` sets the page-cache granularity on kernels with large folios (ext4 since
-    /// 6.16 sizes a folio by the `write` that creates it): one page gives order-0 folios as
-    /// on 6.1, where every dirtied page is written back alone; a large chunk gives large
-    /// folios, where one dirtied byte makes writeback write the whole folio.
+    /// 6.16 sizes the folio a `write` creates after that write): one page gives order-0
+    /// folios as on 6.1, where every dirtied page is written back alone; a large chunk gives
+    /// large folios, where one dirtied byte makes writeback write the whole folio.
     pub fn shared_file(
         dir: &Path,
         name: &str,
@@ -429,6 +440,8 @@ pub struct UnwindConfig {
     pub walks: usize,
     /// `write` size used to fill the file (see [`Region::shared_file`]); 0 = page size.
     pub fill_chunk: usize,
+    /// Emulate `WB_SYNC_ALL` (see [`EmulatedMsync::with_wait_before`]).
+    pub wait_before: bool,
 }
 
 impl UnwindConfig {
@@ -441,6 +454,7 @@ impl UnwindConfig {
             code_pages_written_per_walk: 8,
             walks,
             fill_chunk: 0,
+            wait_before: false,
         }
     }
 }
@@ -602,7 +616,9 @@ impl UnwindSetup {
         let maps = self
             .mappings()
             .map_err(|e| format!("finding the file mappings: {e}"))?;
-        let probe = EmulatedMsync::new(mode, maps).map_err(|e| e.to_string())?;
+        let probe = EmulatedMsync::new(mode, maps)
+            .map_err(|e| e.to_string())?
+            .with_wait_before(self.cfg.wait_before);
         let mut out = vec![Frame::default(); self.cfg.frames];
         // Untimed warm-up: enough iterations to write every code page once. Each mode then
         // starts from its own steady state: on a stock kernel the pages stay dirty (and
@@ -613,11 +629,14 @@ impl UnwindSetup {
             let fp = self.rewrite();
             self.walk(&probe, fp, &mut out).map_err(|e| e.to_string())?;
         }
+        // A alone writes back the whole file at the first probe of every walk, so its steady
+        // state is "all clean"; get there without waiting for the walks to do it.
         if mode == Mode::AAlone {
             self.region
                 .settle()
                 .map_err(|e| format!("fdatasync: {e}"))?;
         }
+        self.region.wait_writeback();
         Ok(probe)
     }
 
@@ -754,6 +773,8 @@ pub struct ProfilerConfig {
     pub hz: u32,
     /// `write` size used to fill the file (see [`Region::shared_file`]); 0 = page size.
     pub fill_chunk: usize,
+    /// Emulate `WB_SYNC_ALL` (see [`EmulatedMsync::with_wait_before`]).
+    pub wait_before: bool,
 }
 
 impl ProfilerConfig {
@@ -766,6 +787,7 @@ impl ProfilerConfig {
             pointers_per_sample: 4,
             hz: 1000,
             fill_chunk: 0,
+            wait_before: false,
         }
     }
 }
@@ -787,8 +809,14 @@ pub struct ProfilerResult {
     pub ops: u64,
     /// Time the application took, ns.
     pub elapsed_ns: u64,
-    /// Application throughput.
+    /// Application throughput: operations per second of elapsed time.
     pub ops_per_s: f64,
+    /// CPU time the application thread used in the window (its stores, its faults and the
+    /// sampler's handler; not time spent waiting for I/O or for the CPU), ns.
+    pub cpu_ns: u64,
+    /// Operations per second of the thread's CPU time: the throughput without the time the
+    /// thread was not running (on a shared machine, mostly other processes' load).
+    pub ops_per_cpu_s: f64,
     /// Samples the sampler took.
     pub samples: u64,
     /// msync probes the sampler made.
@@ -944,6 +972,8 @@ pub struct ProfilerSetup {
     cfg: ProfilerConfig,
     region: Region,
     fs: String,
+    /// The mode whose steady state the file is in (after a run in that mode).
+    steady: Option<Mode>,
 }
 
 impl ProfilerSetup {
@@ -960,6 +990,7 @@ impl ProfilerSetup {
             cfg,
             region,
             fs: FsKind::of(dir)?.name(),
+            steady: None,
         })
     }
 
@@ -1034,16 +1065,21 @@ impl ProfilerSetup {
         let maps =
             FileMappings::overlapping(self.region.addr(), self.region.addr() + self.region.len())
                 .map_err(|e| format!("finding the file mapping: {e}"))?;
-        let probe = EmulatedMsync::new(mode, maps).map_err(|e| e.to_string())?;
-        // Each mode starts from its own steady state: every page written once (so it is
-        // mapped and, on a stock kernel or with A + B, which writes back only the few probed
-        // pages, stays dirty and writable), then, for A alone, which writes back the whole
-        // file at every sample, written back (clean and write-protected).
-        self.touch_all();
-        if mode == Mode::AAlone {
-            self.region
-                .settle()
-                .map_err(|e| format!("fdatasync: {e}"))?;
+        let probe = EmulatedMsync::new(mode, maps)
+            .map_err(|e| e.to_string())?
+            .with_wait_before(self.cfg.wait_before);
+        // Each mode (and, inside a guest, each kernel) reaches its own steady state before
+        // the window: every page is written once (so all are mapped and dirty), then the
+        // application runs a quarter of `ops` (at least 500) with the sampler on, untimed, so
+        // that whatever the msync does (nothing on a stock kernel; writeback of the whole file
+        // with A alone, of the probed pages with A + B) has happened; writeback that this
+        // started is waited for. The same steps run on the host and in a guest. A run in the
+        // same mode as the previous one (criterion's repeated calls) starts where that one
+        // ended, already in the steady state.
+        let fresh = self.steady != Some(mode);
+        self.steady = None;
+        if fresh {
+            self.touch_all();
         }
         let sampler = Box::new(Sampler {
             probe: &probe,
@@ -1057,7 +1093,7 @@ impl ProfilerSetup {
         let sampler_ptr = Box::into_raw(sampler);
         SAMPLER.store(sampler_ptr, Ordering::Release);
 
-        // Install the handler and arm ITIMER_PROF; remember what was there.
+        // Install the handler; remember what was there (restored below).
         // SAFETY: zeroed sigaction is a valid "empty" value to fill in.
         let mut sa: libc::sigaction = unsafe { core::mem::zeroed() };
         sa.sa_sigaction = on_sigprof as extern "C" fn(libc::c_int) as usize;
@@ -1079,11 +1115,26 @@ impl ProfilerSetup {
         // SAFETY: the sampler lives until it is freed below, after the handler is gone.
         let sampler_ref: &Sampler = unsafe { &*sampler_ptr };
         let recent = &sampler_ref.recent[..self.cfg.pointers_per_sample];
+        if fresh {
+            let warmup = (ops / 4).max(500);
+            let timer = SampleTimer::start(self.cfg.hz);
+            let acc0 = self.app(warmup, recent, 0x5851_f42d_4c95_7f2d ^ ops);
+            timer.stop();
+            core::hint::black_box(acc0);
+        }
+        self.region.wait_writeback();
+        sampler_ref.samples.store(0, Ordering::SeqCst);
+        sampler_ref.probes.store(0, Ordering::SeqCst);
+        sampler_ref.failures.store(0, Ordering::SeqCst);
+        sampler_ref.probe_ns.store(0, Ordering::SeqCst);
+
         let io = IoProbe::start(&self.region);
         let timer = SampleTimer::start(self.cfg.hz);
+        let c0 = thread_cpu_ns();
         let t0 = now_ns();
         let acc = self.app(ops, recent, 0x9e37_79b9_7f4a_7c15 ^ ops);
         let elapsed = now_ns() - t0;
+        let cpu = thread_cpu_ns() - c0;
         let sampler_clock = timer.stop();
         let io = io.finish(&self.region);
         core::hint::black_box(acc);
@@ -1098,6 +1149,7 @@ impl ProfilerSetup {
         // SAFETY: no handler can reach the sampler any more (null pointer, none in flight),
         // and it came from Box::into_raw above.
         let s = unsafe { Box::from_raw(sampler_ptr) };
+        self.steady = Some(mode);
         let probes = s.probes.load(Ordering::Relaxed);
         let ns_per_probe = s.probe_ns.load(Ordering::Relaxed) as f64 / probes.max(1) as f64;
         Ok(ProfilerResult {
@@ -1108,6 +1160,8 @@ impl ProfilerSetup {
             ops,
             elapsed_ns: elapsed,
             ops_per_s: ops as f64 * 1e9 / elapsed.max(1) as f64,
+            cpu_ns: cpu,
+            ops_per_cpu_s: ops as f64 * 1e9 / cpu.max(1) as f64,
             samples: s.samples.load(Ordering::Relaxed),
             probes,
             probe_failures: s.failures.load(Ordering::Relaxed),
@@ -1144,6 +1198,8 @@ pub fn profile(
             out.ops = v.iter().map(|r| r.ops).sum();
             out.elapsed_ns = v.iter().map(|r| r.elapsed_ns).sum();
             out.ops_per_s = median_f(v.iter().map(|r| r.ops_per_s).collect());
+            out.cpu_ns = v.iter().map(|r| r.cpu_ns).sum();
+            out.ops_per_cpu_s = median_f(v.iter().map(|r| r.ops_per_cpu_s).collect());
             out.samples = v.iter().map(|r| r.samples).sum();
             out.probes = v.iter().map(|r| r.probes).sum();
             out.probe_failures = v.iter().map(|r| r.probe_failures).sum();

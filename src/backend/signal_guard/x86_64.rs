@@ -67,9 +67,6 @@ pub(crate) fn install() -> Result<(), Error> {
             }
         }
         for sig in SIGNALS {
-            // SAFETY: an all-zero sigaction is valid; we set the handler, flags and a full
-            // mask. `handler` has the SA_SIGINFO signature.
-            //
             // The full mask keeps every other signal out while the handler runs on the
             // (small) alternate stack. With an empty mask, a SIGPROF pending when a probe
             // faults is delivered on top of our frame, on the alternate stack; a profiler
@@ -77,6 +74,9 @@ pub(crate) fn install() -> Result<(), Error> {
             // alternate stack, which kills the process (tests/concurrency.rs,
             // sigprof_handlers_probe_at_10khz). Blocked, it arrives after we return, on the
             // thread's own stack.
+            //
+            // SAFETY: an all-zero sigaction is valid; we set the handler, flags and a full
+            // mask. `handler` has the SA_SIGINFO signature.
             let ret = unsafe {
                 let mut action: libc::sigaction = core::mem::zeroed();
                 action.sa_sigaction = handler as *const () as usize;
@@ -205,9 +205,9 @@ pub(crate) fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
         let end = start + len;
         let mut a = start;
         while a < end {
-            // SAFETY (both loads): the handler is installed; an aligned 8-byte load never
-            // crosses a page, and a fault returns `faulted = 1`.
             if a % 8 == 0 && end - a >= 8 {
+                // SAFETY: the handler is installed; an aligned 8-byte load never crosses a
+                // page, and a fault returns `faulted = 1`.
                 let got = unsafe { load_u64(a) };
                 if got.faulted != 0 {
                     return Ok(false);
@@ -216,6 +216,7 @@ pub(crate) fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
                 a += 8;
                 off += 8;
             } else {
+                // SAFETY: the handler is installed; a fault returns `faulted = 1`.
                 let got = unsafe { load_u8(a) };
                 if got.faulted != 0 {
                     return Ok(false);

@@ -264,6 +264,47 @@ fn targets(
             prof_pushed = true;
         }
     }
+    // Issue 7: the fast-path profiler against SignalGuard, 10 kHz, no churn.
+    let at10k = |w: &dyn Fn(Walker) -> bool| {
+        profiler_rows
+            .iter()
+            .find(|r| r.hz == 10_000 && !r.churn && w(r.walker))
+    };
+    match (
+        at10k(&|w| matches!(w, Walker::FastPath(_))),
+        at10k(&|w| w == Walker::Backend(Backend::SignalGuard)),
+    ) {
+        (Some(f), Some(g)) => {
+            let r = f.slowdown_pct / g.slowdown_pct;
+            // A signal-guard slowdown within noise of zero makes the ratio meaningless: then
+            // the fast path must simply be no slower.
+            let met = if g.slowdown_pct > 0.0 {
+                r <= 1.2
+            } else {
+                f.slowdown_pct <= g.slowdown_pct
+            };
+            t.push(target(
+                format!(
+                    "profiler 10 kHz: {} slowdown / signal-guard slowdown",
+                    f.walker.name()
+                ),
+                "≤ 1.2",
+                r,
+                met,
+                format!(
+                    "slowdown {:.2} % vs {:.2} %; walk {:.0} vs {:.0} ns/sample",
+                    f.slowdown_pct, g.slowdown_pct, f.walk_ns, g.walk_ns
+                ),
+            ));
+        }
+        _ => t.push(Target {
+            what: "profiler 10 kHz: fast path / signal-guard slowdown".into(),
+            target: "≤ 1.2",
+            ratio: None,
+            pass: None,
+            note: "signal-guard or auto() unavailable".into(),
+        }),
+    }
     if !prof_pushed {
         t.push(Target {
             what: "profiler 1 kHz, signal-guard".into(),
@@ -342,6 +383,7 @@ struct ProfRow {
 }
 
 fn profiler_runs(quick: bool, probers: &[Prober]) -> Vec<ProfRow> {
+    let auto_backend = AutoOptions::new().build().ok().map(|p| p.backend());
     let threads = context::nproc().max(2);
     let duration = Duration::from_millis(if quick { 80 } else { 250 });
     let mut rows = Vec::new();
@@ -363,6 +405,10 @@ fn profiler_runs(quick: bool, probers: &[Prober]) -> Vec<ProfRow> {
                     .iter()
                     .map(|p| (Walker::Backend(p.backend()), Some(p))),
             );
+            // The stack-bounds fast path with auto()'s backend (no signal handler).
+            if let Some(p) = probers.iter().find(|p| Some(p.backend()) == auto_backend) {
+                walkers.push((Walker::FastPath(p.backend()), Some(p)));
+            }
             let mut measured = Vec::new();
             for (w, p) in walkers {
                 measured.push((w, profiler::run(cfg(w), p)));
@@ -484,13 +530,26 @@ pub fn run(args: &[String]) -> i32 {
     let prof = profiler_runs(o.quick, &probers);
     let scaling = scaling_runs(o.quick, &probers);
     let peers_wrong = peers.as_ref().map(|(_, w, r)| (*w, *r));
-    let targets = targets(&costs, &prof, peers_wrong);
+    let mut targets = targets(&costs, &prof, peers_wrong);
+    // Issue 7's section: the own-stack walk with the stack-bounds fast path (its profiler row
+    // is in the profiler table above).
+    let (fast_path, walk_target) = crate::fast_path::section(o.quick, false);
+    if let Some((ratio, met)) = walk_target {
+        targets.push(target(
+            "64-frame own-stack walk: auto() + fast path / no validation",
+            "≤ 1.5",
+            ratio,
+            met,
+            "paired back-to-back timings; see the fast-path section".into(),
+        ));
+    }
     let elapsed = started.elapsed();
 
     if o.json {
         let j = Json::obj([
             ("context", context::json()),
             ("quick", Json::Bool(o.quick)),
+            ("fast_path", fast_path.json.clone()),
             ("elapsed_s", Json::num(elapsed.as_secs_f64())),
             (
                 "unavailable",
@@ -718,5 +777,7 @@ pub fn run(args: &[String]) -> i32 {
             println!();
         }
     }
+    println!();
+    print!("{}", fast_path.markdown);
     0
 }

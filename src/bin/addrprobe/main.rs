@@ -5,16 +5,17 @@
 //! - `addrprobe report [--json]`: kernel, CPU, each backend's availability, guarantee and
 //!   self-test, the conformance matrix on this kernel and a quick cost table.
 //! - `addrprobe bench [--quick] [--json]`: probe-cost, unwinder, profiler and scaling tables.
+//! - `addrprobe bench fast-path [--quick] [--json]`: the stack-bounds fast path's targets.
 //! - `addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick]`: the msync-patch study
 //!   (feature `msync-patch-emulation`, on by default).
 
 mod bench;
 mod context;
+mod fast_path;
 mod json;
 #[cfg(feature = "msync-patch-emulation")]
 mod msync_patch;
 mod report;
-mod timing;
 
 const USAGE: &str = "usage: addrprobe <command> [options]
 
@@ -24,6 +25,9 @@ commands:
   bench [--quick] [--json]
                     probe costs, unwinder, profiler and scaling tables with every
                     benchmark target as a ratio (< 60 s; --quick < 15 s)
+  bench fast-path [--quick] [--json]
+                    the stack-bounds fast path alone: own-stack walk and 10 kHz
+                    profiler ratios, batch windows
   msync-patch [--json] [--dir DIR] [--guest] [--quick]
                     what the 2012 msync(MS_ASYNC) writeback patch would cost unwinders
                     and profilers: stock, A alone and A + B, emulated on this kernel
@@ -34,6 +38,9 @@ fn main() {
     let rest = args.get(1..).unwrap_or(&[]);
     let code = match args.first().map(String::as_str) {
         Some("report") => report::run(rest),
+        Some("bench") if rest.first().map(String::as_str) == Some("fast-path") => {
+            fast_path::run(&rest[1..])
+        }
         Some("bench") => bench::run(rest),
         #[cfg(feature = "msync-patch-emulation")]
         Some("msync-patch") => msync_patch::run(rest),

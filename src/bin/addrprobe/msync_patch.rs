@@ -14,6 +14,9 @@
 //! - `--large-folios`: fill the files with 2 MiB `write`s instead of page-sized ones, so
 //!   that kernels with large page-cache folios (ext4 since 6.16) use them; writeback then
 //!   writes whole folios.
+//! - `--wait-before`: the patched modes wait for writeback already in flight before starting
+//!   it, approximating a `WB_SYNC_ALL` patch (`filemap_fdatawrite_range`) instead of
+//!   `WB_SYNC_NONE`.
 //! - `--json`: machine-readable output (schema `addrprobe-msync-patch/1`, described in
 //!   `docs/msync-patch.md`).
 
@@ -21,12 +24,13 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use addrprobe::msync_patch::Mode;
+
+use crate::json::Json;
 use addrprobe::msync_patch::workloads::{
     self, FsKind, Io, ProfilerConfig, ProfilerResult, StackKind, UnwindConfig, UnwindResult,
 };
 
-const USAGE: &str =
-    "usage: addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick] [--large-folios]";
+const USAGE: &str = "usage: addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick] [--large-folios] [--wait-before]";
 
 struct Opts {
     json: bool,
@@ -34,6 +38,7 @@ struct Opts {
     guest: bool,
     quick: bool,
     large_folios: bool,
+    wait_before: bool,
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -43,6 +48,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         guest: false,
         quick: false,
         large_folios: false,
+        wait_before: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -51,6 +57,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--guest" => o.guest = true,
             "--quick" => o.quick = true,
             "--large-folios" => o.large_folios = true,
+            "--wait-before" => o.wait_before = true,
             "--dir" => o.dir = PathBuf::from(it.next().ok_or("--dir needs a directory")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown option {other:?}")),
@@ -74,6 +81,8 @@ fn configs(o: &Opts) -> (UnwindConfig, ProfilerConfig) {
         u.fill_chunk = 2 << 20;
         p.fill_chunk = 2 << 20;
     }
+    u.wait_before = o.wait_before;
+    p.wait_before = o.wait_before;
     (u, p)
 }
 
@@ -116,6 +125,8 @@ struct Row {
     io: Io,
     extra: Vec<(&'static str, f64)>,
     sampler_clock: Option<&'static str>,
+    /// Operations per second of the application thread's CPU time (profiler only).
+    cpu_throughput: Option<f64>,
 }
 
 impl Row {
@@ -140,6 +151,7 @@ impl Row {
                 ("rewrite_ns_mean", r.rewrite_ns_mean),
             ],
             sampler_clock: None,
+            cpu_throughput: None,
         }
     }
 
@@ -160,8 +172,11 @@ impl Row {
                 ("samples", r.samples as f64),
                 ("probes", r.probes as f64),
                 ("probe_failures", r.probe_failures as f64),
+                ("cpu_ns", r.cpu_ns as f64),
+                ("ops_per_cpu_s", r.ops_per_cpu_s),
             ],
             sampler_clock: Some(r.sampler_clock),
+            cpu_throughput: Some(r.ops_per_cpu_s),
         }
     }
 
@@ -273,16 +288,17 @@ fn table(o: &Opts, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         s,
-        "| workload | fs | mode | ns/probe (min–max) | × stock | throughput | × stock | device MB/s | dirtied MB/s | minor faults |"
+        "| workload | fs | mode | ns/probe (min–max) | × stock | throughput | × stock | per CPU-s × stock | device MB/s | dirtied MB/s | minor faults |"
     );
-    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in rows {
         let st = stock_of(rows, r);
         let pr = st.and_then(|st| ratio(r.ns_per_probe, st.ns_per_probe));
         let tr = st.and_then(|st| ratio(r.throughput, st.throughput));
+        let cr = st.and_then(|st| ratio(r.cpu_throughput?, st.cpu_throughput?));
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {:.0} {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {:.0} ({:.0}–{:.0}) | {} | {:.0} {} | {} | {} | {} | {} | {} |",
             r.workload,
             r.fs,
             r.mode,
@@ -293,6 +309,7 @@ fn table(o: &Opts, rows: &[Row]) -> String {
             r.throughput,
             r.throughput_unit,
             tr.map_or("–".into(), |v| format!("{v:.3}")),
+            cr.map_or("–".into(), |v| format!("{v:.3}")),
             mb(r.per_s(r.io.device_bytes)),
             mb(r.per_s(r.io.dirtied_bytes)),
             r.io.minor_faults
@@ -302,6 +319,8 @@ fn table(o: &Opts, rows: &[Row]) -> String {
         s,
         "\nns/probe: median walk / frames (unwinders), mean in the SIGPROF handler (profiler); \
          the median of {} interleaved rounds, with the smallest and largest round.\n\
+         per CPU-s: profiler operations per second of the application thread's CPU time \
+         (leaves out time the thread waited for the CPU or for I/O).\n\
          device MB/s: sectors written to the file's block device during the run (all processes).\n\
          dirtied MB/s: /proc/self/io write_bytes (clean pages this process dirtied; each is written once, \
          now under the patch, up to 30 s later on a stock kernel).",
@@ -310,129 +329,105 @@ fn table(o: &Opts, rows: &[Row]) -> String {
     s
 }
 
-fn jstr(s: &str) -> String {
-    let mut out = String::from("\"");
-    for ch in s.chars() {
-        match ch {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn jnum(v: f64) -> String {
-    if v.is_finite() {
-        if v.fract() == 0.0 && v.abs() < 1e15 {
-            format!("{v:.0}")
-        } else {
-            format!("{v:.3}")
-        }
-    } else {
-        "null".into()
-    }
-}
-
-fn jopt(v: Option<f64>) -> String {
-    v.map_or("null".into(), jnum)
-}
-
+/// The JSON document: the shared [`Json`] writer, laid out one result row per line so that
+/// committed result files diff well.
 fn json(o: &Opts, rows: &[Row]) -> String {
     let c = counts(o);
     let (u, p) = configs(o);
-    let modes: Vec<String> = if o.guest {
-        vec![jstr(Mode::Stock.name())]
-    } else {
-        Mode::ALL.iter().map(|m| jstr(m.name())).collect()
-    };
-    let mut s = String::new();
-    let _ = writeln!(s, "{{");
-    let _ = writeln!(s, "  \"schema\": \"addrprobe-msync-patch/1\",");
-    let _ = writeln!(s, "  \"kernel\": {},", jstr(&kernel_release()));
-    let _ = writeln!(s, "  \"guest\": {},", o.guest);
-    let _ = writeln!(s, "  \"quick\": {},", o.quick);
-    let _ = writeln!(s, "  \"dir\": {},", jstr(&o.dir.to_string_lossy()));
-    let _ = writeln!(s, "  \"page_size\": {},", addrprobe::range::page_size());
-    let _ = writeln!(s, "  \"modes\": [{}],", modes.join(", "));
-    let _ = writeln!(
-        s,
-        "  \"config\": {{\"frames\": {}, \"frame_stride\": {}, \"code_pages\": {}, \"code_pages_written_per_walk\": {}, \"walks\": {}, \"profiler_file_bytes\": {}, \"profiler_ops\": {}, \"work_per_op\": {}, \"pointers_per_sample\": {}, \"sample_hz\": {}, \"fill_chunk\": {}, \"rounds\": {}}},",
-        u.frames,
-        u.stride,
-        u.code_pages,
-        u.code_pages_written_per_walk,
-        u.walks,
-        p.file_bytes,
-        p.ops,
-        p.work_per_op,
-        p.pointers_per_sample,
-        p.hz,
-        if p.fill_chunk == 0 {
-            addrprobe::range::page_size()
-        } else {
-            p.fill_chunk
-        },
-        c.rounds
-    );
+    let modes: &[Mode] = if o.guest { &[Mode::Stock] } else { &Mode::ALL };
+    let n = |x: f64| Json::num(x);
+    let opt = |x: Option<f64>| Json::opt(x, Json::num);
+    let head = [
+        ("schema", Json::str("addrprobe-msync-patch/1")),
+        ("kernel", Json::str(kernel_release())),
+        ("guest", Json::Bool(o.guest)),
+        ("quick", Json::Bool(o.quick)),
+        ("dir", Json::str(o.dir.to_string_lossy())),
+        ("page_size", n(addrprobe::range::page_size() as f64)),
+        (
+            "modes",
+            Json::Arr(modes.iter().map(|m| Json::str(m.name())).collect()),
+        ),
+        (
+            "config",
+            Json::obj([
+                ("frames", n(u.frames as f64)),
+                ("frame_stride", n(u.stride as f64)),
+                ("code_pages", n(u.code_pages as f64)),
+                (
+                    "code_pages_written_per_walk",
+                    n(u.code_pages_written_per_walk as f64),
+                ),
+                ("walks", n(u.walks as f64)),
+                ("profiler_file_bytes", n(p.file_bytes as f64)),
+                ("profiler_ops", n(p.ops as f64)),
+                ("work_per_op", n(p.work_per_op as f64)),
+                ("pointers_per_sample", n(p.pointers_per_sample as f64)),
+                ("sample_hz", n(p.hz as f64)),
+                (
+                    "fill_chunk",
+                    n(if p.fill_chunk == 0 {
+                        addrprobe::range::page_size()
+                    } else {
+                        p.fill_chunk
+                    } as f64),
+                ),
+                ("wait_before", Json::Bool(p.wait_before)),
+                ("rounds", n(c.rounds as f64)),
+            ]),
+        ),
+    ];
+    let mut s = String::from("{\n");
+    for (k, v) in head {
+        let _ = writeln!(s, "  {}: {v},", Json::str(k));
+    }
     let _ = writeln!(s, "  \"results\": [");
     for (i, r) in rows.iter().enumerate() {
         let st = stock_of(rows, r);
-        let mut f = vec![
-            format!("\"workload\": {}", jstr(r.workload)),
-            format!("\"fs\": {}", jstr(&r.fs)),
-            format!("\"mode\": {}", jstr(r.mode.name())),
-            format!("\"ns_per_probe\": {}", jnum(r.ns_per_probe)),
-            format!("\"throughput\": {}", jnum(r.throughput)),
-            format!("\"throughput_unit\": {}", jstr(r.throughput_unit)),
-            format!("\"elapsed_ns\": {}", jnum(r.elapsed_ns)),
-            format!("\"ns_per_probe_min\": {}", jnum(r.range.0)),
-            format!("\"ns_per_probe_max\": {}", jnum(r.range.1)),
-            format!("\"rounds\": {}", r.rounds),
+        let mut f: Vec<(&str, Json)> = vec![
+            ("workload", Json::str(r.workload)),
+            ("fs", Json::str(r.fs.as_str())),
+            ("mode", Json::str(r.mode.name())),
+            ("ns_per_probe", n(r.ns_per_probe)),
+            ("throughput", n(r.throughput)),
+            ("throughput_unit", Json::str(r.throughput_unit)),
+            ("elapsed_ns", n(r.elapsed_ns)),
+            ("ns_per_probe_min", n(r.range.0)),
+            ("ns_per_probe_max", n(r.range.1)),
+            ("rounds", n(r.rounds as f64)),
         ];
-        for (k, v) in &r.extra {
-            f.push(format!("\"{k}\": {}", jnum(*v)));
-        }
+        f.extend(r.extra.iter().map(|&(k, v)| (k, n(v))));
         if let Some(c) = r.sampler_clock {
-            f.push(format!("\"sampler_clock\": {}", jstr(c)));
+            f.push(("sampler_clock", Json::str(c)));
         }
-        f.push(format!(
-            "\"device_bytes\": {}",
-            jopt(r.io.device_bytes.map(|b| b as f64))
-        ));
-        f.push(format!(
-            "\"device_bytes_per_s\": {}",
-            jopt(r.per_s(r.io.device_bytes))
-        ));
-        f.push(format!(
-            "\"dirtied_bytes\": {}",
-            jopt(r.io.dirtied_bytes.map(|b| b as f64))
-        ));
-        f.push(format!(
-            "\"dirtied_bytes_per_s\": {}",
-            jopt(r.per_s(r.io.dirtied_bytes))
-        ));
-        f.push(format!("\"minor_faults\": {}", r.io.minor_faults));
-        f.push(format!(
-            "\"probe_cost_vs_stock\": {}",
-            jopt(st.and_then(|st| ratio(r.ns_per_probe, st.ns_per_probe)))
-        ));
-        f.push(format!(
-            "\"throughput_vs_stock\": {}",
-            jopt(st.and_then(|st| ratio(r.throughput, st.throughput)))
-        ));
+        f.extend([
+            ("device_bytes", opt(r.io.device_bytes.map(|b| b as f64))),
+            ("device_bytes_per_s", opt(r.per_s(r.io.device_bytes))),
+            ("dirtied_bytes", opt(r.io.dirtied_bytes.map(|b| b as f64))),
+            ("dirtied_bytes_per_s", opt(r.per_s(r.io.dirtied_bytes))),
+            ("minor_faults", n(r.io.minor_faults as f64)),
+            (
+                "probe_cost_vs_stock",
+                opt(st.and_then(|st| ratio(r.ns_per_probe, st.ns_per_probe))),
+            ),
+            (
+                "throughput_vs_stock",
+                opt(st.and_then(|st| ratio(r.throughput, st.throughput))),
+            ),
+        ]);
+        if r.cpu_throughput.is_some() {
+            f.push((
+                "cpu_throughput_vs_stock",
+                opt(st.and_then(|st| ratio(r.cpu_throughput?, st.cpu_throughput?))),
+            ));
+        }
         let _ = writeln!(
             s,
-            "    {{{}}}{}",
-            f.join(", "),
+            "    {}{}",
+            Json::obj(f),
             if i + 1 < rows.len() { "," } else { "" }
         );
     }
-    let _ = writeln!(s, "  ]");
-    let _ = writeln!(s, "}}");
+    s.push_str("  ]\n}\n");
     s
 }

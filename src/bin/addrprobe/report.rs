@@ -15,7 +15,7 @@ use addrprobe::{AutoOptions, Backend, Error, Prober};
 
 use crate::context;
 use crate::json::Json;
-use crate::timing::ns_per_call;
+use addrprobe::bench::{Budget, ns_per_call};
 
 struct BackendStatus {
     backend: Backend,
@@ -41,6 +41,20 @@ impl BackendStatus {
             _ => None,
         }
     }
+}
+
+/// Everything one run gathers, printed as text or JSON.
+struct Report {
+    statuses: Vec<BackendStatus>,
+    auto: Result<Backend, Error>,
+    auto_sig: Result<Backend, Error>,
+    fixture_names: Vec<&'static str>,
+    matrix: Vec<Cell>,
+    false_positives: usize,
+    failures: usize,
+    recovery: Option<Result<bool, Error>>,
+    getppid_ns: f64,
+    costs: Vec<Cost>,
 }
 
 struct Cost {
@@ -75,8 +89,12 @@ fn costs(statuses: &[BackendStatus]) -> (f64, Vec<Cost>) {
         libc::munmap((base + ps) as *mut libc::c_void, ps);
     }
     let (valid, invalid) = (base + 64, base + ps);
-    let budget = Duration::from_millis(20);
-    let getppid = ns_per_call(5, budget, 200_000, || {
+    let budget = |max_iters| Budget {
+        per_rep: Duration::from_millis(20),
+        reps: 5,
+        max_iters,
+    };
+    let getppid = ns_per_call(budget(200_000), || {
         // SAFETY: getppid has no arguments and no side effects.
         black_box(unsafe { libc::syscall(libc::SYS_getppid) });
     });
@@ -85,10 +103,10 @@ fn costs(statuses: &[BackendStatus]) -> (f64, Vec<Cost>) {
         .filter_map(|s| s.prober.as_ref().ok().map(|p| (s.backend, p)))
         .map(|(backend, p)| Cost {
             backend,
-            valid_ns: ns_per_call(5, budget, 200_000, || {
+            valid_ns: ns_per_call(budget(200_000), || {
                 let _ = black_box(p.check(black_box(valid), 8));
             }),
-            invalid_ns: ns_per_call(5, budget, 50_000, || {
+            invalid_ns: ns_per_call(budget(50_000), || {
                 let _ = black_box(p.check(black_box(invalid), 8));
             }),
         })
@@ -183,32 +201,22 @@ pub fn run(args: &[String]) -> i32 {
     let (getppid_ns, costs) = costs(&statuses);
     let recovered = !matches!(recovery, Some(Ok(false)) | Some(Err(_)));
 
+    let report = Report {
+        statuses,
+        auto,
+        auto_sig,
+        fixture_names,
+        matrix,
+        false_positives,
+        failures,
+        recovery,
+        getppid_ns,
+        costs,
+    };
     if json {
-        print_json(
-            &statuses,
-            auto,
-            auto_sig,
-            &fixture_names,
-            &matrix,
-            false_positives,
-            failures,
-            &recovery,
-            getppid_ns,
-            &costs,
-        );
+        print_json(&report);
     } else {
-        print_text(
-            &statuses,
-            auto,
-            auto_sig,
-            &fixture_names,
-            &matrix,
-            false_positives,
-            failures,
-            &recovery,
-            getppid_ns,
-            &costs,
-        );
+        print_text(&report);
     }
     i32::from(false_positives > 0 || !recovered)
 }
@@ -220,27 +228,27 @@ fn backend_name(r: &Result<Backend, Error>) -> String {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_text(
-    statuses: &[BackendStatus],
-    auto: Result<Backend, Error>,
-    auto_sig: Result<Backend, Error>,
-    fixture_names: &[&str],
-    matrix: &[Cell],
-    false_positives: usize,
-    failures: usize,
-    recovery: &Option<Result<bool, Error>>,
-    getppid_ns: f64,
-    costs: &[Cost],
-) {
+fn print_text(report: &Report) {
+    let Report {
+        statuses,
+        auto,
+        auto_sig,
+        fixture_names,
+        matrix,
+        false_positives,
+        failures,
+        recovery,
+        getppid_ns,
+        costs,
+    } = report;
     println!("# addrprobe report\n");
     println!("- kernel: {}", context::kernel_release());
     println!("- CPU: {}", context::cpu_model());
     println!("- page size: {} bytes", addrprobe::range::page_size());
-    println!("- auto(): {}", backend_name(&auto));
+    println!("- auto(): {}", backend_name(auto));
     println!(
         "- auto() with a signal handler allowed: {}\n",
-        backend_name(&auto_sig)
+        backend_name(auto_sig)
     );
 
     println!("## Backends\n");
@@ -334,19 +342,19 @@ fn print_text(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn print_json(
-    statuses: &[BackendStatus],
-    auto: Result<Backend, Error>,
-    auto_sig: Result<Backend, Error>,
-    fixture_names: &[&str],
-    matrix: &[Cell],
-    false_positives: usize,
-    failures: usize,
-    recovery: &Option<Result<bool, Error>>,
-    getppid_ns: f64,
-    costs: &[Cost],
-) {
+fn print_json(report: &Report) {
+    let Report {
+        statuses,
+        auto,
+        auto_sig,
+        fixture_names,
+        matrix,
+        false_positives,
+        failures,
+        recovery,
+        getppid_ns,
+        costs,
+    } = report;
     let backends = statuses
         .iter()
         .map(|s| {
@@ -406,17 +414,17 @@ fn print_json(
         ("page_size", Json::num(addrprobe::range::page_size() as f64)),
         ("nproc", Json::num(context::nproc() as f64)),
         ("backends", Json::Arr(backends)),
-        ("auto", auto_json(&auto)),
-        ("auto_with_signal_handler", auto_json(&auto_sig)),
+        ("auto", auto_json(auto)),
+        ("auto_with_signal_handler", auto_json(auto_sig)),
         (
             "fixtures",
             Json::Arr(fixture_names.iter().map(|n| Json::str(*n)).collect()),
         ),
         ("matrix", Json::Arr(cells)),
-        ("false_positives", Json::num(false_positives as f64)),
-        ("failures", Json::num(failures as f64)),
+        ("false_positives", Json::num(*false_positives as f64)),
+        ("failures", Json::num(*failures as f64)),
         ("pipe_recovery", recovery_json),
-        ("getppid_ns", Json::num(getppid_ns)),
+        ("getppid_ns", Json::num(*getppid_ns)),
         ("costs", Json::Arr(cost_rows)),
     ]);
     println!("{out}");
