@@ -59,9 +59,11 @@ describe_bin() {
     sum=$(sha256sum "$bin" | cut -c1-12)
     if [[ -z $given ]] && git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
         local c dirty=""
-        c=$(git -C "$root" rev-parse --short HEAD)
+        # the last commit that touched the crate's sources, so that commits of
+        # generated docs do not change the answer
+        c=$(git -C "$root" log -1 --format=%h -- src Cargo.toml Cargo.lock build.rs)
         git -C "$root" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || dirty=" + uncommitted changes"
-        echo "addrprobe built from commit $c$dirty (sha256 $sum…)"
+        echo "addrprobe built from the sources of commit $c$dirty (sha256 $sum…)"
     else
         echo "addrprobe binary $(basename "$bin") given with --bin (sha256 $sum…)"
     fi
