@@ -19,6 +19,7 @@ source "$here/../scripts/lib/apt_private.sh"
 ALL_VARIANTS=(stock wb-all wb-none file-none)
 JOBS=${JOBS:-2}
 base="$ADDRPROBE_CACHE/linux-6.1"
+[[ $base != *[[:space:]]* ]] || die "Kbuild cannot work in a path with spaces ($base): point ADDRPROBE_CACHE elsewhere"
 
 variant_patch() {
     case $1 in
@@ -72,7 +73,8 @@ restore_pristine() {
 }
 
 build_variant() {
-    local v=$1 tree=$base/src out=$base/out-$v stamp want patch
+    local v=$1
+    local tree=$base/src out=$base/out-$1 stamp want patch
     patch=$(variant_patch "$v")
     [[ -z $patch || -f $patch ]] || die "patch $patch missing"
     want=$( { cat "$here/msync.config"; [[ -z $patch ]] || cat "$patch"; cat "$base/src/.addrprobe-unpacked"; } | sha256sum | cut -d' ' -f1)

@@ -103,8 +103,9 @@ apt_private_setup() {
     fi
     mv "$d/sources.list.new" "$d/sources.list"
     log "apt (private state in $d): update for $* from $main and $sec"
-    local out
-    if ! out=$(timeout 600 apt-get $(_apt_private_opts) update 2>&1); then
+    local out opts
+    mapfile -t opts < <(_apt_private_opts)
+    if ! out=$(timeout 600 apt-get "${opts[@]}" update 2>&1); then
         printf '%s\n' "$out" >&2
         die "private apt-get update failed"
     fi
@@ -115,18 +116,19 @@ apt_private_setup() {
     fi
 }
 
-apt_private_cache()  { apt-cache $(_apt_private_opts) "$@"; }
-apt_private_get()    { apt-get $(_apt_private_opts) "$@"; }
+apt_private_cache()  { local opts; mapfile -t opts < <(_apt_private_opts); apt-cache "${opts[@]}" "$@"; }
+apt_private_get()    { local opts; mapfile -t opts < <(_apt_private_opts); apt-get "${opts[@]}" "$@"; }
 
 # apt_private_download PKG[=VER] DESTDIR : apt-get download into DESTDIR,
 # prints the .deb path.
 apt_private_download() {
-    local pkg=$1 dest=$2
+    local pkg=$1 dest=$2 opts
+    mapfile -t opts < <(_apt_private_opts)
     mkdir -p "$dest"
-    (cd "$dest" && timeout 900 apt-get $(_apt_private_opts) download -q "$pkg" >/dev/null) \
+    (cd "$dest" && timeout 900 apt-get "${opts[@]}" download -q "$pkg" >/dev/null) \
         || die "apt-get download $pkg failed"
     local name=${pkg%%=*}
-    ls -t "$dest/${name}"_*.deb 2>/dev/null | head -1
+    find "$dest" -maxdepth 1 -name "${name}_*.deb" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2-
 }
 
 # debian_kernel SERIES : newest cloud-amd64 kernel of SERIES ("5.10", "6.1",
