@@ -17,8 +17,8 @@
 //! - `--wait-before`: the patched modes wait for writeback already in flight before starting
 //!   it, approximating a `WB_SYNC_ALL` patch (`filemap_fdatawrite_range`) instead of
 //!   `WB_SYNC_NONE`.
-//! - `--json`: machine-readable output (schema `addrprobe-msync-patch/1`, described in
-//!   `docs/msync-patch.md`).
+//! - `--json`: machine-readable output (schema `addrprobe-msync-patch/1`; its fields are
+//!   listed in `docs/msync-patch.md`, section "JSON").
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
