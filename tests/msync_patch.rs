@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use addrprobe::msync_patch::workloads::{
     self, FRAME_RECORD, FsKind, ProfilerConfig, Region, write_chain,
 };
-use addrprobe::msync_patch::{EmulatedMsync, FileMappings, Mode};
+use addrprobe::msync_patch::{EmulatedMsync, FileMappings, Mode, OpenedVia};
 use addrprobe::unwind::Frame;
 use support::{fd_list, is_child, new_fds, ps, run_child};
 
@@ -281,6 +281,80 @@ fn profiler_run_leaves_no_handler_timer_file_or_descriptor() {
         return;
     }
     let out = run_child("profiler_run_leaves_no_handler_timer_file_or_descriptor");
+    out.assert_success();
+    assert!(out.stdout.contains("child done"), "{}", out.stdout);
+}
+
+/// Drops every capability of this (child) process: `/proc/self/map_files` then refuses to
+/// open (it needs `CAP_CHECKPOINT_RESTORE` or `CAP_SYS_ADMIN`), as for an unprivileged user.
+fn drop_all_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: capset reads one header and two data structs of the v3 layout.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+    assert_eq!(r, 0, "capset: {}", std::io::Error::last_os_error());
+}
+
+#[test]
+fn without_map_files_access_the_file_is_found_by_its_path() {
+    if is_child("without_map_files_access_the_file_is_found_by_its_path") {
+        drop_all_capabilities();
+        let ps = ps();
+        let dir = std::env::temp_dir();
+        let region = Region::shared_file(&dir, "test-path", 2 * ps, ps).expect("shared file");
+        let found = FileMappings::overlapping(region.addr(), region.addr() + 1).expect("by path");
+        assert_eq!(found.len(), 1);
+        let m = found.iter().next().unwrap();
+        assert_eq!(
+            m.opened_via,
+            OpenedVia::Path,
+            "map_files should be refused without capabilities"
+        );
+        assert_eq!((m.start, m.offset), (region.addr(), 0));
+        // The writeback still reaches the right file: A + B cleans the probed page.
+        let probe = EmulatedMsync::new(Mode::AB, found).unwrap();
+        assert_eq!(probe.check(region.addr(), 8), Ok(true));
+
+        // A file unlinked after mapping has no path left: a clear error, not a wrong file.
+        let path = dir.join(format!("addrprobe-msync-test-gone-{}", std::process::id()));
+        let file = std::fs::File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .unwrap();
+        file.set_len(ps as u64).unwrap();
+        let gone = map(ps, libc::PROT_READ, libc::MAP_SHARED, file.as_raw_fd(), 0);
+        std::fs::remove_file(&path).unwrap();
+        let err = FileMappings::overlapping(gone, gone + 1).expect_err("no way to open it");
+        assert!(
+            err.to_string().contains("cannot open the file behind"),
+            "{err}"
+        );
+        unmap(gone, ps);
+        println!("child done");
+        return;
+    }
+    let out = run_child("without_map_files_access_the_file_is_found_by_its_path");
     out.assert_success();
     assert!(out.stdout.contains("child done"), "{}", out.stdout);
 }
