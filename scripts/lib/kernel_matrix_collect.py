@@ -503,6 +503,39 @@ def main():
         md.append("### " + ", ".join(esc(k.short) for k in ks) + "\n")
         md.append(t + "\n")
 
+    md.append("## Real hardware (nanoseconds, not instructions)\n")
+    md.append("Beside the emulated matrix: `addrprobe bench --json` run directly on the machine, without emulation, "
+              "committed as `docs/results/*.json`. These figures are **nanoseconds** of wall time "
+              "(fastest repetition), not guest instructions, and are comparable only within one "
+              "machine.\n")
+    results_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "results")
+    found = False
+    for name in sorted(os.listdir(results_dir)) if os.path.isdir(results_dir) else []:
+        if not name.endswith(".json"):
+            continue
+        data = load_json(os.path.join(results_dir, name))
+        if not isinstance(data, dict) or "probe_costs" not in data:
+            continue
+        found = True
+        ctx = data.get("context", {})
+        md.append(f"### `docs/results/{esc(name)}`: {esc(str(ctx.get('cpu', '?')))}, "
+                  f"{esc(str(ctx.get('nproc', '?')))} CPUs, Linux {esc(str(ctx.get('kernel', '?')))}\n")
+        rows = {}
+        for r in data["probe_costs"]:
+            if r.get("len") in (8, None) or r.get("backend", "").startswith("floor:"):
+                rows.setdefault(r.get("backend"), {})[r.get("case")] = r.get("ns")
+        md.append("| backend | valid, resident (ns) | unmapped (ns) |")
+        md.append("|---|---:|---:|")
+        for b in sorted(rows, key=lambda b: (b.startswith(("bare:", "peer:", "floor:")), b)):
+            v = rows[b]
+            valid = v.get("valid-resident", next(iter(v.values()), None))
+            md.append(f"| {esc(b)} | {fmt_num(valid)} | {fmt_num(v.get('unmapped'))} |")
+        md.append("")
+    if not found:
+        md.append("_No `docs/results/*.json` yet._\n")
+    md.append("The 16-core machine's figures will appear here once `scripts/bench-16core` has run "
+              "there (it writes `docs/results/16-core.json`).\n")
+
     md.append("## Guest environment\n")
     md.append("- 1 vCPU (QEMU default), 512 MiB RAM, default `qemu64` CPU model, no network, "
               "no modules loaded (Debian cloud kernels: only built-in drivers).\n"

@@ -49,11 +49,15 @@ pub fn vulnerabilities() -> Vec<(String, String)> {
     out
 }
 
-/// `/proc/cmdline`, or an empty string.
+/// The kernel's own parameters from `/proc/cmdline` (everything before a ` -- `, after which
+/// come the init program's arguments, which say nothing about the kernel), or an empty string.
 pub fn kernel_cmdline() -> String {
-    std::fs::read_to_string("/proc/cmdline")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
+    let line = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let kernel_part = match line.split_once(" -- ") {
+        Some((params, _init_args)) => params,
+        None => line.as_str(),
+    };
+    kernel_part.trim().to_owned()
 }
 
 /// All of the above as one JSON object.
