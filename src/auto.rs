@@ -6,10 +6,10 @@
 //!
 //! | backend | valid 8 B | why it is where it is |
 //! | --- | --- | --- |
-//! | `SignalGuard` | ~1.4 ns | a plain load; needs a process-wide SIGSEGV/SIGBUS handler, so only with [`AutoOptions::allow_signal_handler`] |
-//! | `SigprocMask` | ~1 syscall | one syscall per page, no descriptor, nothing to go stale after `fork` |
-//! | `ProcessVmReadv` | ~3–6 syscalls | one call per 64 pages, but GUP makes each call dearer; false negatives on write-only pages |
-//! | `Pipe` | ~3 syscalls | fstat + write + read per page; needs descriptors |
+//! | `SignalGuard` | ~6 ns | a guarded load; needs a process-wide SIGSEGV/SIGBUS handler, so only with [`AutoOptions::allow_signal_handler`] |
+//! | `SigprocMask` | ~150 ns | one syscall per page, no descriptor, nothing to go stale after `fork` |
+//! | `ProcessVmReadv` | ~1.1 µs | one call per 64 pages; as dear as the pipe, but needs no descriptor; false negatives on write-only pages |
+//! | `Pipe` | ~1.1 µs | `fstat` + `writev` + `read`; needs descriptors |
 //!
 //! A backend that can check but not [`read`](crate::Prober::read) (`SigprocMask` when no
 //! descriptor is free for its pipe pool) is only chosen when no candidate can do both.
