@@ -2,7 +2,7 @@
 //! operation cost with a stock `msync(MS_ASYNC)`, with patch A alone and with A + B
 //! (see `docs/msync-patch.md` and `addrprobe::msync_patch`).
 //!
-//! `cargo bench --features bench --bench msync_patch` (`-- --test` for a smoke run).
+//! `cargo bench --bench msync_patch` (`-- --test` for a smoke run).
 //! Files go to `$ADDRPROBE_MSYNC_DIR` (default `/tmp`, ext4 here) and, when it is tmpfs,
 //! `/dev/shm`.
 //!
