@@ -210,19 +210,7 @@ impl Coroutine {
     fn new(spacing: usize) -> Coroutine {
         let ps = crate::range::page_size();
         let len = (FRAMES * spacing + 256).next_multiple_of(ps) + ps;
-        // SAFETY: a fresh private anonymous mapping.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED, "mmap");
-        let base = p as usize;
+        let base = crate::fixtures::map_anonymous(len).expect("mmap of the coroutine stack");
         let first = base + 64;
         for i in 0..FRAMES {
             let at = first + i * spacing;

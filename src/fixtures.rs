@@ -199,8 +199,7 @@ impl Mapping {
 
     fn map(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Mapping> {
         // A quiet region keeps the holes we punch from being reused by concurrent mmaps.
-        let addr =
-            crate::sys::mmap_quiet(len, prot, flags, fd).ok_or_else(io::Error::last_os_error)?;
+        let addr = map_quiet(len, prot, flags, fd)?;
         Ok(Mapping {
             addr,
             len,
@@ -248,6 +247,34 @@ impl Drop for Mapping {
             start = start.max(offset + len);
         }
     }
+}
+
+/// Maps `len` bytes of private anonymous read-write memory at a kernel-chosen address.
+/// Test and benchmark helper; the caller owns (and unmaps) the mapping.
+pub fn map_anonymous(len: usize) -> io::Result<usize> {
+    // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as usize)
+}
+
+/// Maps `len` bytes below the program, where the kernel's top-down allocator does not reach,
+/// so that a page unmapped there stays a hole while other threads call `mmap` (the fixtures'
+/// own "unmapped" truths rely on it). Falls back to a kernel-chosen address. Test and
+/// benchmark helper; the caller owns the mapping.
+pub fn map_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<usize> {
+    crate::sys::mmap_quiet(len, prot, flags, fd).ok_or_else(io::Error::last_os_error)
 }
 
 /// A byte pattern that differs from page to page and from zero.

@@ -455,19 +455,7 @@ mod tests {
         fn new(pages: usize, guard_from: usize) -> Region {
             let ps = crate::range::page_size();
             let len = pages * ps;
-            // SAFETY: a fresh anonymous private mapping; no existing memory is touched.
-            let p = unsafe {
-                libc::mmap(
-                    core::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED);
-            let base = p as usize;
+            let base = crate::fixtures::map_anonymous(len).expect("mmap");
             if guard_from < pages {
                 // SAFETY: the range lies inside the mapping made above.
                 let r = unsafe {

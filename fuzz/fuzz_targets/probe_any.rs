@@ -58,45 +58,18 @@ fn pattern(page: usize, i: usize) -> u8 {
     ((i as u8).wrapping_mul(29) ^ (page as u8).wrapping_mul(83)).wrapping_add(3) | 1
 }
 
-/// `MAP_FIXED_NOREPLACE` at 0x30_0000_0000 and upward: below the program, out of the way of
-/// the top-down allocator that libFuzzer's own allocations use.
+/// The crate's quiet region (`fixtures::map_quiet`): below the program, out of the way of the
+/// top-down allocator that libFuzzer's own allocations use.
 fn map_quiet(len: usize) -> usize {
-    for k in 0..256usize {
-        let hint = 0x30_0000_0000usize + k * (64 << 20);
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-        let p = unsafe {
-            libc::mmap(
-                hint as *mut libc::c_void,
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                -1,
-                0,
-            )
-        };
-        if p as usize == hint {
-            return hint;
-        }
-        if p != libc::MAP_FAILED {
-            // SAFETY: a kernel that ignored the flag gave us another mapping: ours.
-            unsafe { libc::munmap(p, len) };
-        }
-    }
-    // None (ASan reserves this part of the address space for its shadow): let the kernel
-    // choose; the hole is re-checked against /proc/self/maps before any mismatch counts.
-    // SAFETY: a fresh mapping at a kernel-chosen address.
-    let p = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(p, libc::MAP_FAILED, "mmap of the fixture map");
-    p as usize
+    // Where ASan reserves the quiet region for its shadow, this falls back to a kernel-chosen
+    // address; the hole is then re-checked against /proc/self/maps before a mismatch counts.
+    addrprobe::fixtures::map_quiet(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )
+    .expect("mmap of the fixture map")
 }
 
 fn build() -> World {

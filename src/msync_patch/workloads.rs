@@ -106,22 +106,8 @@ pub struct Region {
 impl Region {
     /// `len` bytes of private anonymous memory, like a thread stack.
     pub fn anonymous(len: usize) -> io::Result<Region> {
-        // SAFETY: a fresh mapping at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
         Ok(Region {
-            addr: p as usize,
+            addr: crate::fixtures::map_anonymous(len)?,
             len,
             file: None,
         })

@@ -164,41 +164,10 @@ pub fn ps() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// Maps `len` bytes in a quiet part of the address space (16 GiB upward, below the program),
-/// where the kernel's top-down allocator does not reach: a page a test unmaps there stays a
-/// hole while other threads call `mmap`. Falls back to a kernel-chosen address.
+/// Maps `len` bytes in a quiet part of the address space (`addrprobe::fixtures::map_quiet`):
+/// a page a test unmaps there stays a hole while other threads call `mmap`.
 pub fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static CURSOR: AtomicUsize = AtomicUsize::new(0);
-    // Another base than the crate's own fixtures use, so the two rarely meet.
-    const BASE: usize = 0x20_0000_0000;
-    const STEP: usize = 16 << 20;
-    for _ in 0..64 {
-        let hint = BASE + (CURSOR.fetch_add(1, Ordering::Relaxed) % 4096) * STEP;
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
-        let p = unsafe {
-            libc::mmap(
-                hint as *mut libc::c_void,
-                len,
-                prot,
-                flags | libc::MAP_FIXED_NOREPLACE,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            continue;
-        }
-        if p as usize == hint {
-            return hint;
-        }
-        // SAFETY: a kernel that ignored the flag gave us another mapping: ours to unmap.
-        unsafe { libc::munmap(p, len) };
-    }
-    // SAFETY: a fresh mapping at an address the kernel picks.
-    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
-    assert_ne!(p, libc::MAP_FAILED, "mmap");
-    p as usize
+    addrprobe::fixtures::map_quiet(len, prot, flags, fd).expect("mmap")
 }
 
 /// An anonymous mapping of up to 64 pages in a quiet region; the pages still ours are
