@@ -281,23 +281,7 @@ impl Floors {
                 }
                 Backend::ProcessVmReadv => {
                     let mut b = 0u8;
-                    let local = libc::iovec {
-                        iov_base: (&mut b as *mut u8).cast(),
-                        iov_len: 1,
-                    };
-                    let remote = libc::iovec {
-                        iov_base: addr as *mut libc::c_void,
-                        iov_len: 1,
-                    };
-                    libc::syscall(
-                        libc::SYS_process_vm_readv,
-                        self.pid as libc::c_long,
-                        &local as *const libc::iovec,
-                        1usize,
-                        &remote as *const libc::iovec,
-                        1usize,
-                        0usize,
-                    ) as isize
+                    self.readv(addr, core::slice::from_mut(&mut b)) as isize
                 }
                 Backend::ProcmapQuery => {
                     use linux_raw_sys::general::procmap_query;
@@ -314,6 +298,31 @@ impl Floors {
             }
         };
         Some(black_box(r))
+    }
+
+    /// One bare `process_vm_readv` of `buf.len()` bytes at `addr` (this process) into `buf`:
+    /// the syscall's return value.
+    fn readv(&self, addr: usize, buf: &mut [u8]) -> libc::c_long {
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: the kernel validates the remote range; `local` is our own buffer.
+        unsafe {
+            libc::syscall(
+                libc::SYS_process_vm_readv,
+                self.pid as libc::c_long,
+                &local as *const libc::iovec,
+                1usize,
+                &remote as *const libc::iovec,
+                1usize,
+                0usize,
+            )
+        }
     }
 
     /// Whether [`full_copy`](Self::full_copy) is defined for `backend`: the three Readable
@@ -353,29 +362,7 @@ impl Floors {
                 }
                 true
             }
-            Backend::ProcessVmReadv => {
-                let local = libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: len,
-                };
-                let remote = libc::iovec {
-                    iov_base: addr as *mut libc::c_void,
-                    iov_len: len,
-                };
-                // SAFETY: the kernel validates the remote range; `local` is our buffer.
-                let r = unsafe {
-                    libc::syscall(
-                        libc::SYS_process_vm_readv,
-                        self.pid as libc::c_long,
-                        &local as *const libc::iovec,
-                        1usize,
-                        &remote as *const libc::iovec,
-                        1usize,
-                        0usize,
-                    )
-                };
-                r == len as libc::c_long
-            }
+            Backend::ProcessVmReadv => self.readv(addr, buf) == len as libc::c_long,
             Backend::SigprocMask => (0..len / 8).all(|i| {
                 // SAFETY: the kernel copies 8 bytes from the address (validating it) and
                 // rejects the invalid `how` without changing anything.
