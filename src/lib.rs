@@ -10,7 +10,7 @@
 //! | [`Msync`](Backend::Msync) | `msync(MS_ASYNC)`; `ENOMEM` = unmapped | the pages are mapped (PROT_NONE, guard and past-EOF pages say yes) | [`Mapped`](Guarantee::Mapped) |
 //! | [`Mincore`](Backend::Mincore) | `mincore`; `ENOMEM` = unmapped | the pages are mapped | [`Mapped`](Guarantee::Mapped) |
 //! | [`ProcmapQuery`](Backend::ProcmapQuery) | `PROCMAP_QUERY` ioctl on `/proc/self/maps` (6.11+) | every page lies in a VMA with read permission (past-EOF and `MADV_GUARD_INSTALL` pages still say yes) | [`RegionReadable`](Guarantee::RegionReadable) |
-//! | [`Pipe`](Backend::Pipe) | 1-byte `write()` per page into a pipe | the kernel could copy the bytes | [`Readable`](Guarantee::Readable) |
+//! | [`Pipe`](Backend::Pipe) | 1 byte per page written into a pipe (one `writev` per 64 pages) | the kernel could copy the bytes | [`Readable`](Guarantee::Readable) |
 //! | [`SigprocMask`](Backend::SigprocMask) | `rt_sigprocmask(~0, addr, NULL, 8)`: `EINVAL` = copied, `EFAULT` = not | the kernel could copy the bytes | [`Readable`](Guarantee::Readable) |
 //! | [`ProcessVmReadv`](Backend::ProcessVmReadv) | `process_vm_readv` on itself, one iovec per page | the kernel could copy the bytes (false negatives on write-only, exec-only, `VM_IO`/`VM_PFNMAP` and secretmem pages) | [`Readable`](Guarantee::Readable) |
 //! | [`SignalGuard`](Backend::SignalGuard) | one load at a known PC, SIGSEGV/SIGBUS handler jumps to a continuation | the CPU could load the bytes | [`Readable`](Guarantee::Readable) |
@@ -121,7 +121,7 @@ pub enum Backend {
     Mincore,
     /// `write()` of the range to `/dev/null`: [`Guarantee::Unsound`].
     DevNull,
-    /// 1-byte `write()` per page into a non-blocking pipe: [`Guarantee::Readable`].
+    /// 1 byte per page written into a non-blocking pipe (`writev`): [`Guarantee::Readable`].
     Pipe,
     /// `rt_sigprocmask(invalid how, addr, NULL, 8)`: [`Guarantee::Readable`].
     SigprocMask,
