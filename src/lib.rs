@@ -69,8 +69,8 @@
 //!   different answers from the kernel-copy backends and from the CPU.
 //! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS, which
 //!   includes code running inside a SIGSEGV/SIGBUS handler installed without `SA_NODEFER` (a
-//!   crash reporter's): the kernel then kills the process on the first fault. Another library that later replaces the
-//!   crate's handler without chaining breaks it the same way.
+//!   crash reporter's): the kernel then kills the process on the first fault. Another library
+//!   that later replaces the crate's handler without chaining breaks it the same way.
 //! - [`Backend::SignalGuard`]'s handler blocks every signal while it runs (on the alternate
 //!   signal stack), so a profiler's signal cannot land on top of it there. A handler of yours
 //!   installed with `SA_ONSTACK` that probes with `SignalGuard` needs room on the alternate
@@ -83,8 +83,9 @@
 //!   discards everything) and `ProcmapQuery` issues its ioctl on that file (which neither reads
 //!   nor moves the file offset).
 //! - With no free descriptor (`RLIMIT_NOFILE` reached), `Pipe`, `DevNull` and `ProcmapQuery`
-//!   are unavailable; [`Prober::auto`] still returns `SigprocMask`, whose `check` works but
-//!   whose `read` (it copies through the pipe pool) returns [`Error::Unavailable`].
+//!   are unavailable, and `SigprocMask` checks but cannot `read` (it copies through the pipe
+//!   pool; [`Prober::supports_read`] says so). [`Prober::auto`] then returns
+//!   `ProcessVmReadv`, which needs no descriptor and can read.
 //! - The figures behind these statements (fuzzing, concurrency, signals, fork, descriptors,
 //!   seccomp) are in `docs/reliability.md`, written by `scripts/reliability-report`.
 

@@ -4,7 +4,8 @@
 //! # Descriptors the crate holds
 //!
 //! Three backends need a file descriptor: `DevNull` (`/dev/null`), `Pipe` (a small pool of
-//! pipes) and `ProcmapQuery` (`/proc/self/maps`). They are process-wide, opened with
+//! pipes) and `ProcmapQuery` (`/proc/self/maps`); `SigprocMask` also uses the pipe pool, for
+//! `read` only. They are process-wide, opened with
 //! `O_CLOEXEC`, reference-counted by the [`Prober`](crate::Prober)s that use them and closed
 //! when the last one is dropped.
 //!
