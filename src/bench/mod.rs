@@ -413,6 +413,19 @@ pub unsafe fn volatile_load(addr: usize) -> u64 {
 /// without validation (the unwinder's own helper).
 pub use crate::unwind::current_fp_sp;
 
+/// Nanoseconds of `clock` (`CLOCK_MONOTONIC`, `CLOCK_THREAD_CPUTIME_ID`, ...); under QEMU
+/// `-icount shift=0` the monotonic clock counts guest instructions. Async-signal-safe.
+#[inline]
+pub fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime is async-signal-safe and writes only `ts`.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Recurses `depth` levels (each keeping its frame pointer) and runs `f` at the bottom: a
 /// real stack of known depth for the unwinder and profiler workloads.
 #[inline(never)]

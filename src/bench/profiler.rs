@@ -154,17 +154,7 @@ static STOP: AtomicBool = AtomicBool::new(false);
 static RUN_LOCK: Mutex<()> = Mutex::new(());
 
 fn now_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime is async-signal-safe and writes only `ts`.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    super::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
@@ -338,12 +328,12 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     let mut spent = 0u64;
     super::recurse(cfg.depth, &mut || {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let c0 = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        let c0 = super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
         while !STOP.load(Ordering::Relaxed) {
             seed = work_unit(seed);
             done += 1;
         }
-        spent = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
+        spent = super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
     });
     cpu.fetch_add(spent as usize, Ordering::Relaxed);
     drop(timer);

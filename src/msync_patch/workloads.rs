@@ -29,24 +29,12 @@ use crate::unwind::{Frame, Stop, Walk, walk_chain};
 /// Nanoseconds of `CLOCK_MONOTONIC` (under QEMU `-icount shift=0`: guest instructions).
 #[inline]
 pub fn now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec; it is async-signal-safe.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::bench::clock_ns(libc::CLOCK_MONOTONIC)
 }
 
 /// CPU time of the calling thread in nanoseconds (user + system, signal handlers included).
 pub fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    crate::bench::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
 }
 
 /// What kind of file system a directory is on, as far as writeback is concerned.
