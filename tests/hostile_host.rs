@@ -218,7 +218,8 @@ fn judge_page(fixture: &str, p: &Prober, addr: usize, want: &[u8], truth: Load) 
             read_shown = show(&read);
             match read {
                 Ok(true) if !loads => failures.push(format!(
-                    "FALSE POSITIVE: read yes, a plain load gives {truth:?}"
+                    "FALSE POSITIVE: read yes (the page's bytes: {}), a plain load gives {truth:?}",
+                    buf == want
                 )),
                 Ok(true) if buf != want => {
                     failures.push("read yes with bytes that are not the page's".to_owned())
@@ -796,6 +797,95 @@ fn userfaultfd_page_blocks_probe_until_resolved() {
     out.assert_success();
     assert!(
         out.stdout.contains("CHILD DONE") || out.stdout.contains("SKIP userfaultfd"),
+        "{out:?}"
+    );
+}
+
+/// Data pages under a memory protection key (x86 `pku` + `ospke`): a page of a readable VMA
+/// whose key denies this thread access (`PKEY_DISABLE_ACCESS`) faults on a CPU load, although
+/// `/proc/self/maps` shows `r`; a key that only denies writes leaves it loadable. Judged for
+/// every backend against a plain load in a grandchild, which inherits this thread's PKRU.
+#[test]
+fn pkey_access_disabled_pages() {
+    const CASE: &str = "pkey_access_disabled_pages";
+    if is_child(CASE) {
+        no_core_dumps();
+        const PKEY_DISABLE_ACCESS: libc::c_ulong = 1;
+        const PKEY_DISABLE_WRITE: libc::c_ulong = 2;
+        let mut keys = Vec::new();
+        for rights in [PKEY_DISABLE_ACCESS, PKEY_DISABLE_WRITE] {
+            // SAFETY: pkey_alloc takes flags and access rights; it sets this thread's PKRU
+            // for the new key only.
+            let k = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0 as libc::c_ulong, rights) };
+            if k < 0 {
+                println!(
+                    "SKIP protection keys: pkey_alloc: {}",
+                    std::io::Error::last_os_error()
+                );
+                return;
+            }
+            keys.push(k as libc::c_int);
+        }
+        let probers = available_probers();
+        let mut failures = Vec::new();
+        println!("HOSTILE | fixture | backend | check | read | verdict |");
+        println!("HOSTILE | --- | --- | --- | --- | --- |");
+        for p in &probers {
+            let r = Region::anon(2);
+            let pats = [page_pattern(0, 0x81), page_pattern(1, 0x82)];
+            for (i, (&key, rights)) in keys.iter().zip(["access", "write"]).enumerate() {
+                r.fill(i, &pats[i]);
+                // SAFETY: pkey_mprotect of a page of our own mapping with a key we own.
+                let ret = unsafe {
+                    libc::syscall(
+                        libc::SYS_pkey_mprotect,
+                        r.page(i),
+                        ps(),
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        key,
+                    )
+                };
+                assert_eq!(ret, 0, "pkey_mprotect");
+                assert_eq!(protection_key(r.page(i)), key as u32);
+                assert!(maps_perms(r.page(i)).starts_with("rw"));
+                let name = format!("read-write, pkey {key} denies {rights}");
+                let truth = load_in_grandchild(r.page(i), &pats[i]);
+                let expected = if rights == "access" {
+                    Load::Faults(libc::SIGSEGV)
+                } else {
+                    Load::Loads
+                };
+                assert_eq!(truth, expected, "{name}: plain load");
+                // The VMA is readable: region-readable says yes, which is its guarantee.
+                if p.guarantee() == Guarantee::RegionReadable {
+                    let c = p.check(r.page(i), ps());
+                    let ok = matches!(c, Ok(true) | Err(Error::Unavailable { .. }));
+                    row(
+                        &name,
+                        p.backend(),
+                        &show(&c),
+                        "-",
+                        if ok { "ok (region)" } else { "FAIL" },
+                    );
+                    if !ok {
+                        failures.push(format!("procmap-query on {name}: {}", show(&c)));
+                    }
+                    continue;
+                }
+                if let Some(f) = judge_page(&name, p, r.page(i), &pats[i], truth) {
+                    failures.push(f);
+                }
+            }
+        }
+        assert!(failures.is_empty(), "failures:\n{}", failures.join("\n"));
+        println!("CHILD DONE");
+        return;
+    }
+    let out = run_child_env(CASE, &[], Duration::from_secs(60));
+    print!("{}", out.stdout);
+    out.assert_success();
+    assert!(
+        out.stdout.contains("CHILD DONE") || out.stdout.contains("SKIP protection keys"),
         "{out:?}"
     );
 }
