@@ -415,13 +415,22 @@ struct Uffd {
 }
 
 impl Uffd {
-    /// Opens one with `features`, or says why it cannot be done here.
-    fn open(features: u64) -> Result<Uffd, String> {
-        let mut user_mode_only = false;
+    /// Opens one with `features` (with `UFFD_USER_MODE_ONLY` if `user_mode_only`, or where
+    /// this process may not handle kernel faults), or says why it cannot be done here.
+    fn open(features: u64, mut user_mode_only: bool) -> Result<Uffd, String> {
+        let mode = if user_mode_only {
+            UFFD_USER_MODE_ONLY
+        } else {
+            0
+        };
         // SAFETY: the userfaultfd syscall takes only flags.
-        let mut fd =
-            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
-        if fd < 0 && support::errno() == libc::EPERM {
+        let mut fd = unsafe {
+            libc::syscall(
+                libc::SYS_userfaultfd,
+                libc::O_CLOEXEC | libc::O_NONBLOCK | mode,
+            )
+        };
+        if fd < 0 && !user_mode_only && support::errno() == libc::EPERM {
             // Unprivileged and vm.unprivileged_userfaultfd = 0: user-mode faults only.
             user_mode_only = true;
             // SAFETY: as above.
@@ -495,7 +504,7 @@ fn userfaultfd_sigbus_pages_answer_without_blocking() {
     const CASE: &str = "userfaultfd_sigbus_pages_answer_without_blocking";
     if is_child(CASE) {
         no_core_dumps();
-        let uffd = match Uffd::open(UFFD_FEATURE_SIGBUS) {
+        let uffd = match Uffd::open(UFFD_FEATURE_SIGBUS, false) {
             Ok(u) => u,
             Err(why) => {
                 println!("SKIP userfaultfd: {why}");
@@ -682,9 +691,23 @@ fn resolver(fd: libc::c_int) {
 /// dev-null) answer without any fault. A hang is the child's timeout, which fails the test.
 #[test]
 fn userfaultfd_page_blocks_probe_until_resolved() {
-    const CASE: &str = "userfaultfd_page_blocks_probe_until_resolved";
-    if is_child(CASE) {
-        let uffd = match Uffd::open(0) {
+    blocks_until_resolved("userfaultfd_page_blocks_probe_until_resolved", false);
+}
+
+/// The same with a `UFFD_USER_MODE_ONLY` descriptor (what an unprivileged process gets when
+/// `vm.unprivileged_userfaultfd` is 0): the kernel's own faults are refused, so the
+/// kernel-copy backends answer "no" at once; only the guarded load waits and then reads.
+#[test]
+fn userfaultfd_user_mode_only_blocks_only_the_guarded_load() {
+    blocks_until_resolved(
+        "userfaultfd_user_mode_only_blocks_only_the_guarded_load",
+        true,
+    );
+}
+
+fn blocks_until_resolved(case: &str, user_mode_only: bool) {
+    if is_child(case) {
+        let uffd = match Uffd::open(0, user_mode_only) {
             Ok(u) => u,
             Err(why) => {
                 println!("SKIP userfaultfd: {why}");
@@ -721,12 +744,20 @@ fn userfaultfd_page_blocks_probe_until_resolved() {
                     read_shown = show(&rd);
                     let kernel_copy = b != Backend::SignalGuard;
                     if uffd.user_mode_only && kernel_copy {
-                        // The kernel's own fault is refused (EFAULT): "no" without waiting.
+                        // The kernel's own fault is refused (EFAULT): "no" without waiting, and
+                        // no fault reaches the resolver.
                         if check != Ok(false) || rd != Ok(false) {
                             fail(format!(
                                 "user-mode-only uffd: expected no/no, got {}/{}",
                                 show(&check),
                                 show(&rd)
+                            ));
+                        }
+                        let faults =
+                            FAULTS[i0].load(Ordering::SeqCst) + FAULTS[i1].load(Ordering::SeqCst);
+                        if faults != 0 {
+                            fail(format!(
+                                "user-mode-only uffd: {faults} faults were handed over"
                             ));
                         }
                         verdict = "false negative (user-mode-only uffd)";
@@ -779,7 +810,10 @@ fn userfaultfd_page_blocks_probe_until_resolved() {
                 verdict = "FAIL";
             }
             row(
-                "uffd missing page, resolved after 20 ms",
+                &format!(
+                    "uffd missing page ({}), resolved after 20 ms",
+                    uffd_mode(&uffd)
+                ),
                 b,
                 &show(&check),
                 &read_shown,
@@ -792,7 +826,7 @@ fn userfaultfd_page_blocks_probe_until_resolved() {
         println!("CHILD DONE");
         return;
     }
-    let out = run_child_env(CASE, &[], Duration::from_secs(30));
+    let out = run_child_env(case, &[], Duration::from_secs(30));
     print!("{}", out.stdout);
     out.assert_success();
     assert!(
