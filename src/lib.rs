@@ -63,8 +63,15 @@
 //! # Limits and threat model
 //!
 //! - An answer is a snapshot. Another thread may unmap the page right after a "yes".
-//! - A page registered with `userfaultfd` makes the Readable syscall backends (and a guarded
-//!   load) block until the fault is resolved: do not probe such memory from a signal handler.
+//! - A missing page registered with `userfaultfd` makes the Readable backends block until the
+//!   fault is resolved: do not probe such memory from a signal handler. With
+//!   `UFFD_FEATURE_SIGBUS` they answer "no" at once; with a `UFFD_USER_MODE_ONLY` descriptor the
+//!   kernel refuses its own faults, so the kernel-copy backends answer "no" at once and only
+//!   the guarded load waits. The Mapped and RegionReadable backends never touch the page.
+//! - Write-only and exec-only pages have no `r` in the maps: `ProcmapQuery` and
+//!   `ProcessVmReadv` say "no". On x86_64 the CPU loads a write-only page, and an exec-only one
+//!   unless the kernel gave it an execute-only protection key (`pku`); `Pipe`, `SigprocMask`
+//!   and `SignalGuard` answer exactly that.
 //! - Pages that only the hardware can judge, such as `[vvar]` and the vsyscall page, may get
 //!   different answers from the kernel-copy backends and from the CPU.
 //! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS, which
