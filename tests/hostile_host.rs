@@ -14,6 +14,9 @@
 //! Each prints one `HOSTILE |` markdown row per fixture and backend: what the backend answered
 //! and whether that is correct, an allowed false negative, or a failure.
 
+// The expectations (write-only and exec-only pages, protection keys) and the loads are x86_64's.
+#![cfg(target_arch = "x86_64")]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -20,6 +20,9 @@
 //!   std's own handler as the previous one (`std`), the baseline survives a sent SIGSEGV (std
 //!   resets the disposition and returns); the crate deliberately re-raises it, so it kills.
 
+// SignalGuard (and the project's stray loads) exist on x86_64 only.
+#![cfg(target_arch = "x86_64")]
+
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
