@@ -72,6 +72,11 @@
 //!   `ProcessVmReadv` say "no". On x86_64 the CPU loads a write-only page, and an exec-only one
 //!   unless the kernel gave it an execute-only protection key (`pku`); `Pipe`, `SigprocMask`
 //!   and `SignalGuard` answer exactly that.
+//! - Memory protection keys: a readable page whose key denies this thread access faults on a
+//!   load, and `Pipe`, `SigprocMask` and `SignalGuard` say "no", but `ProcessVmReadv` says
+//!   "yes": the kernel pins the page as a remote access, which it does not check against
+//!   protection keys. Its [`Prober::read`] copies the right bytes without faulting; in a
+//!   process that allocates protection keys, read with it instead of checking and loading.
 //! - Pages that only the hardware can judge, such as `[vvar]` and the vsyscall page, may get
 //!   different answers from the kernel-copy backends and from the CPU.
 //! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS, which

@@ -909,6 +909,34 @@ fn pkey_access_disabled_pages() {
                     }
                     continue;
                 }
+                // The documented exception: process_vm_readv pins the page as a remote
+                // access, which the kernel does not check against protection keys. Its
+                // `check` may say yes; its `read` must still copy exactly the page's bytes.
+                if p.backend() == Backend::ProcessVmReadv && rights == "access" {
+                    let c = p.check(r.page(i), ps());
+                    let mut buf = vec![0u8; ps()];
+                    let rd = p.read(r.page(i), &mut buf);
+                    let ok = match rd {
+                        Ok(true) => buf == pats[i],
+                        Ok(false) | Err(Error::Unavailable { .. }) => true,
+                        Err(_) => false,
+                    };
+                    row(
+                        &name,
+                        p.backend(),
+                        &show(&c),
+                        &show(&rd),
+                        if ok {
+                            "documented: remote access ignores protection keys"
+                        } else {
+                            "FAIL"
+                        },
+                    );
+                    if !ok {
+                        failures.push(format!("process-vm-readv read on {name}: {}", show(&rd)));
+                    }
+                    continue;
+                }
                 if let Some(f) = judge_page(&name, p, r.page(i), &pats[i], truth) {
                     failures.push(f);
                 }
