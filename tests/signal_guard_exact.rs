@@ -92,6 +92,9 @@ const TRIGGERS: [Trigger; 6] = [
 struct Case {
     disposition: Disposition,
     trigger: Trigger,
+    /// Run as the init process of a new pid namespace (a container's main process), which
+    /// the kernel does not let a sent signal with a default disposition kill.
+    pid_ns_init: bool,
 }
 
 impl Case {
@@ -123,7 +126,8 @@ impl Case {
             Disposition::Default => "sig_dfl".into(),
             Disposition::Ignore => "sig_ign".into(),
         };
-        format!("{d}/{:?}", self.trigger)
+        let ns = if self.pid_ns_init { "pid_ns_init/" } else { "" };
+        format!("{ns}{d}/{:?}", self.trigger)
     }
 }
 
@@ -141,6 +145,7 @@ fn cases() -> Vec<Case> {
                         kind,
                     },
                     trigger,
+                    pid_ns_init: false,
                 });
             }
         }
@@ -150,6 +155,23 @@ fn cases() -> Vec<Case> {
             v.push(Case {
                 disposition,
                 trigger,
+                pid_ns_init: false,
+            });
+        }
+    }
+    let counting = Disposition::Handler {
+        siginfo: true,
+        resethand: false,
+        nodefer: false,
+        mask_usr1: false,
+        kind: Kind::RefaultThenExit,
+    };
+    for disposition in [Disposition::Default, Disposition::Ignore, counting] {
+        for trigger in TRIGGERS {
+            v.push(Case {
+                disposition,
+                trigger,
+                pid_ns_init: true,
             });
         }
     }
@@ -289,6 +311,8 @@ fn kernel_expectation(case: &Case, control: &Outcome) -> Option<String> {
         .filter(|o| o.starts_with("OBS call"))
         .count();
     match case.disposition {
+        Disposition::Default if case.pid_ns_init && !fault => (control.code != Some(0))
+            .then(|| "a sent signal cannot kill a pid namespace's init by default".into()),
         Disposition::Default => {
             let want = if case.trigger == Trigger::BusFault || case.trigger == Trigger::KillBus {
                 libc::SIGBUS
@@ -499,6 +523,37 @@ fn stray_load(addr: usize) -> u8 {
     v
 }
 
+/// Makes the rest of the case run as pid 1 of a new pid namespace: `unshare(CLONE_NEWPID)`
+/// and `fork`; this process waits for the namespace's init and ends the same way (the same
+/// exit status, or killed by the same signal). Without the privilege for a pid namespace the
+/// case says so and ends, in both children alike.
+fn become_pid_ns_init() {
+    // SAFETY: unshare affects only the children created afterwards; this process has one
+    // thread, so fork leaves a consistent copy.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWPID) != 0 {
+            obs("skipped: no pid namespace (unshare failed)");
+            println!("note: pid namespace cases need CAP_SYS_ADMIN; skipped");
+            std::process::exit(0);
+        }
+        let pid = libc::fork();
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            assert_eq!(libc::getpid(), 1);
+            return;
+        }
+        let mut status = 0;
+        assert_eq!(libc::waitpid(pid, &mut status, 0), pid);
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        let sig = libc::WTERMSIG(status);
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+        libc::_exit(99);
+    }
+}
+
 /// Sends `sig` to this process (`kill`) or to this thread (`raise`, i.e. `tgkill`). The child
 /// has one thread, so either way the signal is delivered before the call returns.
 fn send(sig: i32, thread: bool) {
@@ -524,6 +579,9 @@ fn child(case: Case, guard: bool) {
     };
     // SAFETY: setrlimit with a valid struct; this process is a disposable child.
     unsafe { libc::setrlimit(libc::RLIMIT_CORE, &zero) };
+    if case.pid_ns_init {
+        become_pid_ns_init();
+    }
 
     // Fixtures: a readable and a PROT_NONE page for the handler's probes; a PROT_NONE page and
     // a page beyond the end of a memfd for the stray faults.

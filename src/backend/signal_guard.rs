@@ -48,9 +48,8 @@
 //! - `SIG_DFL`, and `SIG_IGN` for a fault (the kernel forces the default then): the default
 //!   action. Only the kernel can dump core, so the disposition is set to `SIG_DFL` and the
 //!   signal is queued again to the thread with its own siginfo; it arrives as the handler
-//!   returns. Where the kernel drops it (a sent signal to the init process of a pid namespace,
-//!   e.g. a container's main process), our handler goes back in, as nothing happened without
-//!   us either;
+//!   returns. A sent signal to the init process of a pid namespace (pid 1 there, e.g. a
+//!   container's main process) is left alone, as the kernel would drop it;
 //! - `SIG_IGN` for a sent signal: nothing.
 //!
 //! A previous handler that resets its own disposition to `SIG_DFL` or `SIG_IGN` and returns

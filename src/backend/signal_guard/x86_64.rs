@@ -400,14 +400,22 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             _ => return,
         }
     }
+    // Whether the kernel forced this signal on the thread (a fault: `force_sig_fault` and
+    // friends, `si_code > 0`), which ignores `SIG_IGN`. An asynchronous machine-check report
+    // (`BUS_MCEERR_AO`) is sent like `kill`, and an ignored one is dropped.
     // SAFETY: `info` is null or valid.
-    let from_kernel = !info.is_null() && unsafe { (*info).si_code } > 0;
+    let code = if info.is_null() {
+        0
+    } else {
+        unsafe { (*info).si_code }
+    };
+    let forced = code > 0 && !(sig == libc::SIGBUS && code == libc::BUS_MCEERR_AO);
     let flags = prev.flags.load(Ordering::Relaxed);
     let target = loop {
         let h = prev.handler.load(Ordering::Acquire);
-        if h == libc::SIG_DFL || (h == libc::SIG_IGN && from_kernel) {
+        if h == libc::SIG_DFL || (h == libc::SIG_IGN && forced) {
             // SAFETY: from the handler, with its arguments.
-            unsafe { default_action(sig, info, from_kernel) };
+            unsafe { default_action(sig, info, forced) };
             return;
         }
         if h == libc::SIG_IGN {
@@ -426,6 +434,8 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     };
 
     let interrupted = if ctx.is_null() {
+        // Called by a later handler without its ucontext: the mask the kernel gave that
+        // handler is the best estimate of the interrupted one.
         let mut now = 0u64;
         // SAFETY: a valid pointer to an 8-byte set.
         unsafe { rt_sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut now) };
@@ -498,17 +508,15 @@ unsafe fn adopt_reset(sig: libc::c_int, prev: &Previous) {
 /// blocked while we run and is delivered as we return, before the interrupted code runs again.
 /// A fault would also execute again and fault under `SIG_DFL`.
 ///
-/// Where the kernel drops a sent signal whose disposition is `SIG_DFL` (the init process of a
-/// pid namespace, e.g. a container's main process, cannot be killed that way), nothing is
-/// pending after the queueing and our handler goes back in: the signal had no effect, as
-/// without us. A fault is forced by the kernel and kills even there.
+/// The init process of a pid namespace (pid 1 there, e.g. a container's main process) is not
+/// killed by a signal that is merely sent while its disposition is `SIG_DFL`: the kernel drops
+/// it at delivery. So for a sent signal there nothing is done at all, as nothing happens
+/// without us either, and our handler stays. A fault is forced by the kernel and kills even
+/// there: the queued copy is dropped, but the instruction executes again and faults.
 ///
 /// # Safety
 /// From the handler, with its arguments.
-unsafe fn default_action(sig: libc::c_int, info: *mut libc::siginfo_t, from_kernel: bool) {
-    let dfl = KernelSigaction::default();
-    // SAFETY: a valid pointer to an all-zero action (SIG_DFL).
-    unsafe { rt_sigaction(sig, &dfl, core::ptr::null_mut()) };
+unsafe fn default_action(sig: libc::c_int, info: *mut libc::siginfo_t, forced: bool) {
     // SAFETY: getpid and gettid have no arguments.
     let (pid, tid) = unsafe {
         (
@@ -516,6 +524,12 @@ unsafe fn default_action(sig: libc::c_int, info: *mut libc::siginfo_t, from_kern
             syscall4(libc::SYS_gettid, 0, 0, 0, 0) as usize,
         )
     };
+    if pid == 1 && !forced {
+        return;
+    }
+    let dfl = KernelSigaction::default();
+    // SAFETY: a valid pointer to an all-zero action (SIG_DFL).
+    unsafe { rt_sigaction(sig, &dfl, core::ptr::null_mut()) };
     let queued = !info.is_null()
         // SAFETY: `info` is valid; sending to our own thread with any si_code is allowed.
         && unsafe {
@@ -524,25 +538,6 @@ unsafe fn default_action(sig: libc::c_int, info: *mut libc::siginfo_t, from_kern
     if !queued {
         // SAFETY: plain arguments.
         unsafe { syscall4(libc::SYS_tgkill, pid, tid, sig as usize, 0) };
-    }
-    if from_kernel {
-        return;
-    }
-    let mut pending = 0u64;
-    // SAFETY: a valid pointer to an 8-byte set.
-    let ok = unsafe {
-        syscall4(
-            libc::SYS_rt_sigpending,
-            &mut pending as *mut u64 as usize,
-            8,
-            0,
-            0,
-        )
-    };
-    if ok == 0 && pending & bit(sig) == 0 {
-        let ours = our_action();
-        // SAFETY: valid pointer; `ours` names an SA_SIGINFO handler and a restorer.
-        unsafe { rt_sigaction(sig, &ours, core::ptr::null_mut()) };
     }
 }
 
