@@ -73,7 +73,7 @@
 //! The non-fault path costs an indirect call and one load; a fault costs a signal delivery
 //! (~2 µs). Other architectures compile and report unavailable.
 //!
-//! # Caveats (also in the crate docs)
+//! # Caveats (the first four are also in the crate docs)
 //!
 //! - A thread that blocks SIGSEGV or SIGBUS is killed by the kernel on the first faulting
 //!   probe; that includes a SIGSEGV/SIGBUS handler installed without `SA_NODEFER`.
@@ -86,6 +86,9 @@
 //! - Standard signals do not queue: a SIGSEGV (SIGBUS) sent with `tgkill`/`pthread_kill` to
 //!   a thread in the few microseconds between one of its probes' SIGSEGV (SIGBUS) faults and
 //!   its delivery is merged with that fault by the kernel and never delivered.
+//! - While a chained handler that resets its own disposition runs, and until the crate has put
+//!   its handler back, a faulting probe on another thread meets that disposition (usually
+//!   `SIG_DFL`, which kills the process).
 //! - A `SI_KERNEL` SIGSEGV that is not a general-protection fault is chained, but the kernel's
 //!   trap number in the ucontext can be stale: such a signal (a failed signal frame of another
 //!   signal) arriving exactly at a load instruction of a thread whose last trap was a

@@ -487,15 +487,15 @@ unsafe fn adopt_reset(sig: libc::c_int, prev: &Previous) {
     if now.handler != libc::SIG_DFL && now.handler != libc::SIG_IGN {
         return;
     }
+    // The disposition the previous handler left is what the kernel would use from now on.
+    prev.handler.store(now.handler, Ordering::Release);
     let ours = our_action();
     let mut replaced = KernelSigaction::default();
     // SAFETY: valid pointers; `ours` names an SA_SIGINFO handler and a restorer.
     if unsafe { rt_sigaction(sig, &ours, &mut replaced) } != 0 {
         return;
     }
-    if replaced.handler == now.handler {
-        prev.handler.store(now.handler, Ordering::Release);
-    } else {
+    if replaced.handler != now.handler {
         // Another thread installed something in between: it stays.
         // SAFETY: valid pointer; putting back exactly what the kernel gave us.
         unsafe { rt_sigaction(sig, &replaced, core::ptr::null_mut()) };
