@@ -81,12 +81,26 @@
 //!   different answers from the kernel-copy backends and from the CPU.
 //! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS, which
 //!   includes code running inside a SIGSEGV/SIGBUS handler installed without `SA_NODEFER` (a
-//!   crash reporter's): the kernel then kills the process on the first fault. Another library
-//!   that later replaces the crate's handler without chaining breaks it the same way.
-//! - [`Backend::SignalGuard`]'s handler blocks every signal while it runs (on the alternate
-//!   signal stack), so a profiler's signal cannot land on top of it there. A handler of yours
-//!   installed with `SA_ONSTACK` that probes with `SignalGuard` needs room on the alternate
-//!   stack for its own frame plus one more signal frame.
+//!   crash reporter's): the kernel then kills the process on the first fault. A handler
+//!   installed with `SA_NODEFER` may probe. Another library that later replaces the crate's
+//!   handler without chaining to it (with all three arguments), or with a one-shot
+//!   (`SA_RESETHAND`) handler, breaks it the same way.
+//! - [`Backend::SignalGuard`] hands every signal that is not a probe's fault to the
+//!   disposition installed before it exactly as the kernel would have: same arguments, the
+//!   signal mask the kernel would have set (`uc_sigmask | sa_mask | {sig}` unless
+//!   `SA_NODEFER`), `SA_RESETHAND` honoured once, the default action for `SIG_DFL` (and for a
+//!   fault under `SIG_IGN`). Not emulated: the stack (a chained handler runs on the alternate
+//!   signal stack if the thread has one, even without `SA_ONSTACK`, and needs room there) and
+//!   `SA_RESTART` (a *sent* SIGSEGV/SIGBUS restarts an interrupted slow syscall). Its own
+//!   handler blocks every signal while it runs (on the alternate signal stack), so a
+//!   profiler's signal cannot land on top of it there; a handler of yours on the alternate
+//!   stack that probes with `SignalGuard` needs room there for its own frame plus one more
+//!   signal frame. The crate installs no alternate stack: on a thread whose alternate stack
+//!   cannot hold a signal frame, the kernel kills the process with SIGSEGV at the first
+//!   faulting probe.
+//! - A SIGSEGV (SIGBUS) sent with `tgkill`/`pthread_kill` to a thread within the microseconds
+//!   between one of its `SignalGuard` probes' SIGSEGV (SIGBUS) faults and that fault's
+//!   delivery is merged with it by the kernel (standard signals do not queue) and lost.
 //! - Descriptors are identified by device and inode. If the application closes a descriptor
 //!   the crate holds, the backends that need it return [`Error::Unavailable`] (nothing is read,
 //!   written or closed through the reused number) until a new [`Prober`] opens a fresh one. An

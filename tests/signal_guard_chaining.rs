@@ -249,21 +249,69 @@ fn rust_stack_overflow_message_still_printed() {
     );
 }
 
-/// A SIGSEGV sent with `kill` is not a fault of ours: it must still kill the process.
+/// A SIGSEGV sent with `kill` is not a fault of ours: it goes where it would go without the
+/// crate. Rust's std handler (installed before `main`) resets the disposition to `SIG_DFL` and
+/// returns, so the first one is survived and the second one kills, with or without
+/// SignalGuard; in between, faulting probes keep working (the crate takes the `SIG_DFL` that
+/// std's handler set as its own previous disposition and keeps its handler installed).
 #[test]
-fn sent_sigsegv_is_not_swallowed() {
-    if is_child("sent_sigsegv_is_not_swallowed") {
+fn sent_sigsegv_meets_std_handler_as_without_the_crate() {
+    const NAME: &str = "sent_sigsegv_meets_std_handler_as_without_the_crate";
+    if is_child(NAME) {
         no_core_dumps();
-        let _p = guard();
+        let guard_mode = std::env::var("ADDRPROBE_MODE").as_deref() == Ok("guard");
+        let p = if guard_mode {
+            guard()
+        } else {
+            Prober::new(Backend::SigprocMask).expect("sigprocmask")
+        };
+        let r = Region::anon(1);
+        r.protect(0, libc::PROT_NONE);
         println!("CHILD READY");
-        // SAFETY: kill on our own pid; the child is meant to die.
-        unsafe { libc::kill(libc::getpid(), libc::SIGSEGV) };
-        // Give a pending signal every chance to arrive.
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        println!("CHILD SURVIVED");
+        for round in 1..=2 {
+            // SAFETY: kill on our own pid; the child may die.
+            unsafe { libc::kill(libc::getpid(), libc::SIGSEGV) };
+            // Give the signal every chance to arrive (it goes to any thread, most likely the
+            // harness's main thread).
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            println!("SURVIVED KILL {round}");
+            println!("PROBE {:?}", p.check(r.page(0), 8));
+        }
         return;
     }
-    expect_signal("sent_sigsegv_is_not_swallowed", libc::SIGSEGV);
+    let run = |mode: &str| {
+        let out = support::run_child_env(
+            NAME,
+            &[("ADDRPROBE_MODE", mode)],
+            std::time::Duration::from_secs(14),
+        );
+        let lines: Vec<String> = out
+            .stdout
+            .lines()
+            .filter(|l| l.contains("SURVIVED") || l.starts_with("PROBE"))
+            .map(String::from)
+            .collect();
+        (out.signal(), out.status.code(), lines, out)
+    };
+    let control = run("control");
+    let guard = run("guard");
+    assert_eq!(
+        (control.0, control.1, &control.2),
+        (
+            Some(libc::SIGSEGV),
+            None,
+            &vec!["SURVIVED KILL 1".to_string(), "PROBE Ok(false)".into()]
+        ),
+        "without the crate: {:?}",
+        control.3
+    );
+    assert_eq!(
+        (guard.0, guard.1, &guard.2),
+        (control.0, control.1, &control.2),
+        "with SignalGuard: {:?}",
+        guard.3
+    );
+    figure(&format!("chaining.{NAME}"), "passed");
 }
 
 /// A sent SIGSEGV must not leave the process without the guard: if it were swallowed by a
@@ -357,4 +405,428 @@ fn concurrent_install_installs_once() {
         "{out:?}"
     );
     figure("chaining.concurrent_install_installs_once", "passed");
+}
+
+// ---------------------------------------------------------------------------------------
+// An application thread installs its SIGSEGV handler while the main thread creates the first
+// SignalGuard prober. Whatever the order, the application's handler must not be lost: a
+// handler that another thread installs between reading the old disposition and setting the
+// new one would be overwritten, and stray signals would never reach it again.
+
+/// The application's handler saved here what it replaced (written by `sigaction` itself).
+static mut APP_OLD: core::mem::MaybeUninit<libc::sigaction> = core::mem::MaybeUninit::zeroed();
+static APP_OLD_READY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static APP_SENT: AtomicUsize = AtomicUsize::new(0);
+
+/// Chains a fault to `old` the way a careful application does: with all three arguments to
+/// an SA_SIGINFO handler; a default disposition is restored and the fault re-executes.
+///
+/// # Safety
+/// Only from a SIGSEGV/SIGBUS handler, with its arguments.
+unsafe fn chain_like_an_app(
+    old: &libc::sigaction,
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    if old.sa_sigaction == libc::SIG_DFL || old.sa_sigaction == libc::SIG_IGN {
+        // SAFETY: restoring the default disposition; the fault re-executes and kills.
+        unsafe {
+            let mut dfl: libc::sigaction = core::mem::zeroed();
+            dfl.sa_sigaction = libc::SIG_DFL;
+            libc::sigaction(sig, &dfl, core::ptr::null_mut());
+        }
+    } else if old.sa_flags & libc::SA_SIGINFO != 0 {
+        // SAFETY: with SA_SIGINFO the saved address is a three-argument handler.
+        let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
+            unsafe { core::mem::transmute(old.sa_sigaction) };
+        f(sig, info, ctx);
+    } else {
+        // SAFETY: without SA_SIGINFO the saved address is a one-argument handler.
+        let f: extern "C" fn(libc::c_int) = unsafe { core::mem::transmute(old.sa_sigaction) };
+        f(sig);
+    }
+}
+
+/// Counts sent SIGSEGVs (its own business) and chains every fault to what it replaced.
+extern "C" fn app_counting_chaining(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+) {
+    // SAFETY: the kernel's siginfo.
+    if unsafe { (*info).si_code } <= 0 {
+        APP_SENT.fetch_add(1, Ordering::SeqCst);
+        return;
+    }
+    // The installing thread may still be inside sigaction: wait for what it replaced.
+    for _ in 0..1_000_000_000u64 {
+        if APP_OLD_READY.load(Ordering::Acquire) {
+            break;
+        }
+        core::hint::spin_loop();
+    }
+    // SAFETY: APP_OLD was written by sigaction before APP_OLD_READY was set.
+    unsafe {
+        let old = (*core::ptr::addr_of!(APP_OLD)).assume_init_ref();
+        chain_like_an_app(old, sig, info, ctx);
+    }
+}
+
+const RACE_CHILDREN: usize = 300;
+
+fn child_install_race() {
+    no_core_dumps();
+    let delay: u64 = std::env::var("ADDRPROBE_RACE_DELAY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // Warm up everything Prober::new does before it installs the handler, so that the
+    // install itself starts right after the start signal.
+    drop(Prober::new(Backend::Msync).expect("msync"));
+    let go = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            pin_to_cpu(1);
+            go.fetch_add(1, Ordering::SeqCst);
+            while go.load(Ordering::SeqCst) < 2 {
+                core::hint::spin_loop();
+            }
+            for _ in 0..delay {
+                core::hint::spin_loop();
+            }
+            // SAFETY: installing a handler with the matching signature; `sigaction` writes
+            // what it replaced into APP_OLD before we publish it.
+            unsafe {
+                let mut sa: libc::sigaction = core::mem::zeroed();
+                sa.sa_sigaction = app_counting_chaining as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&mut sa.sa_mask);
+                let r = libc::sigaction(
+                    libc::SIGSEGV,
+                    &sa,
+                    (*core::ptr::addr_of_mut!(APP_OLD)).as_mut_ptr(),
+                );
+                assert_eq!(r, 0);
+            }
+            APP_OLD_READY.store(true, Ordering::Release);
+        });
+        pin_to_cpu(0);
+        while go.load(Ordering::SeqCst) < 1 {
+            core::hint::spin_loop();
+        }
+        go.store(2, Ordering::SeqCst);
+        let p = Prober::new(Backend::SignalGuard).expect("signal-guard");
+        std::mem::forget(p);
+    });
+    // Faulting probes still answer "no" whichever handler the kernel calls first.
+    let p = Prober::new(Backend::SignalGuard).expect("signal-guard");
+    let r = Region::anon(2);
+    r.protect(1, libc::PROT_NONE);
+    for _ in 0..10 {
+        assert_eq!(p.check(r.page(1), 8), Ok(false));
+        assert_eq!(p.check(r.page(0), 8), Ok(true));
+    }
+    println!("CHILD READY");
+    // SAFETY: a thread-directed SIGSEGV, handled by whichever handler the kernel calls.
+    unsafe { libc::raise(libc::SIGSEGV) };
+    let got = APP_SENT.load(Ordering::SeqCst);
+    println!("APP HANDLER SAW {got} SENT SIGNALS");
+    std::process::exit(if got == 1 { 0 } else { 1 });
+}
+
+/// Runs the calling thread on `cpu` only, if the machine has it (best effort).
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a cpu_set_t on the stack, applied to the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+/// Many fresh children, each racing an application install against the first SignalGuard
+/// install with a different delay. In every child a sent SIGSEGV must reach the application's
+/// handler exactly once.
+#[test]
+fn concurrent_app_install_is_never_lost() {
+    if is_child("concurrent_app_install_is_never_lost") {
+        return child_install_race();
+    }
+    let mut lost = Vec::new();
+    for i in 0..RACE_CHILDREN {
+        let delay = (i * 7 % RACE_CHILDREN).to_string();
+        let out = support::run_child_env(
+            "concurrent_app_install_is_never_lost",
+            &[("ADDRPROBE_RACE_DELAY", &delay)],
+            std::time::Duration::from_secs(10),
+        );
+        if !out.status.success() {
+            lost.push((delay, format!("{:?} {}", out.status, out.stdout.trim())));
+        }
+    }
+    figure("chaining.install_race_children", RACE_CHILDREN);
+    figure("chaining.install_race_handlers_lost", lost.len());
+    assert!(
+        lost.is_empty(),
+        "{} of {RACE_CHILDREN} children lost the application's handler (delay, status): {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Handlers installed after SignalGuard that chain to it.
+
+static LATER_CALLS: AtomicUsize = AtomicUsize::new(0);
+static mut LATER_OLD: core::mem::MaybeUninit<libc::sigaction> = core::mem::MaybeUninit::zeroed();
+
+/// An application handler installed after the prober: counts, then chains to what it
+/// replaced (the crate's handler) with all three arguments.
+extern "C" fn later_handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    LATER_CALLS.fetch_add(1, Ordering::SeqCst);
+    // SAFETY: LATER_OLD was filled by sigaction before the first fault; we chain with our own
+    // arguments.
+    unsafe {
+        let old = (*core::ptr::addr_of!(LATER_OLD)).assume_init_ref();
+        chain_like_an_app(old, sig, info, ctx);
+    }
+}
+
+const LATER_VARIANTS: [(&str, i32, bool); 5] = [
+    ("siginfo", libc::SA_SIGINFO, false),
+    ("nodefer", libc::SA_SIGINFO | libc::SA_NODEFER, false),
+    ("onstack", libc::SA_SIGINFO | libc::SA_ONSTACK, false),
+    ("mask_usr1", libc::SA_SIGINFO, true),
+    ("resethand", libc::SA_SIGINFO | libc::SA_RESETHAND, false),
+];
+
+fn child_later_handler() {
+    no_core_dumps();
+    let variant = std::env::var("ADDRPROBE_LATER").unwrap();
+    let &(_, flags, mask_usr1) = LATER_VARIANTS
+        .iter()
+        .find(|v| v.0 == variant)
+        .expect("variant");
+    let p = guard();
+    // SAFETY: installing a handler with the matching signature; `sigaction` fills LATER_OLD
+    // before any fault can reach the new handler on this (only probing) thread.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = later_handler as *const () as usize;
+        sa.sa_flags = flags;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if mask_usr1 {
+            libc::sigaddset(&mut sa.sa_mask, libc::SIGUSR1);
+        }
+        let old = (*core::ptr::addr_of_mut!(LATER_OLD)).as_mut_ptr();
+        assert_eq!(libc::sigaction(libc::SIGSEGV, &sa, old), 0);
+    }
+    let r = Region::anon(2);
+    r.fill(0, &[9u8; 16]);
+    r.protect(1, libc::PROT_NONE);
+    println!("CHILD READY");
+    for i in 0..100 {
+        assert_eq!(p.check(r.page(1), 8), Ok(false), "faulting probe {i}");
+        let mut buf = [0u8; 16];
+        assert_eq!(p.read(r.page(0), &mut buf), Ok(true));
+        assert_eq!(buf, [9u8; 16]);
+        println!("PROBE {i} OK");
+    }
+    assert_eq!(LATER_CALLS.load(Ordering::SeqCst), 100);
+    println!("LATER HANDLER CALLS 100");
+    // A stray fault goes through the later handler and the crate's to std's, which restores
+    // the default: the process dies of SIGSEGV.
+    stray_load(r.page(1));
+    println!("CHILD SURVIVED");
+}
+
+/// Handlers installed after the prober that chain to the crate's handler, with various
+/// flags: faulting probes still answer "no" (through them), and a stray fault still kills. A
+/// one-shot handler (`SA_RESETHAND`) is gone after the first fault, and with it the crate's
+/// handler: the kernel kills the process at the second faulting probe, as documented.
+#[test]
+fn later_handlers_that_chain_keep_probes_working() {
+    const NAME: &str = "later_handlers_that_chain_keep_probes_working";
+    if is_child(NAME) {
+        return child_later_handler();
+    }
+    for (variant, _, _) in LATER_VARIANTS {
+        let out = support::run_child_env(
+            NAME,
+            &[("ADDRPROBE_LATER", variant)],
+            std::time::Duration::from_secs(14),
+        );
+        assert_eq!(out.signal(), Some(libc::SIGSEGV), "{variant}: {out:?}");
+        assert!(out.stdout.contains("CHILD READY"), "{variant}: {out:?}");
+        if variant == "resethand" {
+            assert!(out.stdout.contains("PROBE 0 OK"), "{variant}: {out:?}");
+            assert!(!out.stdout.contains("PROBE 1 OK"), "{variant}: {out:?}");
+        } else {
+            assert!(
+                out.stdout.contains("LATER HANDLER CALLS 100"),
+                "{variant}: {out:?}"
+            );
+        }
+    }
+    figure(&format!("chaining.{NAME}"), "passed");
+}
+
+// ---------------------------------------------------------------------------------------
+// An alternate signal stack too small for a signal frame.
+
+/// The crate installs no alternate stack of its own; its handler runs on the thread's (it has
+/// `SA_ONSTACK`, so that a stack overflow can still be reported). On a thread whose alternate
+/// stack cannot hold the kernel's signal frame, the kernel cannot deliver the fault of a
+/// probe and kills the process with SIGSEGV, as it would for any SA_ONSTACK handler. Here the
+/// alternate stack has 512 writable bytes above a PROT_NONE page.
+#[test]
+fn too_small_alternate_stack_dies_of_sigsegv() {
+    const NAME: &str = "too_small_alternate_stack_dies_of_sigsegv";
+    if is_child(NAME) {
+        no_core_dumps();
+        let p = guard();
+        let r = Region::anon(3);
+        r.protect(0, libc::PROT_NONE);
+        r.protect(2, libc::PROT_NONE);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ss = libc::stack_t {
+                    ss_sp: r.page(0) as *mut libc::c_void,
+                    ss_flags: 0,
+                    ss_size: ps() + 512,
+                };
+                // SAFETY: a valid stack_t describing our own mapping; this thread is not on
+                // its alternate stack.
+                assert_eq!(
+                    unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) },
+                    0,
+                    "sigaltstack"
+                );
+                assert_eq!(p.check(r.page(1), 8), Ok(true), "no fault, no signal frame");
+                println!("CHILD READY");
+                let got = p.check(r.page(2), 8);
+                println!("CHILD SURVIVED {got:?}");
+            });
+        });
+        return;
+    }
+    expect_signal(NAME, libc::SIGSEGV);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sent SIGSEGV/SIGBUS while probes fault.
+
+static SENT_SEEN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn count_sent(_: libc::c_int, info: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    // SAFETY: the kernel's siginfo (the crate passes it on unchanged).
+    if unsafe { (*info).si_code } <= 0 {
+        SENT_SEEN.fetch_add(1, Ordering::SeqCst);
+    } else {
+        // A real fault was never meant to reach us.
+        // SAFETY: _exit is async-signal-safe.
+        unsafe { libc::_exit(3) };
+    }
+}
+
+const SENDS: usize = 500;
+
+/// The prober thread probes `bad` (which faults) and `good` in a loop while the calling
+/// thread sends it `sig` with `tgkill`, one at a time, `SENDS` times. Returns the probe rounds.
+fn sends_during_probes(p: &Prober, bad: usize, good: usize, sig: i32) -> usize {
+    let tid = std::sync::atomic::AtomicI32::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let wrong = AtomicUsize::new(0);
+    let rounds = AtomicUsize::new(0);
+    let first = SENT_SEEN.load(Ordering::SeqCst);
+    let mut missing = None;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: gettid has no preconditions.
+            tid.store(unsafe { libc::gettid() }, Ordering::SeqCst);
+            while !stop.load(Ordering::Relaxed) {
+                wrong.fetch_add(usize::from(p.check(bad, 8) != Ok(false)), Ordering::Relaxed);
+                wrong.fetch_add(usize::from(p.check(good, 8) != Ok(true)), Ordering::Relaxed);
+                rounds.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        while tid.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        'sends: for i in 0..SENDS {
+            // A bound against a lost signal, not a timing requirement: a delivery takes
+            // microseconds.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+            // SAFETY: a signal to a thread of this process that handles it.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_tgkill,
+                    libc::getpid(),
+                    tid.load(Ordering::SeqCst),
+                    sig,
+                )
+            };
+            // One at a time: a second one sent while one is pending would merge with it.
+            while SENT_SEEN.load(Ordering::SeqCst) <= first + i {
+                if std::time::Instant::now() > deadline {
+                    missing = Some(i);
+                    break 'sends;
+                }
+                std::thread::yield_now();
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    assert_eq!(
+        missing, None,
+        "a sent signal {sig} never reached the application"
+    );
+    assert_eq!(wrong.load(Ordering::Relaxed), 0, "wrong probe answers");
+    rounds.load(Ordering::Relaxed)
+}
+
+/// One thread probes in a loop (its loads fault all the time) while another sends it signals
+/// with `tgkill` (`si_code` SI_TKILL), one at a time: SIGBUS while the probes fault with
+/// SIGSEGV, then SIGSEGV while they fault with SIGBUS. A sent signal is never a probe's
+/// fault, even when it lands while the thread sits at a load instruction: every one must
+/// reach the application's handler, and every probe must answer correctly.
+///
+/// (A signal sent to a thread while one of its probes' faults *of the same signal number* is
+/// pending is merged with it by the kernel, as standard signals do not queue, and never
+/// delivered; that is why each phase sends the other signal. Documented in the crate.)
+#[test]
+fn sent_signals_during_faulting_probes_reach_the_app() {
+    const NAME: &str = "sent_signals_during_faulting_probes_reach_the_app";
+    if is_child(NAME) {
+        no_core_dumps();
+        for sig in [libc::SIGSEGV, libc::SIGBUS] {
+            // SAFETY: installing a handler with the matching signature in a disposable child.
+            unsafe {
+                let mut sa: libc::sigaction = core::mem::zeroed();
+                sa.sa_sigaction = count_sent as *const () as usize;
+                sa.sa_flags = libc::SA_SIGINFO;
+                libc::sigemptyset(&mut sa.sa_mask);
+                assert_eq!(libc::sigaction(sig, &sa, core::ptr::null_mut()), 0);
+            }
+        }
+        let p = guard();
+        let r = Region::anon(2);
+        r.protect(1, libc::PROT_NONE);
+        let segv_rounds = sends_during_probes(&p, r.page(1), r.page(0), libc::SIGBUS);
+        let bus_page = beyond_eof_page();
+        assert_eq!(p.check(bus_page, 1), Ok(false));
+        let bus_rounds = sends_during_probes(&p, bus_page, r.page(0), libc::SIGSEGV);
+        assert_eq!(SENT_SEEN.load(Ordering::SeqCst), 2 * SENDS);
+        figure("chaining.sent_during_faulting_probes", 2 * SENDS);
+        figure(
+            "chaining.sent_during_faulting_probes_rounds",
+            segv_rounds + bus_rounds,
+        );
+        return;
+    }
+    let out = support::run_child_env(NAME, &[], std::time::Duration::from_secs(60));
+    out.assert_success();
+    out.forward_figures();
+    figure(&format!("chaining.{NAME}"), "passed");
 }
