@@ -15,8 +15,8 @@
 
 use std::hint::black_box;
 
-use addrprobe::bench::{Arena, Case, Floors, len_label, lengths, peers};
 use addrprobe::{AutoOptions, Backend, Prober};
+use addrprobe_lab::bench::{Arena, Case, Floors, len_label, lengths, peers};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn probers() -> Vec<Prober> {
@@ -33,7 +33,7 @@ fn probers() -> Vec<Prober> {
 }
 
 fn fixture_table(probers: &[Prober]) {
-    let set = addrprobe::fixtures::FixtureSet::build().expect("fixtures");
+    let set = addrprobe_lab::fixtures::FixtureSet::build().expect("fixtures");
     let ours: Vec<Prober> = probers
         .iter()
         .filter(|p| p.guarantee() == addrprobe::Guarantee::Readable)
@@ -93,11 +93,11 @@ fn bench_probe(c: &mut Criterion) {
             });
         }
         if len == 8 {
-            g.bench_function("floor/getppid", |b| b.iter(addrprobe::bench::getppid));
+            g.bench_function("floor/getppid", |b| b.iter(addrprobe_lab::bench::getppid));
             let addr = arena.addr(Case::Resident);
             // SAFETY: the resident mapping is readable and page-aligned.
             g.bench_function("floor/volatile-load", |b| {
-                b.iter(|| unsafe { addrprobe::bench::volatile_load(black_box(addr)) })
+                b.iter(|| unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) })
             });
         }
         g.finish();

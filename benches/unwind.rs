@@ -22,11 +22,11 @@ fn bench_unwind(c: &mut Criterion) {
     probers.push(("auto".into(), AutoOptions::new().build().expect("auto")));
     for depth in [16usize, 64, 256] {
         let mut g = c.benchmark_group(format!("unwind/depth-{depth}"));
-        addrprobe::bench::recurse(depth, &mut || {
+        addrprobe_lab::bench::recurse(depth, &mut || {
             let mut out = vec![Frame::default(); depth];
             g.bench_function("baseline-no-validation", |b| {
                 b.iter(|| {
-                    let (fp, sp) = addrprobe::bench::current_fp_sp();
+                    let (fp, sp) = addrprobe_lab::bench::current_fp_sp();
                     // SAFETY: at most `depth` frames are read, all of them frames of the live
                     // recursion above (compiled with frame pointers).
                     let w = walk_chain(fp, sp, &mut out, 0, |fp| {

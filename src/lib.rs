@@ -98,16 +98,12 @@ use core::str::FromStr;
 mod auto;
 pub mod backend;
 pub mod batch;
-pub mod bench;
-#[doc(hidden)]
-pub mod fast_path_bench;
-pub mod fixtures;
-#[cfg(feature = "msync-patch-emulation")]
-pub mod msync_patch;
 pub mod range;
 mod selftest;
 pub mod stack_bounds;
 mod sys;
+#[cfg(test)]
+mod testing;
 pub mod unwind;
 
 pub use auto::AutoOptions;

@@ -455,7 +455,7 @@ mod tests {
         fn new(pages: usize, guard_from: usize) -> Region {
             let ps = crate::range::page_size();
             let len = pages * ps;
-            let base = crate::fixtures::map_anonymous(len).expect("mmap");
+            let base = crate::testing::map_anonymous(len).expect("mmap");
             if guard_from < pages {
                 // SAFETY: the range lies inside the mapping made above.
                 let r = unsafe {

@@ -2,8 +2,8 @@
 //! madvise and files, judged against the constructed truth under the backend's guarantee.
 //! A false positive always fails; a false negative fails unless it is a documented one.
 
-use addrprobe::fixtures::{self, Expect, FixtureSet};
 use addrprobe::{AutoOptions, Backend, Error, Guarantee, Prober};
+use addrprobe_lab::fixtures::{self, Expect, FixtureSet};
 
 /// Backends that need nothing but plain syscalls and must work on any supported kernel.
 const ALWAYS_AVAILABLE: [Backend; 4] = [

@@ -211,7 +211,7 @@ const APP_OFFSET: i64 = 100;
 
 fn open_app_file(dir: &std::path::Path, i: usize) -> AppFile {
     let path = dir.join(format!("app-{i}"));
-    let bytes = addrprobe::fixtures::pattern(2 * ps(), i as u8);
+    let bytes = addrprobe_lab::fixtures::pattern(2 * ps(), i as u8);
     std::fs::write(&path, &bytes).unwrap();
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: open with a NUL-terminated path; lseek on our descriptor.
@@ -261,7 +261,7 @@ fn child_fd_reuse() {
         unsafe { libc::pipe2(app_pipe.as_mut_ptr(), libc::O_NONBLOCK) },
         0
     );
-    let pipe_bytes = addrprobe::fixtures::pattern(100, 200);
+    let pipe_bytes = addrprobe_lab::fixtures::pattern(100, 200);
     // SAFETY: writing our own bytes into our own pipe.
     assert_eq!(
         unsafe { libc::write(app_pipe[1], pipe_bytes.as_ptr().cast(), 100) },

@@ -1,20 +1,18 @@
-//! The msync-patch emulation (`addrprobe::msync_patch`): the file-mapping cache finds the
+//! The msync-patch emulation (`addrprobe_lab::msync_patch`): the file-mapping cache finds the
 //! file behind an address, each emulated mode starts exactly the writeback it claims (seen
 //! as write-protect faults on the pages writeback cleaned), the workloads' walk finds the
 //! frames it was given, and the profiler workload leaves no handler, timer, file or
 //! descriptor behind.
 
-#![cfg(feature = "msync-patch-emulation")]
-
 mod support;
 
 use std::os::fd::AsRawFd;
 
-use addrprobe::msync_patch::workloads::{
+use addrprobe::unwind::Frame;
+use addrprobe_lab::msync_patch::workloads::{
     self, FRAME_RECORD, FsKind, ProfilerConfig, Region, write_chain,
 };
-use addrprobe::msync_patch::{EmulatedMsync, FileMappings, Mode, OpenedVia};
-use addrprobe::unwind::Frame;
+use addrprobe_lab::msync_patch::{EmulatedMsync, FileMappings, Mode, OpenedVia};
 use support::{fd_list, is_child, new_fds, ps, run_child};
 
 fn map(len: usize, prot: i32, flags: i32, fd: i32, off: usize) -> usize {

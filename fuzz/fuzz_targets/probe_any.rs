@@ -22,7 +22,7 @@
 
 use std::sync::OnceLock;
 
-use addrprobe::fixtures::{WRITE_ONLY, known_false_negative};
+use addrprobe_lab::fixtures::{WRITE_ONLY, known_false_negative};
 use addrprobe::range::{Classified, classify};
 use addrprobe::{Backend, Error, Guarantee, Prober};
 use libfuzzer_sys::fuzz_target;
@@ -63,7 +63,7 @@ fn pattern(page: usize, i: usize) -> u8 {
 fn map_quiet(len: usize) -> usize {
     // Where ASan reserves the quiet region for its shadow, this falls back to a kernel-chosen
     // address; the hole is then re-checked against /proc/self/maps before a mismatch counts.
-    addrprobe::fixtures::map_quiet(
+    addrprobe_lab::fixtures::map_quiet(
         len,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,

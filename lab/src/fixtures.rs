@@ -15,7 +15,7 @@
 
 use std::io;
 
-use crate::{Backend, Error, Guarantee, Prober};
+use addrprobe::{Backend, Error, Guarantee, Prober};
 
 /// The three properties a backend may claim about a range, as constructed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,7 +274,42 @@ pub fn map_anonymous(len: usize) -> io::Result<usize> {
 /// own "unmapped" truths rely on it). Falls back to a kernel-chosen address. Test and
 /// benchmark helper; the caller owns the mapping.
 pub fn map_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<usize> {
-    crate::sys::mmap_quiet(len, prot, flags, fd).ok_or_else(io::Error::last_os_error)
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    // 16 GiB upward in 64 MiB steps; the cursor spreads concurrent callers apart. (The
+    // library's self-test uses the same region; a slot that is taken is skipped.)
+    static CURSOR: AtomicUsize = AtomicUsize::new(0);
+    const BASE: usize = 0x4_0000_0000;
+    const STEP: usize = 64 << 20;
+    for _ in 0..64 {
+        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % 1024;
+        let hint = BASE + slot * STEP;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        if p as usize == hint {
+            return Ok(hint);
+        }
+        // Kernels before 4.17 treat the flag as a hint: not what we asked for.
+        // SAFETY: unmapping the mapping we just made, which nothing else knows of.
+        unsafe { libc::munmap(p, len) };
+    }
+    // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as usize)
 }
 
 /// A byte pattern that differs from page to page and from zero.
@@ -350,7 +385,7 @@ fn with_contents(mut f: Fixture, contents: Vec<u8>) -> Fixture {
 impl FixtureSet {
     /// Builds every fixture. Fails only if the machine refuses plain `mmap` or a temp file.
     pub fn build() -> io::Result<FixtureSet> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let mut fx = Vec::new();
         let mut maps = Vec::new();
 

@@ -27,8 +27,8 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::unwind::{Frame, Unwinder, regs_from_ucontext, walk_chain};
-use crate::{Backend, Guarantee, Prober};
+use addrprobe::unwind::{Frame, Unwinder, regs_from_ucontext, walk_chain};
+use addrprobe::{Backend, Guarantee, Prober};
 
 /// How the signal handler walks the stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +226,7 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
     st.samples += 1;
     st.frames += walk.depth as u64;
     st.walk_ns += t1 - t0;
-    if matches!(walk.stop, crate::unwind::Stop::Error(_)) {
+    if matches!(walk.stop, addrprobe::unwind::Stop::Error(_)) {
         st.errors += 1;
     }
     if st.kept_lens.len() < st.keep {
@@ -319,7 +319,7 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     });
     STATE.with(|c| c.set(&mut *st));
     // For Walker::FastPath (the other walkers never look at it).
-    let _ = crate::stack_bounds::StackBounds::register_current_thread();
+    let _ = addrprobe::stack_bounds::StackBounds::register_current_thread();
     let timer = match cfg.walker {
         Walker::Off => None,
         _ => Timer::arm(cfg.hz),

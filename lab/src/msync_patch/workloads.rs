@@ -24,7 +24,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::{EmulatedMsync, FileMappings, Mode};
-use crate::unwind::{Frame, Stop, Walk, walk_chain};
+use addrprobe::unwind::{Frame, Stop, Walk, walk_chain};
 
 /// Nanoseconds of `CLOCK_MONOTONIC` (under QEMU `-icount shift=0`: guest instructions).
 #[inline]
@@ -351,10 +351,10 @@ pub unsafe fn write_chain(
     base
 }
 
-/// Walks the frame-pointer chain from `fp` with [`crate::unwind::walk_chain`] (the crate's
+/// Walks the frame-pointer chain from `fp` with [`addrprobe::unwind::walk_chain`] (the crate's
 /// unwinder), validating each frame record with `probe` before loading it: the
-/// check-then-load pattern of [`Unwinder::check_then_load`](crate::unwind::Unwinder::check_then_load)
-/// (libunwind's `validate_mem`), with the emulated msync in place of the [`Prober`](crate::Prober).
+/// check-then-load pattern of [`Unwinder::check_then_load`](addrprobe::unwind::Unwinder::check_then_load)
+/// (libunwind's `validate_mem`), with the emulated msync in place of the [`Prober`](addrprobe::Prober).
 /// Returns the walk; `out` holds the frames.
 ///
 /// # Safety
@@ -494,7 +494,7 @@ pub struct UnwindSetup {
 impl UnwindSetup {
     /// Builds the stack (anonymous, or a shared file in `dir`).
     pub fn new(kind: StackKind, cfg: UnwindConfig, dir: &Path) -> io::Result<UnwindSetup> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let stack_len = (cfg.frames * cfg.stride).div_ceil(ps) * ps;
         let (region, fs) = match kind {
             StackKind::Anonymous => (Region::anonymous(stack_len)?, "anon".to_owned()),
@@ -540,7 +540,7 @@ impl UnwindSetup {
     /// What the application does before each walk: push the frames again and, for the code
     /// cache, emit 64 bytes of "code" into the next few code pages. Returns the innermost fp.
     pub fn rewrite(&mut self) -> usize {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let base = self.region.addr();
         let stack_len = (self.cfg.frames * self.cfg.stride).div_ceil(ps) * ps;
         let code_base = base + stack_len;
@@ -573,7 +573,7 @@ impl UnwindSetup {
         probe: &EmulatedMsync,
         fp: usize,
         out: &mut [Frame],
-    ) -> Result<usize, crate::Error> {
+    ) -> Result<usize, addrprobe::Error> {
         let n = self.cfg.frames.min(out.len());
         // SAFETY: `fp` and every frame it links to lie in this setup's read-write region
         // (`rewrite` built them there), so every mapped record is readable.
@@ -953,7 +953,7 @@ pub struct ProfilerSetup {
 impl ProfilerSetup {
     /// Creates, fills and maps the file in `dir`.
     pub fn new(cfg: ProfilerConfig, dir: &Path) -> io::Result<ProfilerSetup> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let chunk = if cfg.fill_chunk == 0 {
             ps
         } else {
@@ -970,7 +970,7 @@ impl ProfilerSetup {
 
     /// Writes one word into every page of the mapping.
     fn touch_all(&self) {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         for page in (0..self.region.len()).step_by(ps) {
             // SAFETY: inside our read-write shared mapping.
             unsafe {
@@ -983,7 +983,7 @@ impl ProfilerSetup {
     /// `work_per_op` integer work between them, publishing each record's address in
     /// `recent`. Returns a value that depends on all the work (so it is not optimised away).
     fn app(&self, ops: u64, recent: &[AtomicUsize], seed: u64) -> u64 {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let pages = (self.region.len() / ps) as u64;
         let mut x = seed | 1;
         let mut acc = 0u64;

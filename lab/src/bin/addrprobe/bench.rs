@@ -9,10 +9,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use addrprobe::bench::profiler::{self, Walker};
-use addrprobe::bench::{Arena, Budget, Case, Floors, len_label, lengths, ns_per_call};
 use addrprobe::unwind::{Frame, Unwinder, walk_chain};
 use addrprobe::{AutoOptions, Backend, Guarantee, Prober};
+use addrprobe_lab::bench::profiler::{self, Walker};
+use addrprobe_lab::bench::{Arena, Budget, Case, Floors, len_label, lengths, ns_per_call};
 
 use crate::context;
 use crate::json::Json;
@@ -109,14 +109,14 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
                 }
                 #[cfg(feature = "bench")]
                 {
-                    use addrprobe::bench::peers;
+                    use addrprobe_lab::bench::peers;
                     let ns = measure(&|| peers::pprof_validate(black_box(addr), len));
                     push("peer:pprof-validate".into(), case, len, ns);
                 }
             }
             #[cfg(feature = "bench")]
             {
-                use addrprobe::bench::peers;
+                use addrprobe_lab::bench::peers;
                 let ns = measure(&|| peers::accessible(black_box(addr), len) == Ok(true));
                 push("peer:accessible".into(), case, len, ns);
             }
@@ -128,7 +128,7 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
         Case::Resident,
         8,
         ns_per_call(b, || {
-            addrprobe::bench::getppid();
+            addrprobe_lab::bench::getppid();
         }),
     );
     push(
@@ -137,7 +137,7 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
         8,
         // SAFETY: the resident mapping is readable and page-aligned.
         ns_per_call(b, || {
-            unsafe { addrprobe::bench::volatile_load(black_box(addr)) };
+            unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) };
         }),
     );
     let len = *lengths().last().unwrap();
@@ -246,7 +246,7 @@ fn targets(
             target: "> 1",
             ratio: None,
             pass: None,
-            note: "not measured: build with `--features bench` (or run `cargo bench --features bench --bench probe`)".into(),
+            note: "not measured: build with the lab's `bench` feature (`cargo run --release --features addrprobe-lab/bench -- bench`, or `cargo bench --features addrprobe-lab/bench --bench probe`)".into(),
         }),
     }
     let mut prof_pushed = false;
@@ -322,10 +322,10 @@ fn targets(
 fn unwind_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<(String, usize, f64)> {
     let mut rows = Vec::new();
     for depth in [16usize, 64, 256] {
-        addrprobe::bench::recurse(depth, &mut || {
+        addrprobe_lab::bench::recurse(depth, &mut || {
             let mut out = vec![Frame::default(); depth];
             let ns = ns_per_call(b, || {
-                let (fp, sp) = addrprobe::bench::current_fp_sp();
+                let (fp, sp) = addrprobe_lab::bench::current_fp_sp();
                 // SAFETY: at most `depth` frames are read, all frames of the live recursion.
                 let w = walk_chain(fp, sp, &mut out, 0, |fp| {
                     Ok(Some(unsafe {
@@ -440,7 +440,7 @@ fn scaling_runs(quick: bool, probers: &[Prober]) -> Vec<(Backend, bool, usize, f
                     p.backend(),
                     churn,
                     t,
-                    addrprobe::bench::scaling::probes_per_s(p, t, churn, d),
+                    addrprobe_lab::bench::scaling::probes_per_s(p, t, churn, d),
                 ));
             }
         }
@@ -450,8 +450,8 @@ fn scaling_runs(quick: bool, probers: &[Prober]) -> Vec<(Backend, bool, usize, f
 
 #[cfg(feature = "bench")]
 fn peers_table(probers: &[Prober]) -> Option<(String, usize, bool)> {
-    use addrprobe::bench::peers;
-    let set = addrprobe::fixtures::FixtureSet::build().ok()?;
+    use addrprobe_lab::bench::peers;
+    let set = addrprobe_lab::fixtures::FixtureSet::build().ok()?;
     let ours: Vec<Prober> = probers
         .iter()
         .filter(|p| p.guarantee() == Guarantee::Readable)

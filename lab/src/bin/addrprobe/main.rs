@@ -13,7 +13,6 @@ mod bench;
 mod context;
 mod fast_path;
 mod json;
-#[cfg(feature = "msync-patch-emulation")]
 mod msync_patch;
 mod report;
 
@@ -42,7 +41,6 @@ fn main() {
             fast_path::run(&rest[1..])
         }
         Some("bench") => bench::run(rest),
-        #[cfg(feature = "msync-patch-emulation")]
         Some("msync-patch") => msync_patch::run(rest),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");

@@ -10,12 +10,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use addrprobe::fixtures::{self, Cell, FixtureSet, Verdict};
 use addrprobe::{AutoOptions, Backend, Error, Prober};
+use addrprobe_lab::fixtures::{self, Cell, FixtureSet, Verdict};
 
 use crate::context;
 use crate::json::Json;
-use addrprobe::bench::{Budget, ns_per_call};
+use addrprobe_lab::bench::{Budget, ns_per_call};
 
 struct BackendStatus {
     backend: Backend,
