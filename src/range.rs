@@ -13,7 +13,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::Error;
+use crate::error::Error;
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 

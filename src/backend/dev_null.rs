@@ -10,9 +10,10 @@
 //!
 //! The backend writes the whole range in one call (the kernel reads none of it).
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys::{self, DEV_NULL, FD_REPLACED};
-use crate::{Backend, Error};
 
 /// A registered user of the process-wide `/dev/null` descriptor.
 #[derive(Debug)]

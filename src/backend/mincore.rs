@@ -8,9 +8,10 @@
 //! The vector is a 256-byte array on the stack (safe on an 8 KiB signal stack), so ranges of
 //! more than 256 pages take one call per 256 pages.
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
-use crate::{Backend, Error};
 
 /// Pages per `mincore` call: the size of the stack vector.
 const CHUNK_PAGES: usize = 256;

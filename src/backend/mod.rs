@@ -6,8 +6,9 @@
 //! [`PageRange`], and the [`Readable`](crate::Guarantee::Readable) ones have a race-free
 //! `read()`. Probe functions never allocate, never lock and are async-signal-safe.
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
-use crate::{Backend, Error};
 
 pub mod dev_null;
 pub mod mincore;

@@ -11,9 +11,10 @@
 //! One syscall covers the whole range: `start` must be page-aligned, so the range is widened
 //! to whole pages. Cost: one syscall whatever the length.
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
-use crate::{Backend, Error};
 
 /// Probes the pages of `r` with one `msync(MS_ASYNC)`.
 #[inline]

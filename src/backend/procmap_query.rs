@@ -12,9 +12,10 @@
 //! The descriptor is `/proc/self/maps`, opened once and reopened in fork children (an
 //! inherited one keeps describing the parent's address space).
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys::{self, FD_REPLACED, PROC_MAPS};
-use crate::{Backend, Error};
 use linux_raw_sys::general::{procmap_query, procmap_query_flags};
 
 /// `_IOWR('f', 17, struct procmap_query)` from `include/uapi/linux/fs.h`.

@@ -16,9 +16,10 @@
 //! returns [`Error::Unavailable`] while `check` keeps working.
 
 use crate::backend::pipe;
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::{PageRange, window_in_page};
 use crate::sys;
-use crate::{Backend, Error};
 
 /// `how` values 0, 1 and 2 are SIG_BLOCK, SIG_UNBLOCK and SIG_SETMASK; -1 is none of them.
 const INVALID_HOW: libc::c_long = -1;

@@ -5,8 +5,9 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Once;
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
-use crate::{Backend, Error};
 
 /// Returned in `rax:rdx` by the load functions (SysV: a 16-byte struct of two INTEGERs).
 #[repr(C)]
