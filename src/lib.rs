@@ -93,7 +93,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod auto;
-pub mod backend;
+mod backend;
 mod backend_kind;
 pub mod batch;
 mod error;

@@ -37,11 +37,11 @@ impl DevNull {
             errno: Some(libc::EBADF),
             reason: FD_REPLACED,
         })?;
-        let len = r.last - r.addr + 1;
+        let len = r.last() - r.addr() + 1;
         // SAFETY: the descriptor was verified to be our /dev/null, whose write method never
         // reads the buffer; the kernel validates the pointer itself.
         // (The raw syscall: sanitizers' `write` interceptors would inspect the buffer.)
-        let ret = unsafe { libc::syscall(libc::SYS_write, fd, r.addr, len) };
+        let ret = unsafe { libc::syscall(libc::SYS_write, fd, r.addr(), len) };
         match sys::check(ret) {
             Ok(_) => Ok(true),
             Err(libc::EFAULT) => Ok(false),

@@ -21,7 +21,7 @@ use crate::sys;
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     // SAFETY: msync only looks up the VMAs of the range; it never dereferences it and with
     // MS_ASYNC (and no MS_INVALIDATE) changes nothing.
-    let ret = unsafe { libc::syscall(libc::SYS_msync, r.first_page, r.span(), libc::MS_ASYNC) };
+    let ret = unsafe { libc::syscall(libc::SYS_msync, r.first_page(), r.span(), libc::MS_ASYNC) };
     match sys::check(ret) {
         Ok(_) => Ok(true),
         Err(libc::ENOMEM) => Ok(false),

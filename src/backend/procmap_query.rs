@@ -46,7 +46,7 @@ impl ProcMaps {
             errno: Some(libc::EBADF),
             reason: FD_REPLACED,
         })?;
-        let mut cur = r.addr;
+        let mut cur = r.addr();
         loop {
             // SAFETY: procmap_query is a plain C struct of integers; all-zero is valid.
             let mut q: procmap_query = unsafe { core::mem::zeroed() };
@@ -82,7 +82,7 @@ impl ProcMaps {
                     during: "ioctl(PROCMAP_QUERY) returned a VMA that does not cover the address",
                 });
             }
-            if q.vma_end as usize > r.last {
+            if q.vma_end as usize > r.last() {
                 return Ok(true);
             }
             cur = q.vma_end as usize;

@@ -63,7 +63,7 @@ impl SigprocMask {
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     for point in r.probe_points() {
         // A NULL `nset` means "no new set" and succeeds, so page 0 is probed at offset 8.
-        let window = window_in_page(point, KERNEL_SIGSET_SIZE as usize, r.page_size).max(8);
+        let window = window_in_page(point, KERNEL_SIGSET_SIZE as usize, r.page_size()).max(8);
         // SAFETY: with an invalid `how` the kernel copies 8 bytes from `window` (validating
         // the pointer itself), rejects `how` and changes no state; `oset` is NULL.
         let ret = unsafe {
