@@ -95,9 +95,11 @@ fn bench_probe(c: &mut Criterion) {
         if len == 8 {
             g.bench_function("floor/getppid", |b| b.iter(addrprobe_lab::bench::getppid));
             let addr = arena.addr(Case::Resident);
-            // SAFETY: the resident mapping is readable and page-aligned.
             g.bench_function("floor/volatile-load", |b| {
-                b.iter(|| unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) })
+                b.iter(|| {
+                    // SAFETY: the resident mapping is readable and page-aligned.
+                    unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) }
+                })
             });
         }
         g.finish();

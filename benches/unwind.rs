@@ -27,9 +27,9 @@ fn bench_unwind(c: &mut Criterion) {
             g.bench_function("baseline-no-validation", |b| {
                 b.iter(|| {
                     let (fp, sp) = addrprobe_lab::bench::current_fp_sp();
-                    // SAFETY: at most `depth` frames are read, all of them frames of the live
-                    // recursion above (compiled with frame pointers).
                     let w = walk_chain(fp, sp, &mut out, 0, |fp| {
+                        // SAFETY: at most `depth` frames are read, all of them frames of the live
+                        // recursion above (compiled with frame pointers).
                         Ok(Some(unsafe {
                             [
                                 core::ptr::read_volatile(fp as *const usize),

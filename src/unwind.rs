@@ -533,9 +533,9 @@ mod tests {
         let ps = crate::range::page_size();
         let mut region = Region::new(3, 3);
         let hole_addr = region.base + 2 * ps + 32;
-        // SAFETY: unmaps the last page of `region`'s own mapping; the region shrinks so that
-        // Drop never unmaps the hole, which another thread's mmap may take meanwhile.
         assert_eq!(
+            // SAFETY: unmaps the last page of `region`'s own mapping; the region shrinks so that
+            // Drop never unmaps the hole, which another thread's mmap may take meanwhile.
             unsafe { libc::munmap((region.base + 2 * ps) as *mut libc::c_void, ps) },
             0
         );

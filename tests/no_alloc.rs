@@ -45,8 +45,8 @@ fn allocations_in(f: impl FnOnce()) -> usize {
 fn probes_do_not_allocate() {
     let ps = addrprobe::range::page_size();
     let readable = addrprobe_lab::fixtures::map_anonymous(4 * ps).expect("mmap");
-    // SAFETY: the last page of our own mapping becomes PROT_NONE.
     assert_eq!(
+        // SAFETY: the last page of our own mapping becomes PROT_NONE.
         unsafe {
             libc::mprotect(
                 (readable + 3 * ps) as *mut libc::c_void,

@@ -257,9 +257,9 @@ impl Floors {
     pub fn bare(&self, backend: Backend, addr: usize) -> Option<isize> {
         let ps = addrprobe::range::page_size();
         let page = addr & !(ps - 1);
-        // SAFETY (all arms): each syscall only reads (or, for mincore and the pipe read,
+        // SAFETY: in every arm the syscall only reads (or, for mincore and the pipe read,
         // writes into our own stack buffers) and validates `addr` itself, reporting faults as
-        // errors; descriptors are our own.
+        // errors; the descriptors are our own.
         let r = unsafe {
             match backend {
                 Backend::Msync => {

@@ -373,8 +373,9 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
         Ordering::Release,
     );
     STOP.store(false, Ordering::Relaxed);
-    // SAFETY: installs our handler, saving the previous disposition, restored below.
+    // SAFETY: `sigaction` is plain old data; all-zero is a valid (empty) value.
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: installs our handler, saving the previous disposition, restored below.
     unsafe {
         let mut sa: libc::sigaction = core::mem::zeroed();
         sa.sa_sigaction = on_sigprof
@@ -453,8 +454,9 @@ mod tests {
         // Every sample came from a thread 64 frames deep in `recurse`.
         assert!(r.frames_per_sample() > 64.0, "{}", r.frames_per_sample());
         assert!(!r.stacks.is_empty());
-        // SAFETY: querying the current disposition only.
+        // SAFETY: `sigaction` is plain old data; all-zero is a valid value.
         let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: a null new action only reads the current disposition into `cur`.
         unsafe { libc::sigaction(libc::SIGPROF, core::ptr::null(), &mut cur) };
         assert_eq!(cur.sa_sigaction, libc::SIG_DFL);
     }

@@ -135,8 +135,8 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
         "floor:volatile-load".into(),
         Case::Resident,
         8,
-        // SAFETY: the resident mapping is readable and page-aligned.
         ns_per_call(b, || {
+            // SAFETY: the resident mapping is readable and page-aligned.
             unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) };
         }),
     );
@@ -326,8 +326,10 @@ fn unwind_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<(String, us
             let mut out = vec![Frame::default(); depth];
             let ns = ns_per_call(b, || {
                 let (fp, sp) = addrprobe_lab::bench::current_fp_sp();
-                // SAFETY: at most `depth` frames are read, all frames of the live recursion.
                 let w = walk_chain(fp, sp, &mut out, 0, |fp| {
+                    // SAFETY: the chain is this thread's own intact frame chain (built with
+                    // frame pointers); `out` bounds the walk to `depth` frames, all of them
+                    // frames of the live recursion, so every record read is on the stack.
                     Ok(Some(unsafe {
                         [
                             core::ptr::read_volatile(fp as *const usize),
