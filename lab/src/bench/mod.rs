@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use addrprobe::Backend;
 
+use crate::fixtures::Mapping;
+
 #[cfg(feature = "bench")]
 pub mod peers;
 pub mod profiler;
@@ -85,38 +87,17 @@ pub fn len_label(len: usize) -> String {
     }
 }
 
-struct Mapping {
-    base: usize,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize, prot: libc::c_int) -> io::Result<Mapping> {
-        // In the quiet region, so that the arena's hole stays a hole while a churn thread
-        // maps and unmaps (see `sys::mmap_quiet`).
-        let base =
-            crate::fixtures::map_quiet(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)?;
-        Ok(Mapping { base, len })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping this value made.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
-    }
-}
-
-/// The memory of every [`Case`], each [`MAX_PAGES`] pages long.
+/// The memory of every [`Case`], each [`MAX_PAGES`] pages long, in the quiet region (see
+/// [`map_quiet`](crate::fixtures::map_quiet)), so that the hole stays a hole while a churn
+/// thread maps and unmaps.
 pub struct Arena {
     resident: Mapping,
     untouched: Mapping,
     prot_none: Mapping,
-    /// PROT_NONE pages on both sides of the hole, so the hole is bounded. Kept as two
-    /// mappings: dropping them must never unmap the hole, which by then may hold another
-    /// thread's mapping.
-    hole_fence: (Mapping, Mapping),
-    hole: usize,
+    /// A `PROT_NONE` reservation with the hole punched out of its middle, so that the hole is
+    /// bounded by `PROT_NONE` pages; dropping it never unmaps the hole, which by then may hold
+    /// another thread's mapping.
+    hole_fence: Mapping,
 }
 
 impl Arena {
@@ -125,42 +106,28 @@ impl Arena {
     pub fn new() -> io::Result<Arena> {
         let ps = addrprobe::range::page_size();
         let len = MAX_PAGES * ps;
-        let resident = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
-        // SAFETY: the mapping is read-write and `len` bytes long.
-        unsafe { core::ptr::write_bytes(resident.base as *mut u8, 0x5a, len) };
-        let untouched = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
-        let prot_none = Mapping::new(len, libc::PROT_NONE)?;
-        let reservation = Mapping::new(len + 2 * ps, libc::PROT_NONE)?;
-        let hole = reservation.base + ps;
-        // SAFETY: unmaps the middle of our own reservation.
-        if unsafe { libc::munmap(hole as *mut libc::c_void, len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let base = reservation.base;
-        core::mem::forget(reservation);
-        let hole_fence = (
-            Mapping { base, len: ps },
-            Mapping {
-                base: hole + len,
-                len: ps,
-            },
-        );
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let resident = Mapping::anon(len, rw, 0)?;
+        resident.fill(0, &vec![0x5a; len]);
+        let untouched = Mapping::anon(len, rw, 0)?;
+        let prot_none = Mapping::anon(len, libc::PROT_NONE, 0)?;
+        let mut hole_fence = Mapping::anon(len + 2 * ps, libc::PROT_NONE, 0)?;
+        hole_fence.punch(ps, len);
         Ok(Arena {
             resident,
             untouched,
             prot_none,
             hole_fence,
-            hole,
         })
     }
 
     /// The start of `case`'s memory.
     pub fn addr(&self, case: Case) -> usize {
         match case {
-            Case::Resident => self.resident.base,
-            Case::Untouched => self.untouched.base,
-            Case::ProtNone => self.prot_none.base,
-            Case::Unmapped => self.hole,
+            Case::Resident => self.resident.addr(),
+            Case::Untouched => self.untouched.addr(),
+            Case::ProtNone => self.prot_none.addr(),
+            Case::Unmapped => self.hole_fence.addr() + addrprobe::range::page_size(),
             Case::Kernel => KERNEL_ADDR,
         }
     }
@@ -170,11 +137,12 @@ impl Arena {
     pub fn reset_untouched(&self, len: usize) {
         let ps = addrprobe::range::page_size();
         let len = len.div_ceil(ps) * ps;
-        // SAFETY: our own private anonymous mapping; DONTNEED only discards its contents.
+        // SAFETY: our own private anonymous mapping, no longer than it; DONTNEED only
+        // discards its contents (which nothing references).
         unsafe {
             libc::madvise(
-                self.untouched.base as *mut libc::c_void,
-                len.min(self.untouched.len),
+                self.untouched.addr() as *mut libc::c_void,
+                len.min(self.untouched.len()),
                 libc::MADV_DONTNEED,
             )
         };
@@ -184,14 +152,10 @@ impl Arena {
 impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
-            .field("resident", &self.resident.base)
-            .field("untouched", &self.untouched.base)
-            .field("prot_none", &self.prot_none.base)
-            .field("hole", &self.hole)
-            .field(
-                "hole_fence",
-                &(self.hole_fence.0.base, self.hole_fence.1.base),
-            )
+            .field("resident", &self.resident.addr())
+            .field("untouched", &self.untouched.addr())
+            .field("prot_none", &self.prot_none.addr())
+            .field("hole", &self.addr(Case::Unmapped))
             .finish()
     }
 }
