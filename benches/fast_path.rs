@@ -1,4 +1,4 @@
-//! The stack-bounds fast path's targets (issue 7), as a plain benchmark binary:
+//! The stack-bounds fast path's targets, as a plain benchmark binary:
 //! `cargo bench --bench fast_path` (full run, ~30 s) or `cargo bench --bench fast_path -- --test`
 //! (a quick smoke run). The same measurements, formatted as Markdown with the targets, are in
 //! `addrprobe bench`; both come from `addrprobe_lab::fast_path_bench`.

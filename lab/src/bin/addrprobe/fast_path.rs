@@ -1,5 +1,5 @@
 //! The stack-bounds fast path's section of `addrprobe bench` (and `addrprobe bench
-//! fast-path` alone): the issue-7 targets, each reported as a ratio measured in the same run
+//! fast-path` alone): the fast path's targets, each reported as a ratio measured in the same run
 //! (see `addrprobe_lab::fast_path_bench`).
 //!
 //! - a 64-frame walk of the own stack with `Prober::auto()` + fast path, against the same walk
