@@ -1,6 +1,7 @@
 //! Per-probe cost of every backend, beside the floors and the peers, in one criterion run.
 //!
-//! `cargo bench --features bench --bench probe` (`-- --test` for a smoke run).
+//! `cargo bench --features addrprobe-lab/bench --bench probe` (`-- --test` for a smoke run):
+//! the lab's `bench` feature builds the peer crates.
 //!
 //! Groups:
 //! - `probe/<len>`: every backend's `check` on each case (valid resident, valid never-touched,

@@ -1,7 +1,7 @@
 //! The unwinder workload: a frame-pointer walk of a real recursion stack of depth 16, 64 and
 //! 256, every read validated by each backend, against the same walk with no validation.
 //!
-//! `cargo bench --features bench --bench unwind`. Criterion reports time per walk; divide by
+//! `cargo bench --bench unwind`. Criterion reports time per walk; divide by
 //! the depth for ns per frame (`addrprobe bench` prints ns per frame directly).
 //!
 //! Readable backends walk with [`Unwinder::new`] (`Prober::read` per frame); Mapped and

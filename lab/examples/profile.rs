@@ -1,7 +1,7 @@
 //! A SIGPROF sampling profiler built on addrprobe: folded stacks, and a flame graph.
 //!
 //! ```text
-//! cargo run --release --features bench --example profile -- [BACKEND] [--hz N] [--ms N] [--svg FILE]
+//! cargo run --release -p addrprobe-lab --features bench --example profile -- [BACKEND] [--hz N] [--ms N] [--svg FILE]
 //! ```
 //!
 //! Runs the benchmark workload (`addrprobe_lab::bench::profiler`: CPU-bound threads 64 frames

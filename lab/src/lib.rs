@@ -4,7 +4,7 @@
 //! - [`fixtures`]: memory built with `mmap`, `mprotect`, `munmap`, `madvise` and files, each
 //!   with the truth that follows from how it was built; the conformance matrix judged
 //!   against it. Used by the tests, the fuzz targets and `addrprobe report`.
-//! - [`bench`]: what the benchmarks probe and compare against (the arena, the bare syscalls,
+//! - [`bench`](mod@bench): what the benchmarks probe and compare against (the arena, the bare syscalls,
 //!   the peer crates with feature `bench`), a timer, the SIGPROF profiler workload and the
 //!   scaling run.
 //! - [`fast_path_bench`]: the measurements behind the stack-bounds fast path's targets.

@@ -2,10 +2,9 @@
 //! workloads that measure what it would cost unwinders and profilers.
 //!
 //! This module exists for the study in `docs/msync-patch.md`. It is **not** a probing API:
-//! nothing here changes what [`Prober`] or [`Backend::Msync`] do, and it is compiled only
-//! with the `msync-patch-emulation` cargo feature (on by default so that
-//! `addrprobe msync-patch` and `cargo bench --bench msync_patch` work out of the box; build
-//! with `default-features = false` to leave it out).
+//! nothing here changes what [`Prober`] or [`Backend::Msync`] do. It lives in the lab, which
+//! is not published, and is always built there (`addrprobe msync-patch`,
+//! `cargo bench --bench msync_patch`).
 //!
 //! # What is emulated
 //!

@@ -6,8 +6,7 @@
 //!   self-test, the conformance matrix on this kernel and a quick cost table.
 //! - `addrprobe bench [--quick] [--json]`: probe-cost, unwinder, profiler and scaling tables.
 //! - `addrprobe bench fast-path [--quick] [--json]`: the stack-bounds fast path's targets.
-//! - `addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick]`: the msync-patch study
-//!   (feature `msync-patch-emulation`, on by default).
+//! - `addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick]`: the msync-patch study.
 
 mod bench;
 mod context;
