@@ -1,13 +1,13 @@
-//! The stack-bounds fast path's targets (issue 7), as a plain benchmark binary:
+//! The stack-bounds fast path's targets, as a plain benchmark binary:
 //! `cargo bench --bench fast_path` (full run, ~30 s) or `cargo bench --bench fast_path -- --test`
 //! (a quick smoke run). The same measurements, formatted as Markdown with the targets, are in
-//! `addrprobe bench`; both come from `addrprobe::fast_path_bench`.
+//! `addrprobe bench`; both come from `addrprobe_lab::fast_path_bench`.
 //!
 //! Ratios are measured in the same run: the own-stack walk against the unvalidated walk
 //! (paired, back to back), the profiler's fast-path slowdown against SignalGuard's.
 
-use addrprobe::bench::profiler::Walker;
-use addrprobe::fast_path_bench as fb;
+use addrprobe_lab::bench::profiler::Walker;
+use addrprobe_lab::fast_path_bench as fb;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--test" || a == "--quick");

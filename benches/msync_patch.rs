@@ -1,6 +1,6 @@
 //! The msync-patch emulation under criterion: what one validated walk and one application
 //! operation cost with a stock `msync(MS_ASYNC)`, with patch A alone and with A + B
-//! (see `docs/msync-patch.md` and `addrprobe::msync_patch`).
+//! (see `docs/msync-patch.md` and `addrprobe_lab::msync_patch`).
 //!
 //! `cargo bench --bench msync_patch` (`-- --test` for a smoke run).
 //! Files go to `$ADDRPROBE_MSYNC_DIR` (default `/tmp`, ext4 here) and, when it is tmpfs,
@@ -23,11 +23,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use addrprobe::msync_patch::Mode;
-use addrprobe::msync_patch::workloads::{
+use addrprobe::unwind::Frame;
+use addrprobe_lab::msync_patch::Mode;
+use addrprobe_lab::msync_patch::workloads::{
     FsKind, ProfilerConfig, ProfilerSetup, StackKind, UnwindConfig, UnwindSetup,
 };
-use addrprobe::unwind::Frame;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn dirs() -> Vec<PathBuf> {

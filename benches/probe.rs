@@ -1,6 +1,7 @@
 //! Per-probe cost of every backend, beside the floors and the peers, in one criterion run.
 //!
-//! `cargo bench --features bench --bench probe` (`-- --test` for a smoke run).
+//! `cargo bench --features addrprobe-lab/bench --bench probe` (`-- --test` for a smoke run):
+//! the lab's `bench` feature builds the peer crates.
 //!
 //! Groups:
 //! - `probe/<len>`: every backend's `check` on each case (valid resident, valid never-touched,
@@ -15,8 +16,8 @@
 
 use std::hint::black_box;
 
-use addrprobe::bench::{Arena, Case, Floors, len_label, lengths, peers};
 use addrprobe::{AutoOptions, Backend, Prober};
+use addrprobe_lab::bench::{Arena, Case, Floors, len_label, lengths, peers};
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 
 fn probers() -> Vec<Prober> {
@@ -33,7 +34,7 @@ fn probers() -> Vec<Prober> {
 }
 
 fn fixture_table(probers: &[Prober]) {
-    let set = addrprobe::fixtures::FixtureSet::build().expect("fixtures");
+    let set = addrprobe_lab::fixtures::FixtureSet::build().expect("fixtures");
     let ours: Vec<Prober> = probers
         .iter()
         .filter(|p| p.guarantee() == addrprobe::Guarantee::Readable)
@@ -93,11 +94,13 @@ fn bench_probe(c: &mut Criterion) {
             });
         }
         if len == 8 {
-            g.bench_function("floor/getppid", |b| b.iter(addrprobe::bench::getppid));
+            g.bench_function("floor/getppid", |b| b.iter(addrprobe_lab::bench::getppid));
             let addr = arena.addr(Case::Resident);
-            // SAFETY: the resident mapping is readable and page-aligned.
             g.bench_function("floor/volatile-load", |b| {
-                b.iter(|| unsafe { addrprobe::bench::volatile_load(black_box(addr)) })
+                b.iter(|| {
+                    // SAFETY: the resident mapping is readable and page-aligned.
+                    unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) }
+                })
             });
         }
         g.finish();

@@ -1,7 +1,7 @@
 //! The unwinder workload: a frame-pointer walk of a real recursion stack of depth 16, 64 and
 //! 256, every read validated by each backend, against the same walk with no validation.
 //!
-//! `cargo bench --features bench --bench unwind`. Criterion reports time per walk; divide by
+//! `cargo bench --bench unwind`. Criterion reports time per walk; divide by
 //! the depth for ns per frame (`addrprobe bench` prints ns per frame directly).
 //!
 //! Readable backends walk with [`Unwinder::new`] (`Prober::read` per frame); Mapped and
@@ -22,14 +22,14 @@ fn bench_unwind(c: &mut Criterion) {
     probers.push(("auto".into(), AutoOptions::new().build().expect("auto")));
     for depth in [16usize, 64, 256] {
         let mut g = c.benchmark_group(format!("unwind/depth-{depth}"));
-        addrprobe::bench::recurse(depth, &mut || {
+        addrprobe_lab::bench::recurse(depth, &mut || {
             let mut out = vec![Frame::default(); depth];
             g.bench_function("baseline-no-validation", |b| {
                 b.iter(|| {
-                    let (fp, sp) = addrprobe::bench::current_fp_sp();
-                    // SAFETY: at most `depth` frames are read, all of them frames of the live
-                    // recursion above (compiled with frame pointers).
+                    let (fp, sp) = addrprobe_lab::bench::current_fp_sp();
                     let w = walk_chain(fp, sp, &mut out, 0, |fp| {
+                        // SAFETY: at most `depth` frames are read, all of them frames of the live
+                        // recursion above (compiled with frame pointers).
                         Ok(Some(unsafe {
                             [
                                 core::ptr::read_volatile(fp as *const usize),

@@ -18,7 +18,9 @@
 //! syscall) is skipped, so `auto()` still works under `process_vm_readv`-blocking seccomp
 //! policies or with no free descriptors.
 
-use crate::{Backend, Error, Prober};
+use crate::Prober;
+use crate::backend_kind::Backend;
+use crate::error::Error;
 
 /// Options for [`Prober::auto`]-style selection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

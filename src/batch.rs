@@ -17,9 +17,11 @@
 //! stack wants. Whether batching pays off is measured by `addrprobe bench` (see
 //! `docs/results/`): it trades one larger copy for the syscalls of the frames it covers.
 
+use crate::Prober;
+use crate::error::Error;
+use crate::guarantee::Guarantee;
 use crate::range::{self, Classified};
 use crate::sys;
-use crate::{Backend, Error, Guarantee, Prober};
 
 /// Copies the longest readable prefix of `[addr, addr + dst.len())` into `dst` and returns its
 /// length: every byte before the returned count was readable and is copied; the byte at the
@@ -48,22 +50,13 @@ pub fn read_prefix(prober: &Prober, addr: usize, dst: &mut [u8]) -> Result<usize
         Classified::Probe(r) => r,
         Classified::Empty | Classified::OutsideUserSpace => return Ok(0),
     };
-    if prober.backend() == Backend::ProcessVmReadv {
-        return crate::backend::process_vm_readv::read_prefix(&r, dst);
-    }
-    let mut off = 0;
-    for (start, len) in r.page_chunks() {
-        if !prober.read(start, &mut dst[off..off + len])? {
-            break;
-        }
-        off += len;
-    }
-    Ok(off)
+    prober.state.read_prefix(&r, dst)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend_kind::Backend;
 
     /// Three pages: readable (filled with a pattern), readable, PROT_NONE.
     struct Fixture {
@@ -91,8 +84,8 @@ mod tests {
                 // SAFETY: inside the two writable pages we just mapped.
                 unsafe { *((base + i) as *mut u8) = (i % 251) as u8 };
             }
-            // SAFETY: the third page is ours.
             assert_eq!(
+                // SAFETY: the third page is ours.
                 unsafe { libc::mprotect((base + 2 * ps) as *mut _, ps, libc::PROT_NONE) },
                 0
             );

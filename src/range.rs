@@ -13,7 +13,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::Error;
+use crate::error::Error;
 
 static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
@@ -75,18 +75,18 @@ pub const USER_SPACE_LIMIT: usize = {
 };
 
 /// A validated, non-empty range inside user space, with its page bounds.
+///
+/// Only [`classify`] makes one, so every `PageRange` holds what the backends rely on: the
+/// range is non-empty, its end does not wrap, its last byte lies below
+/// [`USER_SPACE_LIMIT`], and the page bounds are its own rounded to `page_size`, a power of
+/// two. The fields are private and read through the accessors below.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageRange {
-    /// First byte of the range.
-    pub addr: usize,
-    /// Last byte of the range (inclusive).
-    pub last: usize,
-    /// Start of the first page the range touches.
-    pub first_page: usize,
-    /// Start of the last page the range touches.
-    pub last_page: usize,
-    /// The page size used for rounding.
-    pub page_size: usize,
+    addr: usize,
+    last: usize,
+    first_page: usize,
+    last_page: usize,
+    page_size: usize,
 }
 
 /// What a range turns into before any backend looks at it.
@@ -129,6 +129,62 @@ pub fn classify(addr: usize, len: usize, page_size: usize) -> Result<Classified,
 }
 
 impl PageRange {
+    /// First byte of the range.
+    #[inline]
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// Last byte of the range (inclusive).
+    #[inline]
+    pub fn last(&self) -> usize {
+        self.last
+    }
+
+    /// Length of the range in bytes (at least 1).
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.last - self.addr + 1
+    }
+
+    /// Always `false`: [`classify`] answers an empty range with [`Classified::Empty`].
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Start of the first page the range touches.
+    #[inline]
+    pub fn first_page(&self) -> usize {
+        self.first_page
+    }
+
+    /// Start of the last page the range touches.
+    #[inline]
+    pub fn last_page(&self) -> usize {
+        self.last_page
+    }
+
+    /// The page size used for rounding.
+    #[inline]
+    pub fn page_size(&self) -> usize {
+        self.page_size
+    }
+
+    /// The range cut at page boundaries, each piece a `PageRange` of its own inside one page
+    /// (the same pieces as [`page_chunks`](Self::page_chunks)).
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = PageRange> + use<> {
+        let page_size = self.page_size;
+        let mask = !(page_size - 1);
+        self.page_chunks().map(move |(addr, len)| PageRange {
+            addr,
+            last: addr + (len - 1),
+            first_page: addr & mask,
+            last_page: addr & mask,
+            page_size,
+        })
+    }
+
     /// Number of pages the range touches.
     pub fn pages(&self) -> usize {
         (self.last_page - self.first_page) / self.page_size + 1
@@ -283,6 +339,17 @@ mod tests {
         );
         assert_eq!(r.pages(), 4);
         assert_eq!(r.span(), 4 * PS);
+        assert_eq!(r.len(), 0x2020);
+        let pieces: Vec<_> = r.pieces().collect();
+        assert_eq!(pieces.len(), 4);
+        for (p, (start, len)) in pieces.iter().zip(chunks) {
+            assert_eq!((p.addr(), p.len()), (start, len));
+            assert_eq!(
+                (p.first_page(), p.last_page()),
+                (start & !(PS - 1), start & !(PS - 1))
+            );
+            assert_eq!(p.pages(), 1);
+        }
     }
 
     #[test]

@@ -28,7 +28,9 @@
 //! `vm.mmap_min_addr` on every common configuration, where the kernel never places a mapping
 //! it chooses itself.
 
-use crate::{Error, Guarantee, Prober};
+use crate::Prober;
+use crate::error::Error;
+use crate::guarantee::Guarantee;
 
 /// Attempts before the self-test gives up on finding an unmapped page that stays unmapped.
 const ATTEMPTS: usize = 8;

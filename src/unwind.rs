@@ -455,7 +455,7 @@ mod tests {
         fn new(pages: usize, guard_from: usize) -> Region {
             let ps = crate::range::page_size();
             let len = pages * ps;
-            let base = crate::fixtures::map_anonymous(len).expect("mmap");
+            let base = crate::testing::map_anonymous(len).expect("mmap");
             if guard_from < pages {
                 // SAFETY: the range lies inside the mapping made above.
                 let r = unsafe {
@@ -533,9 +533,9 @@ mod tests {
         let ps = crate::range::page_size();
         let mut region = Region::new(3, 3);
         let hole_addr = region.base + 2 * ps + 32;
-        // SAFETY: unmaps the last page of `region`'s own mapping; the region shrinks so that
-        // Drop never unmaps the hole, which another thread's mmap may take meanwhile.
         assert_eq!(
+            // SAFETY: unmaps the last page of `region`'s own mapping; the region shrinks so that
+            // Drop never unmaps the hole, which another thread's mmap may take meanwhile.
             unsafe { libc::munmap((region.base + 2 * ps) as *mut libc::c_void, ps) },
             0
         );

@@ -302,7 +302,7 @@ impl SlowPath<'_, '_> {
     fn read_batched(&mut self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
         let prober: &Prober = self.unwinder.prober;
         let mut len = self.batch;
-        if prober.backend() != Backend::ProcessVmReadv {
+        if !prober.state.batches_pages() {
             let ps = crate::range::page_size();
             let to_page_end = ps - (fp & (ps - 1));
             len = len.min(to_page_end).max(2 * WORD);

@@ -2,8 +2,8 @@
 //! madvise and files, judged against the constructed truth under the backend's guarantee.
 //! A false positive always fails; a false negative fails unless it is a documented one.
 
-use addrprobe::fixtures::{self, Expect, FixtureSet};
 use addrprobe::{AutoOptions, Backend, Error, Guarantee, Prober};
+use addrprobe_lab::fixtures::{self, Expect, FixtureSet};
 
 /// Backends that need nothing but plain syscalls and must work on any supported kernel.
 const ALWAYS_AVAILABLE: [Backend; 4] = [
@@ -218,8 +218,8 @@ fn errno_is_preserved() {
             let _ = p.check(addr, 8);
             let mut buf = [0u8; 8];
             let _ = p.read(addr, &mut buf);
-            // SAFETY: reading this thread's errno.
             assert_eq!(
+                // SAFETY: reading this thread's errno.
                 unsafe { *libc::__errno_location() },
                 4321,
                 "{backend} at {addr:#x}"
@@ -314,8 +314,8 @@ fn errors_say_what_went_wrong() {
 #[test]
 fn probes_never_write_to_probed_memory() {
     let l = Layout::new(3, Some(libc::PROT_READ));
-    // SAFETY: making the pattern pages read-only; the layout owns them.
     assert_eq!(
+        // SAFETY: making the pattern pages read-only; the layout owns them.
         unsafe { libc::mprotect(l.addr as *mut libc::c_void, 3 * page(), libc::PROT_READ) },
         0
     );

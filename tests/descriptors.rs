@@ -211,14 +211,14 @@ const APP_OFFSET: i64 = 100;
 
 fn open_app_file(dir: &std::path::Path, i: usize) -> AppFile {
     let path = dir.join(format!("app-{i}"));
-    let bytes = addrprobe::fixtures::pattern(2 * ps(), i as u8);
+    let bytes = addrprobe_lab::fixtures::pattern(2 * ps(), i as u8);
     std::fs::write(&path, &bytes).unwrap();
     let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
     // SAFETY: open with a NUL-terminated path; lseek on our descriptor.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR) };
     assert!(fd >= 0);
-    // SAFETY: as above.
     assert_eq!(
+        // SAFETY: lseek on the descriptor we just opened; no memory is involved.
         unsafe { libc::lseek(fd, APP_OFFSET, libc::SEEK_SET) },
         APP_OFFSET
     );
@@ -256,14 +256,14 @@ fn child_fd_reuse() {
     // ...and opens its own: a non-blocking pipe holding 100 bytes, then files, until every
     // number the crate had is the application's.
     let mut app_pipe = [0i32; 2];
-    // SAFETY: pipe2 writes two descriptors.
     assert_eq!(
+        // SAFETY: pipe2 writes two descriptors.
         unsafe { libc::pipe2(app_pipe.as_mut_ptr(), libc::O_NONBLOCK) },
         0
     );
-    let pipe_bytes = addrprobe::fixtures::pattern(100, 200);
-    // SAFETY: writing our own bytes into our own pipe.
+    let pipe_bytes = addrprobe_lab::fixtures::pattern(100, 200);
     assert_eq!(
+        // SAFETY: writing our own bytes into our own pipe.
         unsafe { libc::write(app_pipe[1], pipe_bytes.as_ptr().cast(), 100) },
         100
     );

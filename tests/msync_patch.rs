@@ -1,20 +1,18 @@
-//! The msync-patch emulation (`addrprobe::msync_patch`): the file-mapping cache finds the
+//! The msync-patch emulation (`addrprobe_lab::msync_patch`): the file-mapping cache finds the
 //! file behind an address, each emulated mode starts exactly the writeback it claims (seen
 //! as write-protect faults on the pages writeback cleaned), the workloads' walk finds the
 //! frames it was given, and the profiler workload leaves no handler, timer, file or
 //! descriptor behind.
 
-#![cfg(feature = "msync-patch-emulation")]
-
 mod support;
 
 use std::os::fd::AsRawFd;
 
-use addrprobe::msync_patch::workloads::{
+use addrprobe::unwind::Frame;
+use addrprobe_lab::msync_patch::workloads::{
     self, FRAME_RECORD, FsKind, ProfilerConfig, Region, write_chain,
 };
-use addrprobe::msync_patch::{EmulatedMsync, FileMappings, Mode, OpenedVia};
-use addrprobe::unwind::Frame;
+use addrprobe_lab::msync_patch::{EmulatedMsync, FileMappings, Mode, OpenedVia};
 use support::{fd_list, is_child, new_fds, ps, run_child};
 
 fn map(len: usize, prot: i32, flags: i32, fd: i32, off: usize) -> usize {
@@ -176,8 +174,8 @@ fn each_mode_starts_exactly_the_writeback_it_claims() {
         assert_eq!(probe.check(0x1000, 8), Ok(false));
         assert_eq!(support::errno(), 4243, "{mode}: a 'no' changed errno");
         // Writeback must not change the bytes.
-        // SAFETY: inside our mapping.
         assert_eq!(
+            // SAFETY: an aligned 8-byte load from page 2 of the test's own read-write mapping.
             unsafe { core::ptr::read_volatile(page(2) as *const u64) },
             7
         );
@@ -223,8 +221,9 @@ fn profiler_run_leaves_no_handler_timer_file_or_descriptor() {
         // SAFETY: a zeroed sigaction with SIG_IGN is valid.
         let mut ign: libc::sigaction = unsafe { core::mem::zeroed() };
         ign.sa_sigaction = libc::SIG_IGN;
-        // SAFETY: valid pointer.
         assert_eq!(
+            // SAFETY: `ign` is a valid action (SIG_IGN, empty mask); the old action is not
+            // asked for (null).
             unsafe { libc::sigaction(libc::SIGPROF, &ign, core::ptr::null_mut()) },
             0
         );
@@ -244,8 +243,8 @@ fn profiler_run_leaves_no_handler_timer_file_or_descriptor() {
         }
         // SAFETY: zeroed out-parameter.
         let mut now: libc::sigaction = unsafe { core::mem::zeroed() };
-        // SAFETY: valid pointer; a null new action only reads the current one.
         assert_eq!(
+            // SAFETY: a null new action only reads the current disposition into `now`.
             unsafe { libc::sigaction(libc::SIGPROF, core::ptr::null(), &mut now) },
             0
         );

@@ -44,9 +44,9 @@ fn allocations_in(f: impl FnOnce()) -> usize {
 #[test]
 fn probes_do_not_allocate() {
     let ps = addrprobe::range::page_size();
-    let readable = addrprobe::fixtures::map_anonymous(4 * ps).expect("mmap");
-    // SAFETY: the last page of our own mapping becomes PROT_NONE.
+    let readable = addrprobe_lab::fixtures::map_anonymous(4 * ps).expect("mmap");
     assert_eq!(
+        // SAFETY: the last page of our own mapping becomes PROT_NONE.
         unsafe {
             libc::mprotect(
                 (readable + 3 * ps) as *mut libc::c_void,

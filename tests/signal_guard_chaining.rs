@@ -696,9 +696,9 @@ fn too_small_alternate_stack_dies_of_sigsegv() {
                     ss_flags: 0,
                     ss_size: ps() + 512,
                 };
-                // SAFETY: a valid stack_t describing our own mapping; this thread is not on
-                // its alternate stack.
                 assert_eq!(
+                    // SAFETY: a valid stack_t describing our own mapping; this thread is not
+                    // on its alternate stack.
                     unsafe { libc::sigaltstack(&ss, core::ptr::null_mut()) },
                     0,
                     "sigaltstack"

@@ -22,9 +22,9 @@
 
 use std::sync::OnceLock;
 
-use addrprobe::fixtures::{WRITE_ONLY, known_false_negative};
 use addrprobe::range::{Classified, classify};
 use addrprobe::{Backend, Error, Guarantee, Prober};
+use addrprobe_lab::fixtures::{WRITE_ONLY, known_false_negative};
 use libfuzzer_sys::fuzz_target;
 
 const PAGES: usize = 8;
@@ -63,7 +63,7 @@ fn pattern(page: usize, i: usize) -> u8 {
 fn map_quiet(len: usize) -> usize {
     // Where ASan reserves the quiet region for its shadow, this falls back to a kernel-chosen
     // address; the hole is then re-checked against /proc/self/maps before a mismatch counts.
-    addrprobe::fixtures::map_quiet(
+    addrprobe_lab::fixtures::map_quiet(
         len,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
@@ -170,8 +170,8 @@ fn hole_still_unmapped(w: &World) -> bool {
 
 fn u_at(d: &[u8], i: usize, n: usize) -> u64 {
     let mut b = [0u8; 8];
-    for k in 0..n {
-        b[k] = d.get(i + k).copied().unwrap_or(0);
+    for (k, v) in b.iter_mut().enumerate().take(n) {
+        *v = d.get(i + k).copied().unwrap_or(0);
     }
     u64::from_le_bytes(b)
 }
@@ -194,10 +194,10 @@ fuzz_target!(|data: &[u8]| {
         let addr = u_at(data, 2, 8) as usize;
         let mut len = u_at(data, 10, 8) as usize;
         // Keep wild probes short, except lengths that classify answers without probing.
-        if let Ok(Classified::Probe(r)) = classify(addr, len, w.ps) {
-            if r.pages() > MAX_WILD_PAGES {
-                len = (mode as usize % 4 + 1) * w.ps / 2;
-            }
+        if let Ok(Classified::Probe(r)) = classify(addr, len, w.ps)
+            && r.pages() > MAX_WILD_PAGES
+        {
+            len = (mode as usize % 4 + 1) * w.ps / 2;
         }
         (addr, len, data.get(18).copied().unwrap_or(0))
     };

@@ -78,12 +78,12 @@ fuzz_target!(|data: &[u8]| {
     let first_page = a / p * p;
     let last_page = last / p * p;
     let pages = (last_page - first_page) / p + 1;
-    assert_eq!((r.addr as u128, r.last as u128), (a, last));
+    assert_eq!((r.addr() as u128, r.last() as u128), (a, last));
     assert_eq!(
-        (r.first_page as u128, r.last_page as u128),
+        (r.first_page() as u128, r.last_page() as u128),
         (first_page, last_page)
     );
-    assert_eq!(r.page_size, ps);
+    assert_eq!(r.page_size(), ps);
     assert_eq!(r.pages() as u128, pages);
     assert_eq!(r.span() as u128, last_page - first_page + p);
 
@@ -125,7 +125,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(next, last + 1);
     }
 
-    for point in [r.last, (addr / 2).saturating_add(r.last / 2)] {
+    for point in [r.last(), (addr / 2).saturating_add(r.last() / 2)] {
         check_window(point);
     }
 });

@@ -10,9 +10,10 @@
 //!
 //! The backend writes the whole range in one call (the kernel reads none of it).
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys::{self, DEV_NULL, FD_REPLACED};
-use crate::{Backend, Error};
 
 /// A registered user of the process-wide `/dev/null` descriptor.
 #[derive(Debug)]
@@ -36,11 +37,11 @@ impl DevNull {
             errno: Some(libc::EBADF),
             reason: FD_REPLACED,
         })?;
-        let len = r.last - r.addr + 1;
+        let len = r.last() - r.addr() + 1;
         // SAFETY: the descriptor was verified to be our /dev/null, whose write method never
         // reads the buffer; the kernel validates the pointer itself.
         // (The raw syscall: sanitizers' `write` interceptors would inspect the buffer.)
-        let ret = unsafe { libc::syscall(libc::SYS_write, fd, r.addr, len) };
+        let ret = unsafe { libc::syscall(libc::SYS_write, fd, r.addr(), len) };
         match sys::check(ret) {
             Ok(_) => Ok(true),
             Err(libc::EFAULT) => Ok(false),

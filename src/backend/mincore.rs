@@ -8,9 +8,10 @@
 //! The vector is a 256-byte array on the stack (safe on an 8 KiB signal stack), so ranges of
 //! more than 256 pages take one call per 256 pages.
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
-use crate::{Backend, Error};
 
 /// Pages per `mincore` call: the size of the stack vector.
 const CHUNK_PAGES: usize = 256;
@@ -21,7 +22,7 @@ const EAGAIN_RETRIES: usize = 3;
 #[inline]
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     let mut vec = [0u8; CHUNK_PAGES];
-    let mut page = r.first_page;
+    let mut page = r.first_page();
     let mut remaining = r.pages();
     let mut retries = 0;
     while remaining > 0 {
@@ -29,7 +30,7 @@ pub fn check(r: &PageRange) -> Result<bool, Error> {
         // SAFETY: `vec` has room for `n <= CHUNK_PAGES` residency bytes; mincore only reads
         // the page tables of the range.
         let ret =
-            unsafe { libc::syscall(libc::SYS_mincore, page, n * r.page_size, vec.as_mut_ptr()) };
+            unsafe { libc::syscall(libc::SYS_mincore, page, n * r.page_size(), vec.as_mut_ptr()) };
         if let Err(errno) = sys::check(ret) {
             match errno {
                 libc::ENOMEM => return Ok(false),
@@ -40,7 +41,7 @@ pub fn check(r: &PageRange) -> Result<bool, Error> {
                 e => return Err(Error::from_errno(Backend::Mincore, e, "mincore")),
             }
         }
-        page += n * r.page_size;
+        page += n * r.page_size();
         remaining -= n;
     }
     Ok(true)

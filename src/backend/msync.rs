@@ -11,16 +11,17 @@
 //! One syscall covers the whole range: `start` must be page-aligned, so the range is widened
 //! to whole pages. Cost: one syscall whatever the length.
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
-use crate::{Backend, Error};
 
 /// Probes the pages of `r` with one `msync(MS_ASYNC)`.
 #[inline]
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     // SAFETY: msync only looks up the VMAs of the range; it never dereferences it and with
     // MS_ASYNC (and no MS_INVALIDATE) changes nothing.
-    let ret = unsafe { libc::syscall(libc::SYS_msync, r.first_page, r.span(), libc::MS_ASYNC) };
+    let ret = unsafe { libc::syscall(libc::SYS_msync, r.first_page(), r.span(), libc::MS_ASYNC) };
     match sys::check(ret) {
         Ok(_) => Ok(true),
         Err(libc::ENOMEM) => Ok(false),

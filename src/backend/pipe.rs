@@ -33,9 +33,10 @@
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys::{self, FD_REPLACED};
-use crate::{Backend, Error};
 
 /// Pipes in the process-wide pool.
 pub const SLOTS: usize = 4;

@@ -12,9 +12,10 @@
 //! calls. The iovec arrays live on the stack (1 KiB). The pid is this process's, kept current
 //! across `fork()` by the atfork handler: a child must not read its parent.
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
-use crate::{Backend, Error};
 
 /// Remote iovecs per `process_vm_readv` call.
 pub const IOVECS: usize = 64;

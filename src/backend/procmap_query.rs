@@ -12,9 +12,10 @@
 //! The descriptor is `/proc/self/maps`, opened once and reopened in fork children (an
 //! inherited one keeps describing the parent's address space).
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys::{self, FD_REPLACED, PROC_MAPS};
-use crate::{Backend, Error};
 use linux_raw_sys::general::{procmap_query, procmap_query_flags};
 
 /// `_IOWR('f', 17, struct procmap_query)` from `include/uapi/linux/fs.h`.
@@ -45,7 +46,7 @@ impl ProcMaps {
             errno: Some(libc::EBADF),
             reason: FD_REPLACED,
         })?;
-        let mut cur = r.addr;
+        let mut cur = r.addr();
         loop {
             // SAFETY: procmap_query is a plain C struct of integers; all-zero is valid.
             let mut q: procmap_query = unsafe { core::mem::zeroed() };
@@ -81,7 +82,7 @@ impl ProcMaps {
                     during: "ioctl(PROCMAP_QUERY) returned a VMA that does not cover the address",
                 });
             }
-            if q.vma_end as usize > r.last {
+            if q.vma_end as usize > r.last() {
                 return Ok(true);
             }
             cur = q.vma_end as usize;

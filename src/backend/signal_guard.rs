@@ -100,7 +100,8 @@ cfg_if::cfg_if! {
         pub(crate) use x86_64::{check, install, read};
     } else {
         use crate::range::PageRange;
-        use crate::{Backend, Error};
+        use crate::backend_kind::Backend;
+        use crate::error::Error;
 
         /// This architecture has no guarded load yet.
         pub(crate) fn install() -> Result<(), Error> {

@@ -16,9 +16,10 @@
 //! returns [`Error::Unavailable`] while `check` keeps working.
 
 use crate::backend::pipe;
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::{PageRange, window_in_page};
 use crate::sys;
-use crate::{Backend, Error};
 
 /// `how` values 0, 1 and 2 are SIG_BLOCK, SIG_UNBLOCK and SIG_SETMASK; -1 is none of them.
 const INVALID_HOW: libc::c_long = -1;
@@ -62,7 +63,7 @@ impl SigprocMask {
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     for point in r.probe_points() {
         // A NULL `nset` means "no new set" and succeeds, so page 0 is probed at offset 8.
-        let window = window_in_page(point, KERNEL_SIGSET_SIZE as usize, r.page_size).max(8);
+        let window = window_in_page(point, KERNEL_SIGSET_SIZE as usize, r.page_size()).max(8);
         // SAFETY: with an invalid `how` the kernel copies 8 bytes from `window` (validating
         // the pointer itself), rejects `how` and changes no state; `oset` is NULL.
         let ret = unsafe {

@@ -164,10 +164,10 @@ pub fn ps() -> usize {
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
-/// Maps `len` bytes in a quiet part of the address space (`addrprobe::fixtures::map_quiet`):
+/// Maps `len` bytes in a quiet part of the address space (`addrprobe_lab::fixtures::map_quiet`):
 /// a page a test unmaps there stays a hole while other threads call `mmap`.
 pub fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> usize {
-    addrprobe::fixtures::map_quiet(len, prot, flags, fd).expect("mmap")
+    addrprobe_lab::fixtures::map_quiet(len, prot, flags, fd).expect("mmap")
 }
 
 /// An anonymous mapping of up to 64 pages in a quiet region; the pages still ours are
@@ -244,7 +244,7 @@ impl Drop for Region {
 
 /// The bytes of page `i`'s pattern (distinct per page and seed, never all zero).
 pub fn page_pattern(i: usize, seed: u8) -> Vec<u8> {
-    addrprobe::fixtures::pattern(ps(), seed.wrapping_add((i as u8).wrapping_mul(17)))
+    addrprobe_lab::fixtures::pattern(ps(), seed.wrapping_add((i as u8).wrapping_mul(17)))
 }
 
 /// A prober for every backend that is available here. Only `ProcmapQuery` may be missing

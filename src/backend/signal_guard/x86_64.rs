@@ -3,8 +3,9 @@
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
+use crate::backend_kind::Backend;
+use crate::error::Error;
 use crate::range::PageRange;
-use crate::{Backend, Error};
 
 /// Returned in `rax:rdx` by the loads (SysV: a 16-byte struct of two INTEGERs).
 #[repr(C)]
@@ -403,10 +404,10 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
     // Whether the kernel forced this signal on the thread (a fault: `force_sig_fault` and
     // friends, `si_code > 0`), which ignores `SIG_IGN`. An asynchronous machine-check report
     // (`BUS_MCEERR_AO`) is sent like `kill`, and an ignored one is dropped.
-    // SAFETY: `info` is null or valid.
     let code = if info.is_null() {
         0
     } else {
+        // SAFETY: `info` is not null, so it is the kernel's valid siginfo.
         unsafe { (*info).si_code }
     };
     let forced = code > 0 && !(sig == libc::SIGBUS && code == libc::BUS_MCEERR_AO);
@@ -776,9 +777,9 @@ mod tests {
                 );
             }
             install().unwrap();
-            let page = crate::fixtures::map_anonymous(4096).unwrap();
-            // SAFETY: our own fresh mapping.
+            let page = crate::testing::map_anonymous(4096).unwrap();
             assert_eq!(
+                // SAFETY: our own fresh mapping.
                 unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_NONE) },
                 0
             );

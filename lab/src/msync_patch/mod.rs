@@ -2,10 +2,9 @@
 //! workloads that measure what it would cost unwinders and profilers.
 //!
 //! This module exists for the study in `docs/msync-patch.md`. It is **not** a probing API:
-//! nothing here changes what [`Prober`] or [`Backend::Msync`] do, and it is compiled only
-//! with the `msync-patch-emulation` cargo feature (on by default so that
-//! `addrprobe msync-patch` and `cargo bench --bench msync_patch` work out of the box; build
-//! with `default-features = false` to leave it out).
+//! nothing here changes what [`Prober`] or [`Backend::Msync`] do. It lives in the lab, which
+//! is not published, and is always built there (`addrprobe msync-patch`,
+//! `cargo bench --bench msync_patch`).
 //!
 //! # What is emulated
 //!
@@ -45,8 +44,8 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use crate::range::{self, Classified};
-use crate::{Backend, Error, Prober};
+use addrprobe::range;
+use addrprobe::{Backend, Error, Prober};
 
 /// Which msync behaviour to emulate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -305,21 +304,18 @@ impl EmulatedMsync {
     /// allocation-free and lock-free; `errno` is preserved.
     #[inline]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
+        // The answer is the msync backend's own: `Prober::check` validates the range, makes
+        // the one msync and preserves errno.
+        let answer = self.prober.check(addr, len)?;
         if self.mode == Mode::Stock {
-            return self.prober.check(addr, len);
+            return Ok(answer);
         }
-        // What `Prober::check` does for `Backend::Msync`, with the range kept for the
-        // writeback below.
-        let _errno = crate::sys::ErrnoGuard::new();
-        let r = match range::classify(addr, len, range::page_size())? {
-            Classified::Empty => return Ok(true),
-            Classified::OutsideUserSpace => return Ok(false),
-            Classified::Probe(r) => r,
+        let Some((lo, hi)) = msync_pages(addr, len) else {
+            // Empty, or outside user space: no msync was made, so the patched kernel would
+            // start no writeback either.
+            return Ok(answer);
         };
-        let answer = crate::backend::msync::check(&r)?;
-        // The pages msync looked at: [first_page, last_page + page_size).
-        let lo = r.first_page;
-        let hi = r.last_page + r.page_size;
+        let _errno = crate::sys::ErrnoGuard::new();
         for m in self.maps.maps.iter() {
             if m.start >= hi {
                 break;
@@ -358,6 +354,18 @@ impl EmulatedMsync {
     }
 }
 
+/// The pages `msync(MS_ASYNC)` looks at for `[addr, addr + len)`: `[first page, end of the
+/// last page)`, or `None` when [`Prober::check`] makes no syscall (empty range, or a range
+/// that reaches [`USER_SPACE_LIMIT`](range::USER_SPACE_LIMIT) or wraps).
+fn msync_pages(addr: usize, len: usize) -> Option<(usize, usize)> {
+    let last = addr.checked_add(len)?.checked_sub(1)?;
+    if len == 0 || last >= range::USER_SPACE_LIMIT {
+        return None;
+    }
+    let mask = !(range::page_size() - 1);
+    Some((addr & mask, (last & mask) + range::page_size()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,5 +393,16 @@ mod tests {
         assert!(!anon.shared);
         assert_eq!(anon.path, "");
         assert!(parse_maps_line("garbage").is_none());
+    }
+
+    #[test]
+    fn msync_pages_are_the_whole_pages_of_the_range() {
+        let ps = range::page_size();
+        assert_eq!(msync_pages(ps + 5, 1), Some((ps, 2 * ps)));
+        assert_eq!(msync_pages(2 * ps - 4, 8), Some((ps, 3 * ps)));
+        assert_eq!(msync_pages(ps, ps), Some((ps, 2 * ps)));
+        assert_eq!(msync_pages(ps, 0), None);
+        assert_eq!(msync_pages(usize::MAX - 8, 8), None);
+        assert_eq!(msync_pages(ps, usize::MAX), None);
     }
 }

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::bench::profiler::{self, Walker};
 
-use crate::stack_bounds::StackBounds;
-use crate::unwind::{Frame, Regs, Unwinder, Walk, walk_chain};
-use crate::{Backend, Prober};
+use addrprobe::stack_bounds::StackBounds;
+use addrprobe::unwind::{Frame, Regs, Unwinder, Walk, walk_chain};
+use addrprobe::{Backend, Prober};
 
 /// Frames per walk in [`own_stack_walks`] and [`batched_walks`].
 pub const FRAMES: usize = 64;
@@ -184,7 +184,7 @@ pub fn own_stack_walks(quick: bool, allow_signal_guard: bool) -> Vec<WalkRow> {
             let u = u.with_max_depth(FRAMES);
             p.sort_by(|a, b| a.1.total_cmp(&b.1));
             let (ns, ratio) = p[p.len() / 2];
-            let mut stats = crate::unwind::ReadStats::default();
+            let mut stats = addrprobe::unwind::ReadStats::default();
             let w = u.walk_current_counted(&mut out, &mut stats);
             rows.push(WalkRow {
                 name,
@@ -208,7 +208,7 @@ struct Coroutine {
 
 impl Coroutine {
     fn new(spacing: usize) -> Coroutine {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let len = (FRAMES * spacing + 256).next_multiple_of(ps) + ps;
         let base = crate::fixtures::map_anonymous(len).expect("mmap of the coroutine stack");
         let first = base + 64;
@@ -256,7 +256,7 @@ pub fn batched_walks(quick: bool, spacing: usize) -> Vec<WalkRow> {
             let ns = fixed_ns(reps, iters, || {
                 black_box(u.walk_from_regs(&regs, black_box(&mut out)));
             });
-            let mut stats = crate::unwind::ReadStats::default();
+            let mut stats = addrprobe::unwind::ReadStats::default();
             let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
             if window == 0 {
                 per_frame = ns;

@@ -10,12 +10,12 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use addrprobe::fixtures::{self, Cell, FixtureSet, Verdict};
 use addrprobe::{AutoOptions, Backend, Error, Prober};
+use addrprobe_lab::fixtures::{self, Cell, FixtureSet, Mapping, Verdict};
 
 use crate::context;
 use crate::json::Json;
-use addrprobe::bench::{Budget, ns_per_call};
+use addrprobe_lab::bench::{Budget, ns_per_call};
 
 struct BackendStatus {
     backend: Backend,
@@ -66,28 +66,14 @@ struct Cost {
 /// Probe costs: a resident 8-byte range and an unmapped one.
 fn costs(statuses: &[BackendStatus]) -> (f64, Vec<Cost>) {
     let ps = addrprobe::range::page_size();
-    // SAFETY: a fresh private anonymous mapping of two pages; the second is unmapped again
-    // so that it is a hole nobody else owns while we probe it (a concurrent mmap may take it,
-    // which would only make the "invalid" figure a valid one).
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            2 * ps,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
+    // Two pages in the quiet region; the second is unmapped again so that it is a hole nobody
+    // else owns while we probe it.
+    let Ok(mut pages) = Mapping::anon(2 * ps, libc::PROT_READ | libc::PROT_WRITE, 0) else {
         return (f64::NAN, Vec::new());
-    }
-    let base = base as usize;
-    // SAFETY: touching and unmapping pages of our own mapping.
-    unsafe {
-        (base as *mut u8).write_volatile(1);
-        libc::munmap((base + ps) as *mut libc::c_void, ps);
-    }
+    };
+    pages.fill(0, &[1]);
+    pages.punch(ps, ps);
+    let base = pages.addr();
     let (valid, invalid) = (base + 64, base + ps);
     let budget = |max_iters| Budget {
         per_rep: Duration::from_millis(20),
@@ -111,8 +97,7 @@ fn costs(statuses: &[BackendStatus]) -> (f64, Vec<Cost>) {
             }),
         })
         .collect();
-    // SAFETY: unmapping the rest of our own mapping.
-    unsafe { libc::munmap(base as *mut libc::c_void, ps) };
+    drop(pages);
     (getppid, rows)
 }
 

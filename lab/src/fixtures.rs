@@ -15,7 +15,7 @@
 
 use std::io;
 
-use crate::{Backend, Error, Guarantee, Prober};
+use addrprobe::{Backend, Error, Guarantee, Prober};
 
 /// The three properties a backend may claim about a range, as constructed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,19 +177,27 @@ pub fn judge(backend: Backend, fixture: &Fixture, answer: Result<bool, Error>) -
     }
 }
 
-/// An anonymous or file mapping, unmapped on drop, except for the pages we punched out of it:
-/// those may belong to someone else by then.
+/// An `mmap`ed region that this value owns: unmapped on drop, except for the pages punched
+/// out of it, which may belong to someone else by then. The one mapping guard of the lab
+/// (fixtures, the benchmark arena, the msync-patch workloads, `addrprobe report`).
+///
+/// It records the protection of every page it set, so that [`fill`](Self::fill) can refuse
+/// to write where a write would fault. Code that changes the mapping behind its back (raw
+/// `mprotect`, `madvise(MADV_GUARD_INSTALL)`) must not `fill` the pages it changed.
 #[derive(Debug)]
-struct Mapping {
+pub struct Mapping {
     addr: usize,
-    len: usize,
-    /// `(offset, len)` pieces already unmapped, in increasing order.
-    holes: Vec<(usize, usize)>,
+    /// The protection of each page; `None` for pages punched out.
+    pages: Vec<Option<i32>>,
+    /// Private anonymous memory (a write to a `PROT_WRITE` page cannot raise SIGBUS).
+    anonymous: bool,
 }
 
 impl Mapping {
-    fn anon(len: usize, prot: i32, extra_flags: i32) -> io::Result<Mapping> {
-        Self::map(
+    /// Private anonymous memory of `len` bytes (rounded up to whole pages) in the quiet region
+    /// (see [`map_quiet`]), with `extra_flags` (e.g. `MAP_NORESERVE`).
+    pub fn anon(len: usize, prot: i32, extra_flags: i32) -> io::Result<Mapping> {
+        Self::quiet(
             len,
             prot,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
@@ -197,35 +205,115 @@ impl Mapping {
         )
     }
 
-    fn map(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Mapping> {
-        // A quiet region keeps the holes we punch from being reused by concurrent mmaps.
+    /// `len` bytes (rounded up to whole pages) of `fd` (or anonymous memory) with `prot` and
+    /// `flags`, in the quiet region (see [`map_quiet`]), so that the holes punched in it stay
+    /// holes while other threads call `mmap`.
+    pub fn quiet(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Mapping> {
+        let len = page_round(len);
         let addr = map_quiet(len, prot, flags, fd)?;
-        Ok(Mapping {
+        Ok(Self::owned(addr, len, prot, flags))
+    }
+
+    /// Like [`quiet`](Self::quiet), at an address the kernel chooses.
+    pub fn anywhere(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<Mapping> {
+        let len = page_round(len);
+        let addr = map_at_kernel_choice(len, prot, flags & !libc::MAP_FIXED, fd)?;
+        Ok(Self::owned(addr, len, prot, flags))
+    }
+
+    fn owned(addr: usize, len: usize, prot: i32, flags: i32) -> Mapping {
+        let anonymous = flags & (libc::MAP_ANONYMOUS | libc::MAP_PRIVATE)
+            == libc::MAP_ANONYMOUS | libc::MAP_PRIVATE;
+        Mapping {
             addr,
-            len,
-            holes: Vec::new(),
-        })
+            pages: vec![Some(prot); len / addrprobe::range::page_size()],
+            anonymous,
+        }
     }
 
-    /// Unmaps `[offset, offset + len)`, making a hole the fixtures call "unmapped".
-    fn punch(&mut self, offset: usize, len: usize) {
-        // SAFETY: unmapping a piece of our own mapping; nothing of Rust's points into it.
+    /// The first byte.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+
+    /// The length in bytes (whole pages, punched ones included).
+    pub fn len(&self) -> usize {
+        self.pages.len() * addrprobe::range::page_size()
+    }
+
+    /// Always `false`: a mapping has at least one page.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// The page indices of `[offset, offset + len)`, which must be whole pages of the mapping.
+    fn page_span(&self, offset: usize, len: usize) -> core::ops::Range<usize> {
+        let ps = addrprobe::range::page_size();
+        assert!(
+            offset.is_multiple_of(ps) && len.is_multiple_of(ps) && len > 0,
+            "whole pages only: {offset:#x}+{len:#x}"
+        );
+        let (first, end) = (offset / ps, (offset + len) / ps);
+        assert!(
+            end <= self.pages.len(),
+            "{offset:#x}+{len:#x} lies outside the mapping"
+        );
+        first..end
+    }
+
+    /// Unmaps `[offset, offset + len)` (whole pages), making a hole the fixtures call
+    /// "unmapped". Drop leaves it alone.
+    pub fn punch(&mut self, offset: usize, len: usize) {
+        let span = self.page_span(offset, len);
+        assert!(
+            self.pages[span.clone()].iter().all(Option::is_some),
+            "{offset:#x}+{len:#x} is already (partly) punched out"
+        );
+        // SAFETY: unmapping whole pages of our own mapping that are still ours (checked
+        // above); no Rust reference points into it.
         unsafe { libc::munmap((self.addr + offset) as *mut libc::c_void, len) };
-        self.holes.push((offset, len));
-        self.holes.sort_unstable();
+        self.pages[span].fill(None);
     }
 
-    fn protect(&self, offset: usize, len: usize, prot: i32) -> io::Result<()> {
-        // SAFETY: the range lies inside our own mapping; no Rust reference points into it.
+    /// `mprotect`s `[offset, offset + len)` (whole pages, none punched out) to `prot`.
+    pub fn protect(&mut self, offset: usize, len: usize, prot: i32) -> io::Result<()> {
+        let span = self.page_span(offset, len);
+        assert!(
+            self.pages[span.clone()].iter().all(Option::is_some),
+            "{offset:#x}+{len:#x} includes punched-out pages"
+        );
+        // SAFETY: the range is whole pages of our own mapping, still ours (checked above); no
+        // Rust reference points into it.
         let ret = unsafe { libc::mprotect((self.addr + offset) as *mut libc::c_void, len, prot) };
         if ret != 0 {
             return Err(io::Error::last_os_error());
         }
+        self.pages[span].fill(Some(prot));
         Ok(())
     }
 
-    fn fill(&self, offset: usize, bytes: &[u8]) {
-        // SAFETY: the range lies inside our writable mapping.
+    /// Copies `bytes` to `offset`. Panics unless the mapping is private anonymous memory and
+    /// every page the bytes touch is still mapped with `PROT_WRITE`.
+    pub fn fill(&self, offset: usize, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let ps = addrprobe::range::page_size();
+        let end = offset
+            .checked_add(bytes.len())
+            .filter(|&e| e <= self.len())
+            .expect("fill outside the mapping");
+        let writable = self.pages[offset / ps..end.div_ceil(ps)]
+            .iter()
+            .all(|p| p.is_some_and(|prot| prot & libc::PROT_WRITE != 0));
+        assert!(
+            self.anonymous && writable,
+            "fill of {offset:#x}+{:#x}: not writable anonymous memory",
+            bytes.len()
+        );
+        // SAFETY: the destination lies inside our private anonymous mapping, in pages mapped
+        // with PROT_WRITE (checked above), so the writes cannot fault; `bytes` is a separate
+        // Rust slice, so the two do not overlap.
         unsafe {
             core::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
@@ -238,28 +326,45 @@ impl Mapping {
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        let mut start = 0;
-        for &(offset, len) in self.holes.iter().chain([(self.len, 0)].iter()) {
-            if offset > start {
-                // SAFETY: `[start, offset)` is a piece of our mapping that we still own.
-                unsafe { libc::munmap((self.addr + start) as *mut libc::c_void, offset - start) };
+        let ps = addrprobe::range::page_size();
+        let mut i = 0;
+        while i < self.pages.len() {
+            if self.pages[i].is_none() {
+                i += 1;
+                continue;
             }
-            start = start.max(offset + len);
+            let start = i;
+            while i < self.pages.len() && self.pages[i].is_some() {
+                i += 1;
+            }
+            // SAFETY: pages `start..i` are a run of our mapping that we still own (never
+            // punched out); nothing of Rust's points into them any more.
+            unsafe {
+                libc::munmap(
+                    (self.addr + start * ps) as *mut libc::c_void,
+                    (i - start) * ps,
+                )
+            };
         }
     }
 }
 
-/// Maps `len` bytes of private anonymous read-write memory at a kernel-chosen address.
-/// Test and benchmark helper; the caller owns (and unmaps) the mapping.
-pub fn map_anonymous(len: usize) -> io::Result<usize> {
-    // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing.
+/// `len` rounded up to whole pages (at least one).
+fn page_round(len: usize) -> usize {
+    len.max(1).next_multiple_of(addrprobe::range::page_size())
+}
+
+/// `mmap` at an address the kernel chooses (never `MAP_FIXED`).
+fn map_at_kernel_choice(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<usize> {
+    // SAFETY: without MAP_FIXED (masked out) the kernel picks an unused range, so the new
+    // mapping aliases nothing.
     let p = unsafe {
         libc::mmap(
             core::ptr::null_mut(),
             len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
+            prot,
+            flags & !libc::MAP_FIXED,
+            fd,
             0,
         )
     };
@@ -269,12 +374,55 @@ pub fn map_anonymous(len: usize) -> io::Result<usize> {
     Ok(p as usize)
 }
 
+/// Maps `len` bytes of private anonymous read-write memory at a kernel-chosen address.
+/// Test and benchmark helper; the caller owns (and unmaps) the mapping.
+pub fn map_anonymous(len: usize) -> io::Result<usize> {
+    map_at_kernel_choice(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    )
+}
+
 /// Maps `len` bytes below the program, where the kernel's top-down allocator does not reach,
 /// so that a page unmapped there stays a hole while other threads call `mmap` (the fixtures'
-/// own "unmapped" truths rely on it). Falls back to a kernel-chosen address. Test and
-/// benchmark helper; the caller owns the mapping.
+/// own "unmapped" truths rely on it). Falls back to a kernel-chosen address; `MAP_FIXED` in
+/// `flags` is ignored. Test and benchmark helper; the caller owns the mapping
+/// ([`Mapping::quiet`] owns it for you).
 pub fn map_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> io::Result<usize> {
-    crate::sys::mmap_quiet(len, prot, flags, fd).ok_or_else(io::Error::last_os_error)
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    // 16 GiB upward in 64 MiB steps; the cursor spreads concurrent callers apart. (The
+    // library's self-test uses the same region; a slot that is taken is skipped.)
+    static CURSOR: AtomicUsize = AtomicUsize::new(0);
+    const BASE: usize = 0x4_0000_0000;
+    const STEP: usize = 64 << 20;
+    for _ in 0..64 {
+        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % 1024;
+        let hint = BASE + slot * STEP;
+        // SAFETY: MAP_FIXED_NOREPLACE (without MAP_FIXED, masked out) never replaces an
+        // existing mapping; it fails instead.
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                prot,
+                (flags & !libc::MAP_FIXED) | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        if p as usize == hint {
+            return Ok(hint);
+        }
+        // Kernels before 4.17 treat the flag as a hint: not what we asked for.
+        // SAFETY: unmapping the mapping we just made, which nothing else knows of.
+        unsafe { libc::munmap(p, len) };
+    }
+    map_at_kernel_choice(len, prot, flags, fd)
 }
 
 /// A byte pattern that differs from page to page and from zero.
@@ -347,14 +495,17 @@ fn with_contents(mut f: Fixture, contents: Vec<u8>) -> Fixture {
     f
 }
 
-impl FixtureSet {
-    /// Builds every fixture. Fails only if the machine refuses plain `mmap` or a temp file.
-    pub fn build() -> io::Result<FixtureSet> {
-        let ps = crate::range::page_size();
-        let mut fx = Vec::new();
-        let mut maps = Vec::new();
+/// The fixtures and the mappings behind them, as [`FixtureSet::build`] makes them.
+#[derive(Default)]
+struct Builder {
+    fx: Vec<Fixture>,
+    maps: Vec<Mapping>,
+}
 
-        // Anonymous memory: [resident][resident][PROT_NONE][hole][write-only]
+impl Builder {
+    /// Anonymous memory: [resident][resident][PROT_NONE][hole][write-only].
+    fn anonymous(&mut self) -> io::Result<()> {
+        let ps = addrprobe::range::page_size();
         let mut anon = Mapping::anon(5 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         let bytes = pattern(2 * ps, 7);
         anon.fill(0, &bytes);
@@ -363,12 +514,12 @@ impl FixtureSet {
         anon.protect(2 * ps, ps, libc::PROT_NONE)?;
         anon.protect(4 * ps, ps, libc::PROT_WRITE)?;
         anon.punch(3 * ps, ps);
-        let a = anon.addr;
-        fx.push(with_contents(
+        let a = anon.addr();
+        self.fx.push(with_contents(
             fixture("resident anonymous", a + 16, 64, Truth::READABLE),
             bytes[16..80].to_vec(),
         ));
-        fx.push(with_contents(
+        self.fx.push(with_contents(
             fixture(
                 "unaligned across two pages",
                 a + ps - 12,
@@ -377,19 +528,21 @@ impl FixtureSet {
             ),
             bytes[ps - 12..ps + 12].to_vec(),
         ));
-        fx.push(with_contents(
+        self.fx.push(with_contents(
             fixture("two whole pages", a, 2 * ps, Truth::READABLE),
             bytes.clone(),
         ));
-        fx.push(fixture("PROT_NONE", a + 2 * ps, 8, Truth::MAPPED_ONLY));
-        fx.push(fixture("unmapped hole", a + 3 * ps, 8, Truth::UNMAPPED));
-        fx.push(fixture(
+        self.fx
+            .push(fixture("PROT_NONE", a + 2 * ps, 8, Truth::MAPPED_ONLY));
+        self.fx
+            .push(fixture("unmapped hole", a + 3 * ps, 8, Truth::UNMAPPED));
+        self.fx.push(fixture(
             "straddle readable→PROT_NONE",
             a + 2 * ps - 4,
             8,
             Truth::MAPPED_ONLY,
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "straddle PROT_NONE→unmapped",
             a + 3 * ps - 4,
             8,
@@ -405,154 +558,181 @@ impl FixtureSet {
         if write_only.readable {
             wo.contents = Some(wo_bytes[..8].to_vec());
         }
-        fx.push(wo);
-        maps.push(anon);
+        self.fx.push(wo);
+        self.maps.push(anon);
+        Ok(())
+    }
 
-        // [readable][unmapped]: a straddle into a hole.
+    /// [readable][unmapped]: a straddle into a hole; a wrapping length; a zero length.
+    fn hole_after_readable(&mut self) -> io::Result<()> {
+        let ps = addrprobe::range::page_size();
         let mut pair = Mapping::anon(2 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         pair.fill(0, &pattern(ps, 3));
         pair.punch(ps, ps);
-        fx.push(fixture(
+        self.fx.push(fixture(
             "straddle readable→unmapped",
-            pair.addr + ps - 4,
+            pair.addr() + ps - 4,
             8,
             Truth::UNMAPPED,
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "wrapping length",
-            pair.addr,
+            pair.addr(),
             usize::MAX,
             Truth::UNMAPPED,
         ));
-        fx.last_mut().unwrap().expect = Expect::InvalidRange;
-        fx.push(fixture("zero length at NULL", 0, 0, Truth::READABLE));
-        maps.push(pair);
+        self.fx.last_mut().unwrap().expect = Expect::InvalidRange;
+        self.fx
+            .push(fixture("zero length at NULL", 0, 0, Truth::READABLE));
+        self.maps.push(pair);
+        Ok(())
+    }
 
+    /// Readable anonymous memory that was never touched, and a `MAP_NORESERVE` mapping.
+    fn untouched(&mut self) -> io::Result<()> {
+        let ps = addrprobe::range::page_size();
         let untouched = Mapping::anon(4 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-        fx.push(with_contents(
+        self.fx.push(with_contents(
             fixture(
                 "never-touched anonymous",
-                untouched.addr + ps,
+                untouched.addr() + ps,
                 8,
                 Truth::READABLE,
             ),
             vec![0; 8],
         ));
-        maps.push(untouched);
+        self.maps.push(untouched);
         let noreserve = Mapping::anon(
             16 * ps,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_NORESERVE,
         )?;
-        fx.push(with_contents(
+        self.fx.push(with_contents(
             fixture(
                 "MAP_NORESERVE anonymous, 16 pages",
-                noreserve.addr,
+                noreserve.addr(),
                 16 * ps,
                 Truth::READABLE,
             ),
             vec![0; 16 * ps],
         ));
-        maps.push(noreserve);
+        self.maps.push(noreserve);
+        Ok(())
+    }
 
-        // Program text: this function's own code.
+    /// Program text: the code of [`FixtureSet::build`].
+    fn program_text(&mut self) {
         let text = FixtureSet::build as *const () as usize;
         // SAFETY: our own code is mapped readable and executable for the life of the process.
         let text_bytes = unsafe { core::slice::from_raw_parts(text as *const u8, 16) }.to_vec();
-        fx.push(with_contents(
+        self.fx.push(with_contents(
             fixture("program text", text, 16, Truth::READABLE),
             text_bytes,
         ));
+    }
 
+    /// A read-only private file mapping, and a `MAP_SHARED` file of one page mapped over two
+    /// (the second page lies beyond the end of the file).
+    fn files(&mut self) -> io::Result<()> {
+        let ps = addrprobe::range::page_size();
         // A read-only private file mapping.
         let (file, file_bytes) = temp_file(2 * ps, 5)?;
-        let ro = Mapping::map(
+        let ro = Mapping::quiet(
             2 * ps,
             libc::PROT_READ,
             libc::MAP_PRIVATE,
             std::os::fd::AsRawFd::as_raw_fd(&file),
         )?;
-        fx.push(with_contents(
+        self.fx.push(with_contents(
             fixture(
                 "read-only private file mapping",
-                ro.addr + 100,
+                ro.addr() + 100,
                 2 * ps - 200,
                 Truth::READABLE,
             ),
             file_bytes[100..2 * ps - 100].to_vec(),
         ));
-        maps.push(ro);
+        self.maps.push(ro);
         drop(file);
 
         // MAP_SHARED file of one page, mapped over two: the second page is beyond EOF.
         let (file, file_bytes) = temp_file(ps, 9)?;
-        let shared = Mapping::map(
+        let shared = Mapping::quiet(
             2 * ps,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED,
             std::os::fd::AsRawFd::as_raw_fd(&file),
         )?;
-        fx.push(with_contents(
-            fixture("MAP_SHARED file page", shared.addr, 32, Truth::READABLE),
+        self.fx.push(with_contents(
+            fixture("MAP_SHARED file page", shared.addr(), 32, Truth::READABLE),
             file_bytes[..32].to_vec(),
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "MAP_SHARED file page beyond EOF",
-            shared.addr + ps,
+            shared.addr() + ps,
             8,
             Truth::REGION_ONLY,
         ));
-        maps.push(shared);
+        self.maps.push(shared);
         drop(file);
+        Ok(())
+    }
 
-        // MADV_GUARD_INSTALL (6.13+): the VMA stays readable, the page faults.
+    /// `MADV_GUARD_INSTALL` (6.13+): the VMA stays readable, the page faults. Skipped where
+    /// the kernel does not know the advice.
+    fn guard_page(&mut self) -> io::Result<()> {
+        let ps = addrprobe::range::page_size();
         let guarded = Mapping::anon(2 * ps, libc::PROT_READ | libc::PROT_WRITE, 0)?;
         // SAFETY: advising our own mapping; the guard makes the second page fault on access.
         let ret = unsafe {
             libc::madvise(
-                (guarded.addr + ps) as *mut libc::c_void,
+                (guarded.addr() + ps) as *mut libc::c_void,
                 ps,
                 MADV_GUARD_INSTALL,
             )
         };
         if ret == 0 {
-            fx.push(fixture(
+            self.fx.push(fixture(
                 "MADV_GUARD_INSTALL page",
-                guarded.addr + ps,
+                guarded.addr() + ps,
                 8,
                 Truth::REGION_ONLY,
             ));
         }
-        maps.push(guarded);
+        self.maps.push(guarded);
+        Ok(())
+    }
 
-        // Addresses nobody maps.
-        fx.push(fixture("NULL", 0, 8, Truth::UNMAPPED));
-        fx.push(fixture("0x1000", 0x1000, 8, Truth::UNMAPPED));
-        fx.push(fixture(
+    /// Addresses nobody maps: NULL, low, kernel, non-canonical, the top of user space, the end
+    /// of the address space, and the vsyscall page (whose truth the kernel's maps give).
+    fn unmapped_addresses(&mut self) {
+        self.fx.push(fixture("NULL", 0, 8, Truth::UNMAPPED));
+        self.fx.push(fixture("0x1000", 0x1000, 8, Truth::UNMAPPED));
+        self.fx.push(fixture(
             "kernel address",
             0xffff_8880_0000_0000,
             8,
             Truth::UNMAPPED,
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "non-canonical 0x8000_0000_0000_0000",
             0x8000_0000_0000_0000,
             8,
             Truth::UNMAPPED,
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "2^47 (non-canonical with 4-level paging)",
             0x0000_8000_0000_0000,
             8,
             Truth::UNMAPPED,
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "top of user space (2^47)",
             0x0000_8000_0000_0000 - 8,
             16,
             Truth::UNMAPPED,
         ));
-        fx.push(fixture(
+        self.fx.push(fixture(
             "end of the address space",
             usize::MAX - 8,
             8,
@@ -563,11 +743,25 @@ impl FixtureSet {
         } else {
             Truth::UNMAPPED
         };
-        fx.push(fixture(VSYSCALL, 0xffff_ffff_ff60_0000, 8, vsyscall));
+        self.fx
+            .push(fixture(VSYSCALL, 0xffff_ffff_ff60_0000, 8, vsyscall));
+    }
+}
 
+impl FixtureSet {
+    /// Builds every fixture. Fails only if the machine refuses plain `mmap` or a temp file.
+    pub fn build() -> io::Result<FixtureSet> {
+        let mut b = Builder::default();
+        b.anonymous()?;
+        b.hole_after_readable()?;
+        b.untouched()?;
+        b.program_text();
+        b.files()?;
+        b.guard_page()?;
+        b.unmapped_addresses();
         Ok(FixtureSet {
-            fixtures: fx,
-            _mappings: maps,
+            fixtures: b.fx,
+            _mappings: b.maps,
         })
     }
 
@@ -635,4 +829,54 @@ pub fn run_matrix(set: &FixtureSet, prober: &Prober) -> Vec<Cell> {
         });
     });
     cells
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+
+    #[test]
+    fn mapping_tracks_protection_and_holes() {
+        let ps = addrprobe::range::page_size();
+        let mincore = Prober::new(Backend::Mincore).unwrap();
+        let mut m = Mapping::anon(3 * ps, libc::PROT_READ | libc::PROT_WRITE, 0).unwrap();
+        assert_eq!(m.len(), 3 * ps);
+        m.fill(ps - 2, &[1, 2, 3, 4]);
+        m.protect(ps, ps, libc::PROT_NONE).unwrap();
+        m.punch(2 * ps, ps);
+        assert_eq!(mincore.check(m.addr(), 8), Ok(true));
+        assert_eq!(mincore.check(m.addr() + ps, 8), Ok(true));
+        // In the quiet region, the punched page stays a hole.
+        assert_eq!(mincore.check(m.addr() + 2 * ps, 8), Ok(false));
+        // SAFETY: a byte load from the first page of the mapping, which is readable.
+        let first = unsafe { core::ptr::read_volatile((m.addr() + ps - 2) as *const u8) };
+        assert_eq!(first, 1);
+        // A fill that would fault is refused, before any byte is written.
+        for (offset, len) in [(ps, 1), (ps - 1, 2), (2 * ps, 1), (3 * ps - 1, 2)] {
+            let r = catch_unwind(AssertUnwindSafe(|| m.fill(offset, &vec![9; len])));
+            assert!(r.is_err(), "fill of {offset:#x}+{len}");
+        }
+        let r = catch_unwind(AssertUnwindSafe(|| m.punch(2 * ps, ps)));
+        assert!(r.is_err(), "punching a hole twice");
+        let addr = m.addr();
+        drop(m);
+        assert_eq!(mincore.check(addr, 8), Ok(false));
+    }
+
+    #[test]
+    fn shared_file_mappings_cannot_be_filled() {
+        let ps = addrprobe::range::page_size();
+        let (file, _) = temp_file(ps, 1).unwrap();
+        let m = Mapping::quiet(
+            2 * ps,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&file),
+        )
+        .unwrap();
+        // The second page lies beyond the end of the file: a write there raises SIGBUS.
+        let r = catch_unwind(AssertUnwindSafe(|| m.fill(ps, &[1])));
+        assert!(r.is_err());
+    }
 }

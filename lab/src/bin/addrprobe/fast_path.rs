@@ -1,6 +1,6 @@
 //! The stack-bounds fast path's section of `addrprobe bench` (and `addrprobe bench
-//! fast-path` alone): the issue-7 targets, each reported as a ratio measured in the same run
-//! (see `addrprobe::fast_path_bench`).
+//! fast-path` alone): the fast path's targets, each reported as a ratio measured in the same run
+//! (see `addrprobe_lab::fast_path_bench`).
 //!
 //! - a 64-frame walk of the own stack with `Prober::auto()` + fast path, against the same walk
 //!   with no validation (target ≤ 1.5×);
@@ -10,8 +10,8 @@
 
 use std::fmt::Write;
 
-use addrprobe::bench::profiler::Walker;
-use addrprobe::fast_path_bench::{self as fb, ProfRow, WalkRow};
+use addrprobe_lab::bench::profiler::Walker;
+use addrprobe_lab::fast_path_bench::{self as fb, ProfRow, WalkRow};
 
 use crate::context;
 use crate::json::Json;

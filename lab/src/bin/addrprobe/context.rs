@@ -6,10 +6,14 @@ use crate::json::Json;
 
 /// What `uname -r` prints.
 pub fn kernel_release() -> String {
-    rustix::system::uname()
-        .release()
-        .to_string_lossy()
-        .into_owned()
+    let mut u = core::mem::MaybeUninit::<libc::utsname>::uninit();
+    // SAFETY: uname writes one `struct utsname` into the buffer we pass.
+    if unsafe { libc::uname(u.as_mut_ptr()) } != 0 {
+        return "unknown".to_owned();
+    }
+    // SAFETY: uname succeeded, so it initialised the struct; `release` is NUL-terminated.
+    let release = unsafe { core::ffi::CStr::from_ptr(u.assume_init_ref().release.as_ptr()) };
+    release.to_string_lossy().into_owned()
 }
 
 /// The first `model name` of `/proc/cpuinfo`, or "unknown".

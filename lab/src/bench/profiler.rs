@@ -27,8 +27,8 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::unwind::{Frame, Unwinder, regs_from_ucontext, walk_chain};
-use crate::{Backend, Guarantee, Prober};
+use addrprobe::unwind::{Frame, Unwinder, regs_from_ucontext, walk_chain};
+use addrprobe::{Backend, Guarantee, Prober};
 
 /// How the signal handler walks the stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -226,7 +226,7 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
     st.samples += 1;
     st.frames += walk.depth as u64;
     st.walk_ns += t1 - t0;
-    if matches!(walk.stop, crate::unwind::Stop::Error(_)) {
+    if matches!(walk.stop, addrprobe::unwind::Stop::Error(_)) {
         st.errors += 1;
     }
     if st.kept_lens.len() < st.keep {
@@ -319,7 +319,7 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     });
     STATE.with(|c| c.set(&mut *st));
     // For Walker::FastPath (the other walkers never look at it).
-    let _ = crate::stack_bounds::StackBounds::register_current_thread();
+    let _ = addrprobe::stack_bounds::StackBounds::register_current_thread();
     let timer = match cfg.walker {
         Walker::Off => None,
         _ => Timer::arm(cfg.hz),
@@ -373,8 +373,9 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
         Ordering::Release,
     );
     STOP.store(false, Ordering::Relaxed);
-    // SAFETY: installs our handler, saving the previous disposition, restored below.
+    // SAFETY: `sigaction` is plain old data; all-zero is a valid (empty) value.
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
+    // SAFETY: installs our handler, saving the previous disposition, restored below.
     unsafe {
         let mut sa: libc::sigaction = core::mem::zeroed();
         sa.sa_sigaction = on_sigprof
@@ -453,8 +454,9 @@ mod tests {
         // Every sample came from a thread 64 frames deep in `recurse`.
         assert!(r.frames_per_sample() > 64.0, "{}", r.frames_per_sample());
         assert!(!r.stacks.is_empty());
-        // SAFETY: querying the current disposition only.
+        // SAFETY: `sigaction` is plain old data; all-zero is a valid value.
         let mut cur: libc::sigaction = unsafe { core::mem::zeroed() };
+        // SAFETY: a null new action only reads the current disposition into `cur`.
         unsafe { libc::sigaction(libc::SIGPROF, core::ptr::null(), &mut cur) };
         assert_eq!(cur.sa_sigaction, libc::SIG_DFL);
     }

@@ -6,14 +6,12 @@
 //!   self-test, the conformance matrix on this kernel and a quick cost table.
 //! - `addrprobe bench [--quick] [--json]`: probe-cost, unwinder, profiler and scaling tables.
 //! - `addrprobe bench fast-path [--quick] [--json]`: the stack-bounds fast path's targets.
-//! - `addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick]`: the msync-patch study
-//!   (feature `msync-patch-emulation`, on by default).
+//! - `addrprobe msync-patch [--json] [--dir DIR] [--guest] [--quick]`: the msync-patch study.
 
 mod bench;
 mod context;
 mod fast_path;
 mod json;
-#[cfg(feature = "msync-patch-emulation")]
 mod msync_patch;
 mod report;
 
@@ -42,7 +40,6 @@ fn main() {
             fast_path::run(&rest[1..])
         }
         Some("bench") => bench::run(rest),
-        #[cfg(feature = "msync-patch-emulation")]
         Some("msync-patch") => msync_patch::run(rest),
         Some("help" | "--help" | "-h") => {
             println!("{USAGE}");

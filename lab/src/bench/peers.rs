@@ -1,4 +1,4 @@
-//! The peer crates' probes, wrapped to the shape of [`Prober::check`](crate::Prober::check),
+//! The peer crates' probes, wrapped to the shape of [`Prober::check`](addrprobe::Prober::check),
 //! and their answers on the conformance fixtures beside ours (feature `bench`).
 //!
 //! - [`pprof_validate`]: `pprof::validate` (pprof 0.15, public): a 16-byte `write()` from the
@@ -8,7 +8,7 @@
 //!   last byte only (falls back to `/proc/self/mem` on `ENOSYS`).
 
 use crate::fixtures::{Expect, FixtureSet};
-use crate::{Backend, Prober};
+use addrprobe::{Backend, Prober};
 
 /// `pprof::validate(addr)`; `len` is ignored (pprof validates a pointer, not a range).
 #[inline]

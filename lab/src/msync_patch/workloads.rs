@@ -24,7 +24,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use super::{EmulatedMsync, FileMappings, Mode};
-use crate::unwind::{Frame, Stop, Walk, walk_chain};
+use crate::fixtures::Mapping;
+use addrprobe::unwind::{Frame, Stop, Walk, walk_chain};
 
 /// Nanoseconds of `CLOCK_MONOTONIC` (under QEMU `-icount shift=0`: guest instructions).
 #[inline]
@@ -86,17 +87,34 @@ fn cstring(p: &Path) -> io::Result<CString> {
 /// created (which is unlinked when the region is dropped).
 #[derive(Debug)]
 pub struct Region {
-    addr: usize,
-    len: usize,
-    file: Option<(OwnedFd, PathBuf)>,
+    /// Declared first: unmapped before the file is closed and unlinked.
+    mapping: Mapping,
+    file: Option<TempFile>,
+}
+
+/// A file the workloads created: closed and unlinked on drop.
+#[derive(Debug)]
+struct TempFile {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Region {
-    /// `len` bytes of private anonymous memory, like a thread stack.
+    /// `len` bytes (whole pages) of private anonymous memory, like a thread stack.
     pub fn anonymous(len: usize) -> io::Result<Region> {
         Ok(Region {
-            addr: crate::fixtures::map_anonymous(len)?,
-            len,
+            mapping: Mapping::anywhere(
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+            )?,
             file: None,
         })
     }
@@ -122,7 +140,7 @@ impl Region {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let c = cstring(&path)?;
-        // SAFETY: a NUL-terminated path.
+        // SAFETY: a NUL-terminated path; open has no other preconditions.
         let fd = unsafe {
             libc::open(
                 c.as_ptr(),
@@ -137,67 +155,57 @@ impl Region {
                 format!("cannot create {}: {e}", path.display()),
             ));
         }
-        // SAFETY: `fd` was just opened and is ours.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut region = Region {
-            addr: 0,
-            len: 0,
-            file: Some((fd, path)),
+        let file = TempFile {
+            // SAFETY: `fd` was just opened and is ours alone.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path,
         };
-        let raw = region.file.as_ref().map(|f| f.0.as_raw_fd()).unwrap_or(-1);
         let zeros = vec![0u8; fill_chunk.clamp(1, 1 << 21)];
         let mut done = 0;
         while done < len {
             let n = (len - done).min(zeros.len());
             // SAFETY: writes `n` bytes from a buffer of at least `n` bytes.
-            let w = unsafe { libc::write(raw, zeros.as_ptr().cast(), n) };
+            let w = unsafe { libc::write(fd, zeros.as_ptr().cast(), n) };
             if w <= 0 {
                 return Err(io::Error::last_os_error());
             }
             done += w as usize;
         }
         // SAFETY: plain syscall on our descriptor.
-        if unsafe { libc::fdatasync(raw) } != 0 {
+        if unsafe { libc::fdatasync(fd) } != 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: maps our own file at a kernel-chosen address.
-        let p = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                raw,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        region.addr = p as usize;
-        region.len = len;
-        Ok(region)
+        let mapping = Mapping::anywhere(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd,
+        )?;
+        Ok(Region {
+            mapping,
+            file: Some(file),
+        })
     }
 
     /// First byte.
     pub fn addr(&self) -> usize {
-        self.addr
+        self.mapping.addr()
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.len
+        self.mapping.len()
     }
 
     /// Whether the region is empty.
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.mapping.is_empty()
     }
 
     /// Writes back every dirty page of a file region and waits (`fdatasync`): the state
     /// between two measured runs. Does nothing for anonymous memory.
     pub fn settle(&self) -> io::Result<()> {
-        if let Some((fd, _)) = &self.file {
+        if let Some(TempFile { fd, .. }) = &self.file {
             // SAFETY: plain syscall on our descriptor.
             if unsafe { libc::fdatasync(fd.as_raw_fd()) } != 0 {
                 return Err(io::Error::last_os_error());
@@ -208,7 +216,7 @@ impl Region {
 
     /// Waits until writeback already started on the file has finished (no new writeback).
     fn wait_writeback(&self) {
-        if let Some((fd, _)) = &self.file {
+        if let Some(TempFile { fd, .. }) = &self.file {
             // SAFETY: plain syscall on our descriptor.
             unsafe {
                 libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WAIT_BEFORE)
@@ -218,7 +226,7 @@ impl Region {
 
     /// The block device statistics file of the file's device, if it has one.
     fn device_stat_path(&self) -> Option<PathBuf> {
-        let (fd, _) = self.file.as_ref()?;
+        let fd = &self.file.as_ref()?.fd;
         let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
         // SAFETY: fstat writes one struct.
         if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
@@ -232,18 +240,6 @@ impl Region {
         }
         let p = PathBuf::from(format!("/sys/dev/block/{maj}:{min}/stat"));
         p.exists().then_some(p)
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        if self.len != 0 {
-            // SAFETY: the mapping is ours and nothing borrows it any more.
-            unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
-        }
-        if let Some((_, path)) = &self.file {
-            let _ = std::fs::remove_file(path);
-        }
     }
 }
 
@@ -351,10 +347,10 @@ pub unsafe fn write_chain(
     base
 }
 
-/// Walks the frame-pointer chain from `fp` with [`crate::unwind::walk_chain`] (the crate's
+/// Walks the frame-pointer chain from `fp` with [`addrprobe::unwind::walk_chain`] (the crate's
 /// unwinder), validating each frame record with `probe` before loading it: the
-/// check-then-load pattern of [`Unwinder::check_then_load`](crate::unwind::Unwinder::check_then_load)
-/// (libunwind's `validate_mem`), with the emulated msync in place of the [`Prober`](crate::Prober).
+/// check-then-load pattern of [`Unwinder::check_then_load`](addrprobe::unwind::Unwinder::check_then_load)
+/// (libunwind's `validate_mem`), with the emulated msync in place of the [`Prober`](addrprobe::Prober).
 /// Returns the walk; `out` holds the frames.
 ///
 /// # Safety
@@ -494,7 +490,7 @@ pub struct UnwindSetup {
 impl UnwindSetup {
     /// Builds the stack (anonymous, or a shared file in `dir`).
     pub fn new(kind: StackKind, cfg: UnwindConfig, dir: &Path) -> io::Result<UnwindSetup> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let stack_len = (cfg.frames * cfg.stride).div_ceil(ps) * ps;
         let (region, fs) = match kind {
             StackKind::Anonymous => (Region::anonymous(stack_len)?, "anon".to_owned()),
@@ -540,7 +536,7 @@ impl UnwindSetup {
     /// What the application does before each walk: push the frames again and, for the code
     /// cache, emit 64 bytes of "code" into the next few code pages. Returns the innermost fp.
     pub fn rewrite(&mut self) -> usize {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let base = self.region.addr();
         let stack_len = (self.cfg.frames * self.cfg.stride).div_ceil(ps) * ps;
         let code_base = base + stack_len;
@@ -573,7 +569,7 @@ impl UnwindSetup {
         probe: &EmulatedMsync,
         fp: usize,
         out: &mut [Frame],
-    ) -> Result<usize, crate::Error> {
+    ) -> Result<usize, addrprobe::Error> {
         let n = self.cfg.frames.min(out.len());
         // SAFETY: `fp` and every frame it links to lie in this setup's read-write region
         // (`rewrite` built them there), so every mapped record is readable.
@@ -953,7 +949,7 @@ pub struct ProfilerSetup {
 impl ProfilerSetup {
     /// Creates, fills and maps the file in `dir`.
     pub fn new(cfg: ProfilerConfig, dir: &Path) -> io::Result<ProfilerSetup> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let chunk = if cfg.fill_chunk == 0 {
             ps
         } else {
@@ -970,7 +966,7 @@ impl ProfilerSetup {
 
     /// Writes one word into every page of the mapping.
     fn touch_all(&self) {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         for page in (0..self.region.len()).step_by(ps) {
             // SAFETY: inside our read-write shared mapping.
             unsafe {
@@ -983,7 +979,7 @@ impl ProfilerSetup {
     /// `work_per_op` integer work between them, publishing each record's address in
     /// `recent`. Returns a value that depends on all the work (so it is not optimised away).
     fn app(&self, ops: u64, recent: &[AtomicUsize], seed: u64) -> u64 {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let pages = (self.region.len() / ps) as u64;
         let mut x = seed | 1;
         let mut acc = 0u64;

@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use crate::Prober;
+use addrprobe::Prober;
 
 /// Total probes per second over `threads` threads probing with `prober` for `duration`,
 /// with an mmap/munmap churn thread if `churn`.
@@ -46,7 +46,7 @@ pub fn probes_per_s(prober: &Prober, threads: usize, churn: bool, duration: Dura
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use addrprobe::Backend;
 
     #[test]
     fn every_thread_gets_answers() {

@@ -1,5 +1,5 @@
 //! `addrprobe bench [--quick] [--json]`: probe costs, unwinder and profiler tables, scaling,
-//! and every target of the benchmark issue as a ratio measured in this run.
+//! and every performance target of the crate as a ratio measured in this run.
 //!
 //! Full: under 60 s; `--quick`: under 15 s, with bounded iteration counts so that it also
 //! finishes inside QEMU/TCG guests (`-icount shift=0`, where a nanosecond is an instruction).
@@ -9,10 +9,10 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use addrprobe::bench::profiler::{self, Walker};
-use addrprobe::bench::{Arena, Budget, Case, Floors, len_label, lengths, ns_per_call};
 use addrprobe::unwind::{Frame, Unwinder, walk_chain};
 use addrprobe::{AutoOptions, Backend, Guarantee, Prober};
+use addrprobe_lab::bench::profiler::{self, Walker};
+use addrprobe_lab::bench::{Arena, Budget, Case, Floors, len_label, lengths, ns_per_call};
 
 use crate::context;
 use crate::json::Json;
@@ -109,14 +109,14 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
                 }
                 #[cfg(feature = "bench")]
                 {
-                    use addrprobe::bench::peers;
+                    use addrprobe_lab::bench::peers;
                     let ns = measure(&|| peers::pprof_validate(black_box(addr), len));
                     push("peer:pprof-validate".into(), case, len, ns);
                 }
             }
             #[cfg(feature = "bench")]
             {
-                use addrprobe::bench::peers;
+                use addrprobe_lab::bench::peers;
                 let ns = measure(&|| peers::accessible(black_box(addr), len) == Ok(true));
                 push("peer:accessible".into(), case, len, ns);
             }
@@ -128,16 +128,16 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
         Case::Resident,
         8,
         ns_per_call(b, || {
-            addrprobe::bench::getppid();
+            addrprobe_lab::bench::getppid();
         }),
     );
     push(
         "floor:volatile-load".into(),
         Case::Resident,
         8,
-        // SAFETY: the resident mapping is readable and page-aligned.
         ns_per_call(b, || {
-            unsafe { addrprobe::bench::volatile_load(black_box(addr)) };
+            // SAFETY: the resident mapping is readable and page-aligned.
+            unsafe { addrprobe_lab::bench::volatile_load(black_box(addr)) };
         }),
     );
     let len = *lengths().last().unwrap();
@@ -159,13 +159,30 @@ fn probe_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<Cost> {
     rows
 }
 
+/// Every target, as a ratio measured in this run.
 fn targets(
     costs: &[Cost],
     profiler_rows: &[ProfRow],
     peers_wrong: Option<(usize, bool)>,
 ) -> Vec<Target> {
+    let mut t = overhead_targets(costs);
+    t.extend(full_copy_targets(costs));
+    t.extend(auto_target(costs));
+    t.push(peer_target(costs, peers_wrong));
+    t.push(profiler_1khz_target(profiler_rows));
+    t.push(profiler_10khz_target(profiler_rows));
+    t
+}
+
+/// A backend's cost on valid, resident 8-byte ranges.
+fn valid_8b(costs: &[Cost], name: &str) -> Option<f64> {
+    cost_of(costs, name, Case::Resident, 8)
+}
+
+/// Each syscall backend against its bare syscall, and SignalGuard against a plain load.
+fn overhead_targets(costs: &[Cost]) -> Vec<Target> {
+    let v = |name: &str| valid_8b(costs, name);
     let mut t = Vec::new();
-    let v = |name: &str| cost_of(costs, name, Case::Resident, 8);
     for bk in Backend::ALL.into_iter().filter(|&x| Floors::has_bare(x)) {
         if let (Some(ours), Some(bare)) = (v(bk.name()), v(&format!("bare:{bk}"))) {
             let r = ours / bare;
@@ -194,7 +211,13 @@ fn targets(
             format!("{sg:.1} ns vs {load:.1} ns"),
         ));
     }
+    t
+}
+
+/// Copying 256 pages whole against the crate's one byte per page.
+fn full_copy_targets(costs: &[Cost]) -> Vec<Target> {
     let big = *lengths().last().unwrap();
+    let mut t = Vec::new();
     for bk in [Backend::Pipe, Backend::ProcessVmReadv, Backend::SigprocMask] {
         let ours = cost_of(costs, bk.name(), Case::Resident, big);
         let copy = cost_of(costs, &format!("full-copy:{bk}"), Case::Resident, big);
@@ -209,20 +232,29 @@ fn targets(
             ));
         }
     }
-    let no_handler = [Backend::Pipe, Backend::SigprocMask, Backend::ProcessVmReadv]
+    t
+}
+
+/// `auto()` against the fastest Readable backend that installs no signal handler.
+fn auto_target(costs: &[Cost]) -> Option<Target> {
+    let v = |name: &str| valid_8b(costs, name);
+    let (fb, fns) = [Backend::Pipe, Backend::SigprocMask, Backend::ProcessVmReadv]
         .into_iter()
         .filter_map(|b| v(b.name()).map(|ns| (b, ns)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    if let (Some(auto), Some((fb, fns))) = (v("auto"), no_handler) {
-        let r = auto / fns;
-        t.push(target(
-            format!("auto(), valid 8 B / fastest no-handler Readable ({fb})"),
-            "≤ 1.10",
-            r,
-            r <= 1.10,
-            String::new(),
-        ));
-    }
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let r = v("auto")? / fns;
+    Some(target(
+        format!("auto(), valid 8 B / fastest no-handler Readable ({fb})"),
+        "≤ 1.10",
+        r,
+        r <= 1.10,
+        String::new(),
+    ))
+}
+
+/// `pprof::validate` against the fastest Readable backend, and who is right on the fixtures.
+fn peer_target(costs: &[Cost], peers_wrong: Option<(usize, bool)>) -> Target {
+    let v = |name: &str| valid_8b(costs, name);
     let fastest = Backend::ALL
         .into_iter()
         .filter(|b| b.guarantee() == Guarantee::Readable)
@@ -231,7 +263,7 @@ fn targets(
     match (fastest, v("peer:pprof-validate"), peers_wrong) {
         (Some((fb, fns)), Some(pp), Some((wrong, ours_right))) => {
             let r = pp / fns;
-            t.push(target(
+            target(
                 format!("pprof::validate / fastest Readable ({fb}), valid"),
                 "> 1, and right where pprof is wrong",
                 r,
@@ -239,33 +271,46 @@ fn targets(
                 format!(
                     "pprof wrong on {wrong} fixtures; ours right on all of them: {ours_right}"
                 ),
-            ));
+            )
         }
-        _ => t.push(Target {
+        _ => Target {
             what: "pprof::validate / fastest Readable, valid".into(),
             target: "> 1",
             ratio: None,
             pass: None,
-            note: "not measured: build with `--features bench` (or run `cargo bench --features bench --bench probe`)".into(),
-        }),
+            note: "not measured: build with the lab's `bench` feature (`cargo run --release --features addrprobe-lab/bench -- bench`, or `cargo bench --features addrprobe-lab/bench --bench probe`)".into(),
+        },
     }
-    let mut prof_pushed = false;
-    for r in profiler_rows {
-        if r.hz == 1000 && !r.churn && r.walker == Walker::Backend(Backend::SignalGuard) {
-            t.push(target(
-                "profiler 1 kHz, 64-frame stacks, signal-guard: slowdown",
-                "≤ 1 %",
-                r.slowdown_pct,
-                r.slowdown_pct <= 1.0,
-                format!(
-                    "walk {:.0} ns/sample; samples × walk = {:.3} % of CPU",
-                    r.walk_ns, r.walk_share_pct
-                ),
-            ));
-            prof_pushed = true;
-        }
+}
+
+/// The SignalGuard profiler's slowdown at 1 kHz.
+fn profiler_1khz_target(profiler_rows: &[ProfRow]) -> Target {
+    let guard_1k = profiler_rows
+        .iter()
+        .find(|r| r.hz == 1000 && !r.churn && r.walker == Walker::Backend(Backend::SignalGuard));
+    match guard_1k {
+        Some(r) => target(
+            "profiler 1 kHz, 64-frame stacks, signal-guard: slowdown",
+            "≤ 1 %",
+            r.slowdown_pct,
+            r.slowdown_pct <= 1.0,
+            format!(
+                "walk {:.0} ns/sample; samples × walk = {:.3} % of CPU",
+                r.walk_ns, r.walk_share_pct
+            ),
+        ),
+        None => Target {
+            what: "profiler 1 kHz, signal-guard".into(),
+            target: "≤ 1 %",
+            ratio: None,
+            pass: None,
+            note: "signal-guard unavailable".into(),
+        },
     }
-    // Issue 7: the fast-path profiler against SignalGuard, 10 kHz, no churn.
+}
+
+/// The fast-path profiler against SignalGuard, 10 kHz, no churn.
+fn profiler_10khz_target(profiler_rows: &[ProfRow]) -> Target {
     let at10k = |w: &dyn Fn(Walker) -> bool| {
         profiler_rows
             .iter()
@@ -284,7 +329,7 @@ fn targets(
             } else {
                 f.slowdown_pct <= g.slowdown_pct
             };
-            t.push(target(
+            target(
                 format!(
                     "profiler 10 kHz: {} slowdown / signal-guard slowdown",
                     f.walker.name()
@@ -296,38 +341,30 @@ fn targets(
                     "slowdown {:.2} % vs {:.2} %; walk {:.0} vs {:.0} ns/sample",
                     f.slowdown_pct, g.slowdown_pct, f.walk_ns, g.walk_ns
                 ),
-            ));
+            )
         }
-        _ => t.push(Target {
+        _ => Target {
             what: "profiler 10 kHz: fast path / signal-guard slowdown".into(),
             target: "≤ 1.2",
             ratio: None,
             pass: None,
             note: "signal-guard or auto() unavailable".into(),
-        }),
+        },
     }
-    if !prof_pushed {
-        t.push(Target {
-            what: "profiler 1 kHz, signal-guard".into(),
-            target: "≤ 1 %",
-            ratio: None,
-            pass: None,
-            note: "signal-guard unavailable".into(),
-        });
-    }
-    t
 }
 
 /// (walker, depth, ns per frame)
 fn unwind_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<(String, usize, f64)> {
     let mut rows = Vec::new();
     for depth in [16usize, 64, 256] {
-        addrprobe::bench::recurse(depth, &mut || {
+        addrprobe_lab::bench::recurse(depth, &mut || {
             let mut out = vec![Frame::default(); depth];
             let ns = ns_per_call(b, || {
-                let (fp, sp) = addrprobe::bench::current_fp_sp();
-                // SAFETY: at most `depth` frames are read, all frames of the live recursion.
+                let (fp, sp) = addrprobe_lab::bench::current_fp_sp();
                 let w = walk_chain(fp, sp, &mut out, 0, |fp| {
+                    // SAFETY: the chain is this thread's own intact frame chain (built with
+                    // frame pointers); `out` bounds the walk to `depth` frames, all of them
+                    // frames of the live recursion, so every record read is on the stack.
                     Ok(Some(unsafe {
                         [
                             core::ptr::read_volatile(fp as *const usize),
@@ -440,7 +477,7 @@ fn scaling_runs(quick: bool, probers: &[Prober]) -> Vec<(Backend, bool, usize, f
                     p.backend(),
                     churn,
                     t,
-                    addrprobe::bench::scaling::probes_per_s(p, t, churn, d),
+                    addrprobe_lab::bench::scaling::probes_per_s(p, t, churn, d),
                 ));
             }
         }
@@ -450,8 +487,8 @@ fn scaling_runs(quick: bool, probers: &[Prober]) -> Vec<(Backend, bool, usize, f
 
 #[cfg(feature = "bench")]
 fn peers_table(probers: &[Prober]) -> Option<(String, usize, bool)> {
-    use addrprobe::bench::peers;
-    let set = addrprobe::fixtures::FixtureSet::build().ok()?;
+    use addrprobe_lab::bench::peers;
+    let set = addrprobe_lab::fixtures::FixtureSet::build().ok()?;
     let ours: Vec<Prober> = probers
         .iter()
         .filter(|p| p.guarantee() == Guarantee::Readable)
@@ -481,7 +518,23 @@ fn fmt_ns(ns: f64) -> String {
     }
 }
 
-pub fn run(args: &[String]) -> i32 {
+/// Everything one run measured.
+struct Measured {
+    quick: bool,
+    probers: Vec<Prober>,
+    unavailable: Vec<(Backend, String)>,
+    auto: Prober,
+    costs: Vec<Cost>,
+    peers: Option<(String, usize, bool)>,
+    unwind: Vec<(String, usize, f64)>,
+    prof: Vec<ProfRow>,
+    scaling: Vec<(Backend, bool, usize, f64)>,
+    targets: Vec<Target>,
+    fast_path: crate::fast_path::Section,
+    elapsed: Duration,
+}
+
+fn parse_opts(args: &[String]) -> Result<Opts, String> {
     let mut o = Opts {
         quick: false,
         json: false,
@@ -491,14 +544,18 @@ pub fn run(args: &[String]) -> i32 {
             "--quick" => o.quick = true,
             "--json" => o.json = true,
             other => {
-                eprintln!(
-                    "addrprobe bench: unknown option {other:?}; usage: addrprobe bench [--quick] [--json]"
-                );
-                return 2;
+                return Err(format!(
+                    "unknown option {other:?}; usage: addrprobe bench [--quick] [--json]"
+                ));
             }
         }
     }
-    let budget = if o.quick { Budget::QUICK } else { Budget::FULL };
+    Ok(o)
+}
+
+/// Opens every backend and runs every measurement.
+fn measure(quick: bool) -> Result<Measured, String> {
+    let budget = if quick { Budget::QUICK } else { Budget::FULL };
     let mut probers = Vec::new();
     let mut unavailable = Vec::new();
     for b in Backend::ALL {
@@ -507,24 +564,20 @@ pub fn run(args: &[String]) -> i32 {
             Err(e) => unavailable.push((b, e.to_string())),
         }
     }
-    let auto = match AutoOptions::new().build() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("addrprobe bench: no sound backend for auto(): {e}");
-            return 1;
-        }
-    };
+    let auto = AutoOptions::new()
+        .build()
+        .map_err(|e| format!("no sound backend for auto(): {e}"))?;
     let started = std::time::Instant::now();
     let costs = probe_costs(budget, &probers, &auto);
     let peers = peers_table(&probers);
     let unwind = unwind_costs(budget, &probers, &auto);
-    let prof = profiler_runs(o.quick, &probers);
-    let scaling = scaling_runs(o.quick, &probers);
+    let prof = profiler_runs(quick, &probers);
+    let scaling = scaling_runs(quick, &probers);
     let peers_wrong = peers.as_ref().map(|(_, w, r)| (*w, *r));
     let mut targets = targets(&costs, &prof, peers_wrong);
-    // Issue 7's section: the own-stack walk with the stack-bounds fast path (its profiler row
-    // is in the profiler table above).
-    let (fast_path, walk_target) = crate::fast_path::section(o.quick, false);
+    // The stack-bounds fast path's section: the own-stack walk (its profiler row is in the
+    // profiler table above).
+    let (fast_path, walk_target) = crate::fast_path::section(quick, false);
     if let Some((ratio, met)) = walk_target {
         targets.push(target(
             "64-frame own-stack walk: auto() + fast path / no validation",
@@ -534,121 +587,157 @@ pub fn run(args: &[String]) -> i32 {
             "paired back-to-back timings; see the fast-path section".into(),
         ));
     }
-    let elapsed = started.elapsed();
+    Ok(Measured {
+        quick,
+        probers,
+        unavailable,
+        auto,
+        costs,
+        peers,
+        unwind,
+        prof,
+        scaling,
+        targets,
+        fast_path,
+        elapsed: started.elapsed(),
+    })
+}
 
+pub fn run(args: &[String]) -> i32 {
+    let o = match parse_opts(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("addrprobe bench: {e}");
+            return 2;
+        }
+    };
+    let m = match measure(o.quick) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("addrprobe bench: {e}");
+            return 1;
+        }
+    };
     if o.json {
-        let j = Json::obj([
-            ("context", context::json()),
-            ("quick", Json::Bool(o.quick)),
-            ("fast_path", fast_path.json.clone()),
-            ("elapsed_s", Json::num(elapsed.as_secs_f64())),
-            (
-                "unavailable",
-                Json::Arr(
-                    unavailable
-                        .iter()
-                        .map(|(b, e)| {
-                            Json::obj([
-                                ("backend", Json::str(b.name())),
-                                ("reason", Json::str(e.clone())),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            ("auto", Json::str(auto.backend().name())),
-            (
-                "probe_costs",
-                Json::Arr(
-                    costs
-                        .iter()
-                        .map(|c| {
-                            Json::obj([
-                                ("backend", Json::str(c.backend.clone())),
-                                ("case", Json::str(c.case)),
-                                ("len", Json::num(c.len as f64)),
-                                ("ns", Json::num(c.ns)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "unwind",
-                Json::Arr(
-                    unwind
-                        .iter()
-                        .map(|(w, d, ns)| {
-                            Json::obj([
-                                ("walker", Json::str(w.clone())),
-                                ("depth", Json::num(*d as f64)),
-                                ("ns_per_frame", Json::num(*ns)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "profiler",
-                Json::Arr(
-                    prof.iter()
-                        .map(|r| {
-                            Json::obj([
-                                ("walker", Json::str(r.walker.name())),
-                                ("hz", Json::num(r.hz as f64)),
-                                ("churn", Json::Bool(r.churn)),
-                                ("slowdown_pct", Json::num(r.slowdown_pct)),
-                                ("samples", Json::num(r.samples as f64)),
-                                ("frames_per_sample", Json::num(r.frames_per_sample)),
-                                ("walk_ns_per_sample", Json::num(r.walk_ns)),
-                                ("validation_ns_per_sample", Json::num(r.validation_ns)),
-                                ("walk_share_pct", Json::num(r.walk_share_pct)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "scaling",
-                Json::Arr(
-                    scaling
-                        .iter()
-                        .map(|(b, churn, t, pps)| {
-                            Json::obj([
-                                ("backend", Json::str(b.name())),
-                                ("churn", Json::Bool(*churn)),
-                                ("threads", Json::num(*t as f64)),
-                                ("probes_per_s", Json::num(*pps)),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-            (
-                "targets",
-                Json::Arr(
-                    targets
-                        .iter()
-                        .map(|t| {
-                            Json::obj([
-                                ("what", Json::str(t.what.clone())),
-                                ("target", Json::str(t.target)),
-                                ("ratio", Json::opt(t.ratio, Json::num)),
-                                ("pass", Json::opt(t.pass, Json::Bool)),
-                                ("note", Json::str(t.note.clone())),
-                            ])
-                        })
-                        .collect(),
-                ),
-            ),
-        ]);
-        println!("{j}");
-        return 0;
+        println!("{}", to_json(&m));
+    } else {
+        print_markdown(&m);
     }
+    0
+}
 
+/// The whole run as one JSON object.
+fn to_json(m: &Measured) -> Json {
+    Json::obj([
+        ("context", context::json()),
+        ("quick", Json::Bool(m.quick)),
+        ("fast_path", m.fast_path.json.clone()),
+        ("elapsed_s", Json::num(m.elapsed.as_secs_f64())),
+        (
+            "unavailable",
+            Json::Arr(
+                m.unavailable
+                    .iter()
+                    .map(|(b, e)| {
+                        Json::obj([
+                            ("backend", Json::str(b.name())),
+                            ("reason", Json::str(e.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        ("auto", Json::str(m.auto.backend().name())),
+        (
+            "probe_costs",
+            Json::Arr(
+                m.costs
+                    .iter()
+                    .map(|c| {
+                        Json::obj([
+                            ("backend", Json::str(c.backend.clone())),
+                            ("case", Json::str(c.case)),
+                            ("len", Json::num(c.len as f64)),
+                            ("ns", Json::num(c.ns)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "unwind",
+            Json::Arr(
+                m.unwind
+                    .iter()
+                    .map(|(w, d, ns)| {
+                        Json::obj([
+                            ("walker", Json::str(w.clone())),
+                            ("depth", Json::num(*d as f64)),
+                            ("ns_per_frame", Json::num(*ns)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "profiler",
+            Json::Arr(m.prof.iter().map(profiler_json).collect()),
+        ),
+        (
+            "scaling",
+            Json::Arr(
+                m.scaling
+                    .iter()
+                    .map(|(b, churn, t, pps)| {
+                        Json::obj([
+                            ("backend", Json::str(b.name())),
+                            ("churn", Json::Bool(*churn)),
+                            ("threads", Json::num(*t as f64)),
+                            ("probes_per_s", Json::num(*pps)),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+        (
+            "targets",
+            Json::Arr(
+                m.targets
+                    .iter()
+                    .map(|t| {
+                        Json::obj([
+                            ("what", Json::str(t.what.clone())),
+                            ("target", Json::str(t.target)),
+                            ("ratio", Json::opt(t.ratio, Json::num)),
+                            ("pass", Json::opt(t.pass, Json::Bool)),
+                            ("note", Json::str(t.note.clone())),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ])
+}
+
+fn profiler_json(r: &ProfRow) -> Json {
+    Json::obj([
+        ("walker", Json::str(r.walker.name())),
+        ("hz", Json::num(r.hz as f64)),
+        ("churn", Json::Bool(r.churn)),
+        ("slowdown_pct", Json::num(r.slowdown_pct)),
+        ("samples", Json::num(r.samples as f64)),
+        ("frames_per_sample", Json::num(r.frames_per_sample)),
+        ("walk_ns_per_sample", Json::num(r.walk_ns)),
+        ("validation_ns_per_sample", Json::num(r.validation_ns)),
+        ("walk_share_pct", Json::num(r.walk_share_pct)),
+    ])
+}
+
+/// The whole run as Markdown tables.
+fn print_markdown(m: &Measured) {
     println!(
         "# addrprobe bench{}\n",
-        if o.quick { " --quick" } else { "" }
+        if m.quick { " --quick" } else { "" }
     );
     println!(
         "kernel {} · {} · nproc {} · page {} B · auto() = {} · {:.1} s\n",
@@ -656,15 +745,28 @@ pub fn run(args: &[String]) -> i32 {
         context::cpu_model(),
         context::nproc(),
         addrprobe::range::page_size(),
-        auto.backend(),
-        elapsed.as_secs_f64()
+        m.auto.backend(),
+        m.elapsed.as_secs_f64()
     );
-    for (b, e) in &unavailable {
+    for (b, e) in &m.unavailable {
         println!("- {b} unavailable: {e}");
     }
+    print_targets(&m.targets);
+    print_probe_costs(&m.costs);
+    if let Some((table, wrong, _)) = &m.peers {
+        println!("\n## Peers on the conformance fixtures (pprof wrong on {wrong})\n\n{table}");
+    }
+    print_unwind(&m.unwind);
+    print_profiler(&m.prof);
+    print_scaling(&m.probers, &m.scaling);
+    println!();
+    print!("{}", m.fast_path.markdown);
+}
+
+fn print_targets(targets: &[Target]) {
     println!("\n## Targets (ratios measured in this run)\n");
     println!("| what | ratio | target | result | note |\n| --- | --- | --- | --- | --- |");
-    for t in &targets {
+    for t in targets {
         println!(
             "| {} | {} | {} | {} | {} |",
             t.what,
@@ -678,6 +780,9 @@ pub fn run(args: &[String]) -> i32 {
             t.note
         );
     }
+}
+
+fn print_probe_costs(costs: &[Cost]) {
     for len in lengths() {
         println!(
             "\n## Probe cost, {} (ns per probe, fastest of the repetitions)\n",
@@ -689,7 +794,7 @@ pub fn run(args: &[String]) -> i32 {
         }
         println!("\n| --- |{}", " ---: |".repeat(Case::ALL.len()));
         let mut names: Vec<&str> = Vec::new();
-        for c in &costs {
+        for c in costs {
             if c.len == len && !names.contains(&c.backend.as_str()) {
                 names.push(&c.backend);
             }
@@ -699,19 +804,19 @@ pub fn run(args: &[String]) -> i32 {
             for case in Case::ALL {
                 print!(
                     " {} |",
-                    cost_of(&costs, n, case, len).map_or("".into(), fmt_ns)
+                    cost_of(costs, n, case, len).map_or("".into(), fmt_ns)
                 );
             }
             println!();
         }
     }
-    if let Some((table, wrong, _)) = &peers {
-        println!("\n## Peers on the conformance fixtures (pprof wrong on {wrong})\n\n{table}");
-    }
+}
+
+fn print_unwind(unwind: &[(String, usize, f64)]) {
     println!("\n## Unwinder: ns per frame (real recursion, frame pointers)\n");
     println!("| walker | depth 16 | depth 64 | depth 256 |\n| --- | ---: | ---: | ---: |");
     let mut names: Vec<&str> = Vec::new();
-    for (w, _, _) in &unwind {
+    for (w, _, _) in unwind {
         if !names.contains(&w.as_str()) {
             names.push(w);
         }
@@ -724,6 +829,9 @@ pub fn run(args: &[String]) -> i32 {
         }
         println!();
     }
+}
+
+fn print_profiler(prof: &[ProfRow]) {
     println!(
         "\n## Profiler: SIGPROF per thread (timer_create, SIGEV_THREAD_ID), {} CPU-bound threads, 64-frame stacks\n",
         context::nproc().max(2)
@@ -734,7 +842,7 @@ pub fn run(args: &[String]) -> i32 {
     println!(
         "| walker | Hz | churn | slowdown % | samples | frames/sample | walk ns/sample | validation ns/sample | walk share % |\n| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
     );
-    for r in &prof {
+    for r in prof {
         println!(
             "| {} | {} | {} | {:.2} | {} | {:.1} | {:.0} | {:.0} | {:.3} |",
             r.walker.name(),
@@ -748,6 +856,9 @@ pub fn run(args: &[String]) -> i32 {
             r.walk_share_pct
         );
     }
+}
+
+fn print_scaling(probers: &[Prober], scaling: &[(Backend, bool, usize, f64)]) {
     println!("\n## Scaling: probes/s (valid 8 B), all threads together\n");
     let n = context::nproc();
     print!("| backend | churn |");
@@ -755,7 +866,7 @@ pub fn run(args: &[String]) -> i32 {
         print!(" {t} thr |");
     }
     println!("\n| --- | --- |{}", " ---: |".repeat(n));
-    for p in &probers {
+    for p in probers {
         for churn in [false, true] {
             print!("| {} | {} |", p.backend(), if churn { "yes" } else { "no" });
             for t in 1..=n {
@@ -768,7 +879,4 @@ pub fn run(args: &[String]) -> i32 {
             println!();
         }
     }
-    println!();
-    print!("{}", fast_path.markdown);
-    0
 }

@@ -23,10 +23,10 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use addrprobe::msync_patch::Mode;
+use addrprobe_lab::msync_patch::Mode;
 
 use crate::json::Json;
-use addrprobe::msync_patch::workloads::{
+use addrprobe_lab::msync_patch::workloads::{
     self, FsKind, Io, ProfilerConfig, ProfilerResult, StackKind, UnwindConfig, UnwindResult,
 };
 

@@ -3,7 +3,7 @@
 //!
 //! **Not part of the probe API.** This module exists so that `benches/*.rs`, the examples and
 //! `addrprobe bench` measure exactly the same things; its items may change in any release.
-//! Nothing here is needed to use a [`Prober`](crate::Prober). Building an [`Arena`] or
+//! Nothing here is needed to use a [`Prober`](addrprobe::Prober). Building an [`Arena`] or
 //! [`Floors`] allocates, maps memory and opens descriptors: it is set-up code. The functions
 //! that are timed ([`Floors::bare`], [`volatile_load`], [`getppid`]) are single syscalls or
 //! loads.
@@ -12,7 +12,9 @@ use std::hint::black_box;
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::Backend;
+use addrprobe::Backend;
+
+use crate::fixtures::Mapping;
 
 #[cfg(feature = "bench")]
 pub mod peers;
@@ -20,7 +22,7 @@ pub mod profiler;
 pub mod scaling;
 
 /// A kernel address: never readable from user space (the start of the x86_64 kernel text
-/// mapping; above [`range::USER_SPACE_LIMIT`](crate::range::USER_SPACE_LIMIT) on every
+/// mapping; above [`range::USER_SPACE_LIMIT`](addrprobe::range::USER_SPACE_LIMIT) on every
 /// supported architecture).
 pub const KERNEL_ADDR: usize = 0xffff_ffff_8100_0000;
 
@@ -71,13 +73,13 @@ impl Case {
 
 /// The four probed lengths: 8 bytes, 1 page, 16 pages and 256 pages.
 pub fn lengths() -> [usize; 4] {
-    let ps = crate::range::page_size();
+    let ps = addrprobe::range::page_size();
     [8, ps, 16 * ps, MAX_PAGES * ps]
 }
 
 /// A length as a table label: "8 B", "1 page", "16 pages", "256 pages".
 pub fn len_label(len: usize) -> String {
-    let ps = crate::range::page_size();
+    let ps = addrprobe::range::page_size();
     match len {
         l if l < ps => format!("{l} B"),
         l if l == ps => "1 page".to_owned(),
@@ -85,82 +87,47 @@ pub fn len_label(len: usize) -> String {
     }
 }
 
-struct Mapping {
-    base: usize,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize, prot: libc::c_int) -> io::Result<Mapping> {
-        // In the quiet region, so that the arena's hole stays a hole while a churn thread
-        // maps and unmaps (see `sys::mmap_quiet`).
-        let base = crate::sys::mmap_quiet(len, prot, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1)
-            .ok_or_else(io::Error::last_os_error)?;
-        Ok(Mapping { base, len })
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping this value made.
-        unsafe { libc::munmap(self.base as *mut libc::c_void, self.len) };
-    }
-}
-
-/// The memory of every [`Case`], each [`MAX_PAGES`] pages long.
+/// The memory of every [`Case`], each [`MAX_PAGES`] pages long, in the quiet region (see
+/// [`map_quiet`](crate::fixtures::map_quiet)), so that the hole stays a hole while a churn
+/// thread maps and unmaps.
 pub struct Arena {
     resident: Mapping,
     untouched: Mapping,
     prot_none: Mapping,
-    /// PROT_NONE pages on both sides of the hole, so the hole is bounded. Kept as two
-    /// mappings: dropping them must never unmap the hole, which by then may hold another
-    /// thread's mapping.
-    hole_fence: (Mapping, Mapping),
-    hole: usize,
+    /// A `PROT_NONE` reservation with the hole punched out of its middle, so that the hole is
+    /// bounded by `PROT_NONE` pages; dropping it never unmaps the hole, which by then may hold
+    /// another thread's mapping.
+    hole_fence: Mapping,
 }
 
 impl Arena {
     /// Maps the arena: resident memory is written, untouched memory is not, the hole is
     /// made by unmapping the middle of a `PROT_NONE` reservation.
     pub fn new() -> io::Result<Arena> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let len = MAX_PAGES * ps;
-        let resident = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
-        // SAFETY: the mapping is read-write and `len` bytes long.
-        unsafe { core::ptr::write_bytes(resident.base as *mut u8, 0x5a, len) };
-        let untouched = Mapping::new(len, libc::PROT_READ | libc::PROT_WRITE)?;
-        let prot_none = Mapping::new(len, libc::PROT_NONE)?;
-        let reservation = Mapping::new(len + 2 * ps, libc::PROT_NONE)?;
-        let hole = reservation.base + ps;
-        // SAFETY: unmaps the middle of our own reservation.
-        if unsafe { libc::munmap(hole as *mut libc::c_void, len) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let base = reservation.base;
-        core::mem::forget(reservation);
-        let hole_fence = (
-            Mapping { base, len: ps },
-            Mapping {
-                base: hole + len,
-                len: ps,
-            },
-        );
+        let rw = libc::PROT_READ | libc::PROT_WRITE;
+        let resident = Mapping::anon(len, rw, 0)?;
+        resident.fill(0, &vec![0x5a; len]);
+        let untouched = Mapping::anon(len, rw, 0)?;
+        let prot_none = Mapping::anon(len, libc::PROT_NONE, 0)?;
+        let mut hole_fence = Mapping::anon(len + 2 * ps, libc::PROT_NONE, 0)?;
+        hole_fence.punch(ps, len);
         Ok(Arena {
             resident,
             untouched,
             prot_none,
             hole_fence,
-            hole,
         })
     }
 
     /// The start of `case`'s memory.
     pub fn addr(&self, case: Case) -> usize {
         match case {
-            Case::Resident => self.resident.base,
-            Case::Untouched => self.untouched.base,
-            Case::ProtNone => self.prot_none.base,
-            Case::Unmapped => self.hole,
+            Case::Resident => self.resident.addr(),
+            Case::Untouched => self.untouched.addr(),
+            Case::ProtNone => self.prot_none.addr(),
+            Case::Unmapped => self.hole_fence.addr() + addrprobe::range::page_size(),
             Case::Kernel => KERNEL_ADDR,
         }
     }
@@ -168,13 +135,14 @@ impl Arena {
     /// Drops the pages of the untouched mapping again (`MADV_DONTNEED`), so that the next
     /// probe finds them never touched.
     pub fn reset_untouched(&self, len: usize) {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let len = len.div_ceil(ps) * ps;
-        // SAFETY: our own private anonymous mapping; DONTNEED only discards its contents.
+        // SAFETY: our own private anonymous mapping, no longer than it; DONTNEED only
+        // discards its contents (which nothing references).
         unsafe {
             libc::madvise(
-                self.untouched.base as *mut libc::c_void,
-                len.min(self.untouched.len),
+                self.untouched.addr() as *mut libc::c_void,
+                len.min(self.untouched.len()),
                 libc::MADV_DONTNEED,
             )
         };
@@ -184,17 +152,20 @@ impl Arena {
 impl std::fmt::Debug for Arena {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Arena")
-            .field("resident", &self.resident.base)
-            .field("untouched", &self.untouched.base)
-            .field("prot_none", &self.prot_none.base)
-            .field("hole", &self.hole)
-            .field(
-                "hole_fence",
-                &(self.hole_fence.0.base, self.hole_fence.1.base),
-            )
+            .field("resident", &self.resident.addr())
+            .field("untouched", &self.untouched.addr())
+            .field("prot_none", &self.prot_none.addr())
+            .field("hole", &self.addr(Case::Unmapped))
             .finish()
     }
 }
+
+/// `PROCMAP_QUERY`: `_IOWR(PROCFS_IOCTL_MAGIC = 'f', 17, struct procmap_query)`
+/// (`include/uapi/linux/fs.h`, Linux 6.11+).
+pub const PROCMAP_QUERY: libc::c_ulong = (3 << 30)
+    | ((core::mem::size_of::<linux_raw_sys::general::procmap_query>() as libc::c_ulong) << 16)
+    | ((b'f' as libc::c_ulong) << 8)
+    | 17;
 
 /// The bare syscalls behind each syscall backend, on descriptors of their own, without the
 /// crate's range handling, `errno` preservation or descriptor identity check.
@@ -248,11 +219,11 @@ impl Floors {
     /// [`Backend::SignalGuard`], which makes no syscall: compare it with [`volatile_load`]).
     #[inline]
     pub fn bare(&self, backend: Backend, addr: usize) -> Option<isize> {
-        let ps = crate::range::page_size();
+        let ps = addrprobe::range::page_size();
         let page = addr & !(ps - 1);
-        // SAFETY (all arms): each syscall only reads (or, for mincore and the pipe read,
+        // SAFETY: in every arm the syscall only reads (or, for mincore and the pipe read,
         // writes into our own stack buffers) and validates `addr` itself, reporting faults as
-        // errors; descriptors are our own.
+        // errors; the descriptors are our own.
         let r = unsafe {
             match backend {
                 Backend::Msync => {
@@ -288,11 +259,8 @@ impl Floors {
                     let mut q: procmap_query = core::mem::zeroed();
                     q.size = core::mem::size_of::<procmap_query>() as u64;
                     q.query_addr = addr as u64;
-                    libc::ioctl(
-                        self.maps,
-                        crate::backend::procmap_query::PROCMAP_QUERY as _,
-                        &mut q as *mut procmap_query,
-                    ) as isize
+                    libc::ioctl(self.maps, PROCMAP_QUERY as _, &mut q as *mut procmap_query)
+                        as isize
                 }
                 _ => return None,
             }
@@ -411,7 +379,7 @@ pub unsafe fn volatile_load(addr: usize) -> u64 {
 
 /// The frame pointer and stack pointer of the caller, for benchmark baselines that walk
 /// without validation (the unwinder's own helper).
-pub use crate::unwind::current_fp_sp;
+pub use addrprobe::unwind::current_fp_sp;
 
 /// Nanoseconds of `clock` (`CLOCK_MONOTONIC`, `CLOCK_THREAD_CPUTIME_ID`, ...); under QEMU
 /// `-icount shift=0` the monotonic clock counts guest instructions. Async-signal-safe.
@@ -531,7 +499,7 @@ mod tests {
             let mapped = matches!(case, Case::Resident | Case::Untouched | Case::ProtNone);
             assert_eq!(m == 0, mapped, "{case:?}");
         }
-        let mut buf = vec![0u8; 16 * crate::range::page_size()];
+        let mut buf = vec![0u8; 16 * addrprobe::range::page_size()];
         for b in [Backend::Pipe, Backend::ProcessVmReadv, Backend::SigprocMask] {
             assert!(
                 floors.full_copy(b, arena.addr(Case::Resident), &mut buf),

@@ -1,10 +1,10 @@
 //! A SIGPROF sampling profiler built on addrprobe: folded stacks, and a flame graph.
 //!
 //! ```text
-//! cargo run --release --features bench --example profile -- [BACKEND] [--hz N] [--ms N] [--svg FILE]
+//! cargo run --release -p addrprobe-lab --features bench --example profile -- [BACKEND] [--hz N] [--ms N] [--svg FILE]
 //! ```
 //!
-//! Runs the benchmark workload (`addrprobe::bench::profiler`: CPU-bound threads 64 frames
+//! Runs the benchmark workload (`addrprobe_lab::bench::profiler`: CPU-bound threads 64 frames
 //! deep, one `timer_create` + `SIGEV_THREAD_ID` timer per thread), walking each interrupted
 //! thread's frame-pointer chain from the signal's ucontext with BACKEND (default: auto). The
 //! handler only fills preallocated buffers; symbols are resolved afterwards, outside the
@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use addrprobe::bench::profiler::{self, Config, Walker};
 use addrprobe::{Backend, Prober};
+use addrprobe_lab::bench::profiler::{self, Config, Walker};
 
 fn symbol(pc: usize, first: bool) -> String {
     // Return addresses point after the call: look up pc - 1, except for the interrupted pc.
