@@ -293,7 +293,7 @@ fn exercise_loaders(b: &StackBounds, sps: &[usize], addrs: &[usize], log: &mut V
 }
 
 /// One made-up walk: the registers and what it did.
-type WalkLog = (Regs, Walk, ReadStats);
+type WalkLog = (Regs, Walk, ReadStats, [Frame; 8]);
 
 /// `walk_from_regs_counted` with every made-up `(sp, fp)` pair. Allocates nothing.
 #[inline(never)]
@@ -304,7 +304,7 @@ fn exercise_walks(u: &Unwinder, sps: &[usize], fps: &[usize], log: &mut Vec<Walk
             let regs = Regs { pc: 0x1234, fp, sp };
             let mut stats = ReadStats::default();
             let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
-            log.push((regs, w, stats));
+            log.push((regs, w, stats, out));
         }
     }
 }
@@ -350,14 +350,19 @@ fn walk_prober(fps: &[usize]) -> Prober {
 }
 
 /// Checks what the loaders accepted: only reads inside `[mapped_lo, hi)` (what was mapped
-/// and readable when the case started), never at or above the argument's dead side, and
-/// never in `forbidden`.
+/// and readable when the case started), never in dead stack (below [`dead_below`]), never
+/// below their own `sp` argument, and never in `forbidden`.
 fn check_accepted(log: &[Accepted], mapped_lo: usize, hi: usize, forbidden: &[(usize, usize)]) {
+    let dead = dead_below();
     for &(via, sp, addr) in log {
         let end = addr + via.len();
         assert!(
             mapped_lo <= addr && end <= hi,
             "{via:?}(sp {sp:#x}, addr {addr:#x}) read outside the mapped stack [{mapped_lo:#x}, {hi:#x})"
+        );
+        assert!(
+            addr >= dead,
+            "{via:?}(sp {sp:#x}, addr {addr:#x}) read dead stack below {dead:#x}"
         );
         assert!(addr >= sp, "{via:?} read below its own sp argument");
         for &(a, b) in forbidden {
@@ -369,18 +374,29 @@ fn check_accepted(log: &[Accepted], mapped_lo: usize, hi: usize, forbidden: &[(u
     }
 }
 
-/// Checks the made-up walks: none read a frame with a plain load outside `[mapped_lo, hi)`.
-/// A frame the fast path read shows in `stats.fast`; the frames it can have read are the
-/// first `depth - 1` frame pointers of the walk.
+/// An address below which the caller's stack is certainly dead while it calls the code under
+/// test: 16 KiB below its stack pointer (the loaders' and walker's own frames are smaller).
+#[inline(always)]
+fn dead_below() -> usize {
+    current_sp() - (16 << 10)
+}
+
+/// Checks the made-up walks: none read a frame with a plain load outside `[mapped_lo, hi)`,
+/// or in dead stack (below [`dead_below`]).
+/// Without batching, every frame the walk read is either `fast` or one probe, so the frames
+/// it read outside the range must all be probes.
 fn check_walks(log: &[WalkLog], mapped_lo: usize, hi: usize) {
-    for (regs, w, stats) in log {
-        if stats.fast == 0 {
-            continue;
-        }
+    let dead = dead_below();
+    for (regs, w, stats, out) in log {
+        let outside = frames_read(w, out)
+            .filter(|&fp| fp < mapped_lo.max(dead) || fp.saturating_add(2 * WORD) > hi)
+            .count();
         assert!(
-            mapped_lo <= regs.fp && regs.fp < hi && mapped_lo <= regs.sp,
-            "walk from {regs:x?} read {} frames with plain loads outside [{mapped_lo:#x}, {hi:#x}): {w:?}",
-            stats.fast
+            stats.probes >= outside,
+            "walk from {regs:x?} read {outside} frames outside [{mapped_lo:#x}, {hi:#x}) \
+             but probed only {}: {w:?} {stats:?} {:x?}",
+            stats.probes,
+            &out[..w.depth]
         );
     }
 }
