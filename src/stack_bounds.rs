@@ -288,7 +288,10 @@ impl StackBounds {
     /// in signal handlers on this thread. Calling it again refreshes the record.
     ///
     /// Not async-signal-safe: it reads `/proc/self/maps` and allocates. Call it when a thread
-    /// starts, before its profiler timer is armed.
+    /// starts, before its profiler timer is armed. On the main thread the bounds are the
+    /// `[stack]` mapping as it is now: frames below it (the stack grows on demand) are
+    /// probed, so register where the thread has already used the stack it will need, or again
+    /// later.
     pub fn register_current_thread() -> Result<StackBounds, StackBoundsError> {
         let bounds = Self::learn_current_thread()?;
         SLOT.with(|s| {
@@ -528,8 +531,8 @@ impl StackBounds {
         Some(FrameWindow {
             first: floor,
             last: self.hi.checked_sub(2 * WORD)?,
-            lo: self.lo,
-            check_sp: true,
+            sp_lo: self.lo,
+            sp_mask: usize::MAX,
             _not_send: PhantomData,
         })
     }
@@ -557,8 +560,8 @@ impl StackBounds {
         Some(FrameWindow {
             first: sp,
             last: self.hi.checked_sub(2 * WORD)?,
-            lo: self.lo,
-            check_sp: false,
+            sp_lo: 0,
+            sp_mask: 0,
             _not_send: PhantomData,
         })
     }
@@ -591,11 +594,13 @@ pub struct FrameWindow {
     first: usize,
     /// Highest accepted record address (`hi` minus two words).
     last: usize,
-    /// The registered `lo`: the real stack pointer must be at or above it.
-    lo: usize,
-    /// Whether each load checks the real stack pointer (`false` only for
-    /// [`StackBounds::frame_window_unchecked`]).
-    check_sp: bool,
+    /// The registered `lo`, which the real stack pointer must not be below (`0` for a window
+    /// from [`StackBounds::frame_window_unchecked`]).
+    sp_lo: usize,
+    /// `usize::MAX` if each load checks the real stack pointer, `0` for a window from
+    /// [`StackBounds::frame_window_unchecked`] (the real stack pointer then reads as `0`:
+    /// no check, without a branch).
+    sp_mask: usize,
     _not_send: PhantomData<*const ()>,
 }
 
@@ -607,21 +612,46 @@ impl FrameWindow {
     /// Async-signal-safe; no syscall.
     #[inline(always)]
     pub fn load_pair(&self, addr: usize) -> Option<[usize; 2]> {
-        if addr < self.first || addr > self.last || !addr.is_multiple_of(WORD) {
+        let real = current_sp() & self.sp_mask;
+        let floor = if real > self.first { real } else { self.first };
+        if real < self.sp_lo || addr < floor || addr > self.last || !addr.is_multiple_of(WORD) {
             return None;
-        }
-        if self.check_sp {
-            let real = current_sp();
-            if real < self.lo || real > addr {
-                return None;
-            }
         }
         let p = addr as *const usize;
         // SAFETY: `addr` is aligned and `[addr, addr + 2 words)` lies in `[first, hi)` with
         // `lo <= first`, inside the range mapped at registration. A checked window also has
-        // `lo <= real stack pointer <= addr`, so the record is live stack of this thread
-        // (module docs); an unchecked one has `first` vouched for as a live stack pointer by
-        // the caller of `frame_window_unchecked`.
+        // `lo <= real stack pointer <= addr` (`sp_mask` keeps the register value, `sp_lo` is
+        // `lo`), so the record is live stack of this thread (module docs); an unchecked one
+        // has `first` vouched for as a live stack pointer by the caller of
+        // `frame_window_unchecked`.
+        Some(unsafe {
+            [
+                core::ptr::read_volatile(p),
+                core::ptr::read_volatile(p.add(1)),
+            ]
+        })
+    }
+
+    /// [`load_pair`](Self::load_pair) without the per-load check of the real stack pointer:
+    /// for the unwinder's walk loop, which makes its window once and uses it only while the
+    /// function that made it runs.
+    ///
+    /// # Safety
+    ///
+    /// The window must come from [`StackBounds::frame_window`] called with a stack pointer at
+    /// or above the stack pointer of a function that is still running on this thread, and be
+    /// used only while that function runs (its frame and everything above it stay live); or
+    /// from [`StackBounds::frame_window_unchecked`], within that function's contract.
+    #[inline(always)]
+    pub(crate) unsafe fn load_pair_in_frame(&self, addr: usize) -> Option<[usize; 2]> {
+        if addr < self.first || addr > self.last || !addr.is_multiple_of(WORD) {
+            return None;
+        }
+        let p = addr as *const usize;
+        // SAFETY: `addr` is aligned and `[addr, addr + 2 words)` lies in `[first, hi)`, inside
+        // the range mapped at registration; `first` is at or above a live stack pointer of
+        // this thread for as long as the window is used (the caller's contract), so the
+        // record is live stack (module docs).
         Some(unsafe {
             [
                 core::ptr::read_volatile(p),

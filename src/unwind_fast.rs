@@ -19,7 +19,7 @@ use core::mem::MaybeUninit;
 
 use super::{Frame, Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
 use crate::batch;
-use crate::stack_bounds::{FrameWindow, StackBounds};
+use crate::stack_bounds::{FrameWindow, StackBounds, current_sp};
 use crate::{Backend, Error, Prober};
 
 /// The largest batch window [`Unwinder::with_batch_window`] accepts (it lives on the walking
@@ -101,7 +101,16 @@ impl<'p> Unwinder<'p> {
         out: &mut [Frame],
         stats: &mut ReadStats,
     ) -> Walk {
-        let fast = window(self, |b| b.frame_window(regs.sp));
+        // The walk's lower bound is never below this function's own stack pointer, so that
+        // the window stays live for the whole walk (`FrameReader::read`).
+        let own = current_sp();
+        let fast = window(self, |b| {
+            if b.contains_sp(regs.sp) {
+                b.frame_window(regs.sp.max(own))
+            } else {
+                None
+            }
+        });
         self.walk_regs_with(fast, regs, out, stats)
     }
 
@@ -258,7 +267,9 @@ impl WindowSlot {
 }
 
 /// The fast path's window for one walk: `make` applied to the calling thread's bounds, or
-/// `None` if the fast path is off or the thread is not registered.
+/// `None` if the fast path is off or the thread is not registered. The walk function calls
+/// it itself, with a stack pointer at or above its own (or under the unchecked contract):
+/// [`FrameReader::read`] relies on that.
 #[inline(always)]
 pub(super) fn window(
     unwinder: &Unwinder<'_>,
@@ -328,8 +339,12 @@ impl FrameReader {
         slow: &mut SlowPath<'_, '_>,
         fp: usize,
     ) -> Result<Option<[usize; 2]>, Error> {
+        // SAFETY: every walk makes its window (`window`) in the function that runs the walk,
+        // from `frame_window` with a stack pointer at or above that function's own, or from
+        // `frame_window_unchecked` under `walk_from_regs_unchecked`'s contract, and the
+        // reader lives only for that walk.
         if let Some(window) = self.fast
-            && let Some(words) = window.load_pair(fp)
+            && let Some(words) = unsafe { window.load_pair_in_frame(fp) }
         {
             self.fast_count += 1;
             return Ok(Some(words));
