@@ -2,102 +2,159 @@
 //! plain loads instead of a probe.
 //!
 //! A frame-pointer walk of the thread's own stack spends nearly all of its validation cost
-//! on memory that cannot fault: the thread's stack. [`StackBounds`] records that stack's
+//! on memory that cannot fault: the thread's live stack. [`StackBounds`] records that stack's
 //! range `[lo, hi)` once per thread, outside signal context, in a thread-local slot. A signal
 //! handler on the same thread reads it back with [`StackBounds::current`], which is one
-//! thread-local load: async-signal-safe, allocation-free and lock-free. A read of
-//! `[addr, addr + len)` that [`StackBounds::covers`] accepts needs no probe at all; anything
-//! else goes through a [`Prober`](crate::Prober).
+//! thread-local load: async-signal-safe, allocation-free and lock-free. A read that
+//! [`StackBounds::read`] (or [`load_word`](StackBounds::load_word),
+//! [`load_pair`](StackBounds::load_pair), [`frame_window`](StackBounds::frame_window)) accepts
+//! needs no probe at all; anything else goes through a [`Prober`](crate::Prober).
 //!
 //! # How the range is learned ([`StackBounds::register_current_thread`])
 //!
-//! - **Main thread** (the thread whose stack pointer lies in the `[stack]` mapping of
-//!   `/proc/self/maps`): `hi` is the end of `[stack]`. The mapping grows down on demand, so `lo`
-//!   is the lowest address it may grow to: `hi - RLIMIT_STACK` (soft limit), but never closer
-//!   than the kernel's `stack_guard_gap` (256 pages unless `stack_guard_gap=` is on the kernel
-//!   command line) to the mapping below it. This is what glibc's `pthread_getattr_np` reports
-//!   for the initial thread, computed without it.
+//! - **Main thread** (the thread whose id is the process id): `[lo, hi)` is the `[stack]`
+//!   mapping of `/proc/self/maps` *as it is at registration*. The mapping grows down on demand,
+//!   but the bounds do not follow: `lo` is never below what is mapped, so no read the fast path
+//!   makes can make the kernel grow the stack, and `RLIMIT_STACK` and the kernel's guard gap
+//!   play no part. Frames the stack grows to later lie below `lo` and are read through the
+//!   prober (correct, just slower); registering again refreshes `lo`.
 //! - **Every other thread**: `pthread_getattr_np` and `pthread_attr_getstack` give the stack
 //!   block that glibc (or the application, through `pthread_attr_setstack`) allocated; the
 //!   guard pages below it are excluded.
 //!
 //! Either way, registration then checks `/proc/self/maps`: the current stack pointer must lie
 //! in `[lo, hi)` (it does not when registration runs on a sigaltstack or a coroutine stack:
-//! that is [`StackBoundsError::NotOnThreadStack`]), and the mapped part of the range must be
+//! that is [`StackBoundsError::NotOnThreadStack`]), and all of `[lo, hi)` must be mapped
 //! readable. A thread that was never registered has no bounds: [`StackBounds::current`]
 //! returns `None` and the unwinder probes every frame. The fast path is skipped, never
 //! guessed.
 //!
-//! # Why `sp <= addr && addr + len <= hi` is readable without a probe
+//! # Why a read between the thread's real stack pointer and `hi` is readable without a probe
 //!
-//! [`covers`](StackBounds::covers) accepts a read when `lo <= sp <= addr` and `addr + len <= hi`,
-//! where `sp` is a stack pointer of the calling thread (its own, or the one the kernel saved in
-//! the `ucontext` of a signal that interrupted it). Such a read cannot fault because:
+//! The safe loaders ([`read`](StackBounds::read), [`load_word`](StackBounds::load_word),
+//! [`load_pair`](StackBounds::load_pair), [`frame_window`](StackBounds::frame_window) and
+//! [`FrameWindow::load_pair`]) load `[addr, addr + len)` only when
 //!
-//! 1. **Another thread's stack** is a single mapping: glibc `mmap`s the whole block
-//!    read-write when the thread is created, puts the guard pages *below* `lo`, and unmaps it
-//!    only after the thread has exited. The calling thread is running, so all of `[lo, hi)`
-//!    is mapped and readable.
-//! 2. **The main thread's stack** is the `[stack]` mapping, one `VM_GROWSDOWN` VMA whose top
-//!    is `hi`. The kernel extends it down to cover every address the thread touches (a push,
-//!    a call, the signal frame it writes when a handler runs on this stack), and never
-//!    shrinks it. Every address between a stack pointer in use and `hi` was therefore
-//!    touched or lies above a touched address, so it is inside the VMA. The one case where
-//!    `sp` is below every touched byte (code that lowered `sp` and was interrupted before it
-//!    stored anything) is still safe: the kernel grows a `VM_GROWSDOWN` mapping on any access
-//!    below it that stays within `RLIMIT_STACK` and the guard gap, which is what `lo` encodes
-//!    (x86 stopped checking the access against `sp` in Linux 4.20).
-//! 3. **Neither kind of stack is ever `PROT_NONE` or unmapped above the live stack
-//!    pointer**: that memory holds the live frames of the thread itself.
+//! ```text
+//! lo <= real_sp <= addr,   sp <= addr,   addr + len <= hi
+//! ```
 //!
-//! Addresses below `sp` are dead stack: a frame record there is corrupt by definition, so the
-//! fast path refuses them (and never makes the kernel grow the main stack for one).
+//! where `real_sp` is the stack pointer register of the code doing the load, read by
+//! [`current_sp`] at that moment, and `sp` is the caller's argument. The argument can only
+//! narrow the range: whatever it says (`lo`, below the real stack pointer, `hi` or beyond,
+//! made up), it never makes a safe function load an address below the real stack pointer.
+//! Such a read cannot fault because:
+//!
+//! 1. **`[lo, hi)` was mapped and readable at registration and stays mapped while its thread
+//!    runs.** For a thread it is the stack block glibc `mmap`ed read-write when the thread was
+//!    created; glibc unmaps (or caches) it only after the thread has exited. For the main
+//!    thread it is the `[stack]` mapping as it was at registration: the kernel never shrinks
+//!    it. The bounds live in a thread-local slot, and [`StackBounds`] and [`FrameWindow`] are
+//!    neither `Send` nor `Sync`, so they are only ever used on the thread they describe,
+//!    while it runs.
+//! 2. **Everything from the real stack pointer up to `hi` is live stack.** `real_sp` lies in
+//!    `[lo, hi)`, so the code is running on this stack, and every byte between its stack
+//!    pointer and the top holds the frames of the function doing the load, its callers and
+//!    whatever they interrupted: the thread will return through them, so they are readable.
+//!    (Memory the application made unreadable *inside its own live stack* is not supported:
+//!    such a program would crash on its own return.) The page at `real_sp` itself is mapped
+//!    because `real_sp >= lo` and `[lo, hi)` was mapped at registration (premise 1): the
+//!    check never relies on the kernel growing the stack to reach it.
+//! 3. **Below the real stack pointer is dead stack**, which a program may legitimately make
+//!    unreadable (a runtime's guard zone inside a thread's stack, `MADV_GUARD_INSTALL`) or, on
+//!    the main thread, which may not be mapped at all. The safe loaders never read it, whatever
+//!    `sp` they are given: a frame record there is corrupt by definition and goes to the
+//!    prober.
+//!
+//! When the real stack pointer is outside `[lo, hi)` (a handler on a sigaltstack, code on a
+//! coroutine stack or a split-stack segment, a main thread whose stack grew below `lo` since
+//! registration), the safe loaders accept nothing and the unwinder probes every frame.
+//!
+//! # The `unsafe` variants: a stack pointer the caller vouches for
+//!
+//! A handler running on a sigaltstack has its real stack pointer off the thread's stack, but
+//! the interrupted context's stack pointer (which the kernel wrote into the `ucontext`) is a
+//! live stack pointer of this thread: everything between it and `hi` is that context's frames,
+//! suspended while the handler runs. [`StackBounds::read_unchecked`],
+//! [`load_word_unchecked`](StackBounds::load_word_unchecked),
+//! [`frame_window_unchecked`](StackBounds::frame_window_unchecked) and
+//! [`Unwinder::walk_from_regs_unchecked`](crate::unwind::Unwinder::walk_from_regs_unchecked)
+//! take such a stack pointer on trust instead of reading the real one; their `# Safety`
+//! sections state the contract. Even they load only inside `[sp, hi)` with `lo <= sp`: the
+//! registered, mapped range, never below it.
 //!
 //! # Exceptions: when the fast path does not apply
 //!
 //! The bounds describe the *thread's* stack, not whatever stack the code happens to run on.
-//! In each of these cases the frames lie outside `[lo, hi)` (or `sp` does), so `covers` says
-//! no and the unwinder falls back to its [`Prober`](crate::Prober) for them. The test suite
-//! (`tests/fast_path.rs`) builds each one:
+//! In each of these cases the frames lie outside `[lo, hi)` (or the stack pointer does), so
+//! the loaders say no and the unwinder falls back to its [`Prober`](crate::Prober). The test
+//! suite (`tests/fast_path.rs`, `tests/stack_soundness.rs`) builds each one:
 //!
 //! - **sigaltstack**: a handler with `SA_ONSTACK` runs on the alternate stack. Its own frames,
-//!   and its own stack pointer, are outside `[lo, hi)`: a walk that starts from the handler's
-//!   frame pointer probes every frame. A walk that starts from the interrupted context (the
-//!   `ucontext`'s `sp` and frame pointer) is back on the thread's stack and uses the fast path.
+//!   and its own stack pointer, are outside `[lo, hi)`: every safe walk and read from the
+//!   handler probes. A walk from the interrupted context (the `ucontext`'s stack and frame
+//!   pointers) is back on the thread's stack and uses the fast path through
+//!   [`walk_from_regs_unchecked`](crate::unwind::Unwinder::walk_from_regs_unchecked). A
+//!   handler *without* `SA_ONSTACK` runs on the thread's stack, below the interrupted frames,
+//!   and the safe [`walk_from_regs`](crate::unwind::Unwinder::walk_from_regs) reads them
+//!   with the fast path.
 //! - **Coroutines and green threads** with their own stacks (`mmap`'d, heap-allocated):
 //!   frames on such a stack, and a stack pointer on it, are outside `[lo, hi)`, so they are
 //!   probed, and so is a chain that goes from there back to the thread's stack (the walk's
-//!   `sp` is not in `[lo, hi)`). A runtime that moves a registered thread's code onto another
-//!   stack does not need to do anything: the check is per read.
+//!   stack pointer is not in `[lo, hi)`). A runtime that moves a registered thread's code onto
+//!   another stack does not need to do anything: the check is per read.
 //! - **Split (segmented) stacks** (`-fsplit-stack`): later segments are separate mappings
 //!   outside `[lo, hi)`, handled like coroutine stacks.
+//! - **The main thread's stack grown below `lo`** after registration: frames below `lo` are
+//!   probed, and while the real stack pointer is below `lo` everything is. Register again (at
+//!   a depth the thread has reached) to move `lo` down.
 //! - **Memory the application made unreadable inside its own live stack** (`mprotect`,
-//!   `munmap`, `MADV_GUARD_INSTALL` above the stack pointer) breaks premise 3 and is not
-//!   supported: such a program would crash on its own return.
+//!   `munmap`, `MADV_GUARD_INSTALL` above the stack pointer) breaks premise 2 and is not
+//!   supported: such a program would crash on its own return. Below the stack pointer it is
+//!   fine (premise 3).
 //! - **A user-provided pthread stack** (`pthread_attr_setstack`) must stay mapped while the
 //!   thread runs; registration checks it is mapped and readable at that moment.
 //!
+//! # Async-signal safety
+//!
+//! [`StackBounds::current`], [`unregister_current_thread`](StackBounds::unregister_current_thread),
+//! [`current_sp`], [`contains_sp`](StackBounds::contains_sp),
+//! [`covers`](StackBounds::covers), the safe loaders, [`FrameWindow::load_pair`] and the
+//! `_unchecked` variants are async-signal-safe: no syscall, no allocation, no lock, `errno`
+//! untouched. [`register_current_thread`](StackBounds::register_current_thread) and
+//! [`learn_current_thread`](StackBounds::learn_current_thread) are not: they read
+//! `/proc/self/maps` and allocate.
+//!
 //! # Signal safety of the thread-local slot
 //!
-//! The slot is a `thread_local!` with a `const` initialiser holding two atomics: a type
-//! without drop glue, so std neither initialises it lazily nor registers a destructor, and
-//! reading it is one load from the thread's TLS block. Registration writes `hi = 0` first, then
-//! `lo`, then `hi`, with compiler fences in between, and [`current`](StackBounds::current)
-//! reads `hi` first: a handler that interrupts a registration sees either no bounds or
-//! complete ones. If the crate is linked into a `dlopen`'d shared object, the first access to
-//! a thread-local from a given thread may go through `__tls_get_addr`, which can allocate on
-//! some libc versions: register (or call [`current`](StackBounds::current)) once on each
-//! thread before signals can reach it.
+//! The slot is a `thread_local!` with a `const` initialiser holding atomics: a type without
+//! drop glue, so std neither initialises it lazily nor registers a destructor, and reading it
+//! is one load from the thread's TLS block. Registration writes `hi = 0` first, then `lo`,
+//! then `hi`, with compiler fences in between, and [`current`](StackBounds::current) reads `hi`
+//! first: a handler that interrupts a registration sees either no bounds or complete ones. If
+//! the crate is linked into a `dlopen`'d shared object, the first access to a thread-local from
+//! a given thread may go through `__tls_get_addr`, which can allocate on some libc versions:
+//! register (or call [`current`](StackBounds::current)) once on each thread before signals can
+//! reach it.
+//!
+//! A [`StackBounds`] cannot leave its thread:
+//!
+//! ```compile_fail,E0277
+//! use addrprobe::stack_bounds::StackBounds;
+//! fn needs_send<T: Send>(_: T) {}
+//! needs_send(StackBounds::current());
+//! ```
 
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicUsize, Ordering, compiler_fence};
 use std::fmt;
 
 /// The stack range `[lo, hi)` of the calling thread. See the [module docs](self) for how it is
-/// learned and why reads between a stack pointer and `hi` need no probe.
+/// learned and why reads between the thread's real stack pointer and `hi` need no probe.
 ///
 /// A `StackBounds` is neither `Send` nor `Sync`: it describes the stack of the thread that got
-/// it, and is only meaningful (and [`read`](Self::read) is only sound) on that thread.
+/// it and is only meaningful on that thread (the safe loaders also check, at each load, that
+/// the code runs on this stack).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct StackBounds {
     lo: usize,
@@ -109,7 +166,8 @@ pub struct StackBounds {
 /// How a thread's bounds were learned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StackKind {
-    /// The main thread's `[stack]` mapping and `RLIMIT_STACK`.
+    /// The main thread's `[stack]` mapping, as it was mapped at registration (never what
+    /// it may grow to).
     Main,
     /// A thread's stack block, from `pthread_getattr_np`.
     Thread,
@@ -194,11 +252,12 @@ thread_local! {
     };
 }
 
-/// The calling context's stack pointer. Async-signal-safe.
+/// The stack pointer of the function this is inlined into (it always is), read from the
+/// register at this point. Async-signal-safe.
 ///
 /// On x86_64 and aarch64 this is the `sp` register; elsewhere it is the address of a local
-/// variable, which lies above the true stack pointer and so only makes
-/// [`StackBounds::covers`] stricter.
+/// variable, which lies above the true stack pointer and so only makes the safe loaders of
+/// [`StackBounds`] stricter.
 #[inline(always)]
 pub fn current_sp() -> usize {
     cfg_if::cfg_if! {
@@ -229,7 +288,10 @@ impl StackBounds {
     /// in signal handlers on this thread. Calling it again refreshes the record.
     ///
     /// Not async-signal-safe: it reads `/proc/self/maps` and allocates. Call it when a thread
-    /// starts, before its profiler timer is armed.
+    /// starts, before its profiler timer is armed. On the main thread the bounds are the
+    /// `[stack]` mapping as it is now: frames below it (the stack grows on demand) are
+    /// probed, so register where the thread has already used the stack it will need, or again
+    /// later.
     pub fn register_current_thread() -> Result<StackBounds, StackBoundsError> {
         let bounds = Self::learn_current_thread()?;
         SLOT.with(|s| {
@@ -286,27 +348,22 @@ impl StackBounds {
     pub fn learn_current_thread() -> Result<StackBounds, StackBoundsError> {
         let sp = current_sp();
         let maps = Maps::read()?;
-        let here = maps.containing(sp);
-        let (lo, hi, kind) = match here {
-            Some(m) if m.name == "[stack]" => {
-                let (lo, hi) = main_stack_range(&maps, m);
-                (lo, hi, StackKind::Main)
-            }
-            _ => {
-                let (lo, hi) = pthread_stack_range()?;
-                (lo, hi, StackKind::Thread)
-            }
+        let (lo, hi, kind) = if is_main_thread() {
+            // What is mapped now, never what the stack may grow to.
+            let (lo, hi) = maps
+                .0
+                .iter()
+                .find(|m| m.name == "[stack]")
+                .map_or((0, 0), |m| (m.start, m.end));
+            (lo, hi, StackKind::Main)
+        } else {
+            let (lo, hi) = pthread_stack_range()?;
+            (lo, hi, StackKind::Thread)
         };
         if !(lo <= sp && sp < hi) {
             return Err(StackBoundsError::NotOnThreadStack { sp, lo, hi });
         }
-        // The part that must be mapped now: all of it for a thread, the part from the current
-        // stack pointer up for the main stack (below, it grows on demand).
-        let must_map_from = match kind {
-            StackKind::Thread => lo,
-            StackKind::Main => sp & !(crate::range::page_size() - 1),
-        };
-        if let Some(addr) = maps.first_unreadable(must_map_from, hi) {
+        if let Some(addr) = maps.first_unreadable(lo, hi) {
             return Err(StackBoundsError::NotReadable { addr });
         }
         Ok(StackBounds {
@@ -317,7 +374,8 @@ impl StackBounds {
         })
     }
 
-    /// Lowest address of the stack (for the main thread, the lowest it may grow to).
+    /// Lowest address of the stack (for the main thread, the start of `[stack]` when it was
+    /// registered).
     pub const fn lo(&self) -> usize {
         self.lo
     }
@@ -338,11 +396,15 @@ impl StackBounds {
         self.lo <= sp && sp < self.hi
     }
 
-    /// Whether `[addr, addr + len)` is readable without a probe, given `sp`, a stack pointer
-    /// of the calling thread: `lo <= sp <= addr` and `addr + len <= hi`, without overflow.
-    /// See the [module docs](self) for why this is sound and when it says no.
+    /// Whether `[addr, addr + len)` lies between `sp` and the top of this stack:
+    /// `lo <= sp <= addr` and `addr + len <= hi`, without overflow.
     ///
-    /// Pure arithmetic: async-signal-safe and costs a few compares.
+    /// Pure arithmetic on the arguments (async-signal-safe, a few compares): it does not make
+    /// a read sound by itself, because nothing here checks that `sp` is a live stack pointer.
+    /// The safe loaders ([`read`](Self::read) and the others) apply it to the larger of `sp`
+    /// and the thread's real stack pointer, after checking that the real one is on this
+    /// stack; the `_unchecked` loaders apply it to an `sp` their caller vouches for. See the
+    /// [module docs](self).
     #[inline]
     pub const fn covers(&self, sp: usize, addr: usize, len: usize) -> bool {
         if !self.contains_sp(sp) || addr < sp {
@@ -354,47 +416,214 @@ impl StackBounds {
         }
     }
 
-    /// Copies `[addr, addr + dst.len())` into `dst` with plain loads if
-    /// [`covers`](Self::covers) accepts it, and returns whether it did (`false`: nothing was
-    /// read, use a [`Prober`](crate::Prober)). Async-signal-safe; no syscall.
+    /// The lowest address the safe loaders may read for the stack pointer argument `sp`: the
+    /// larger of `sp` and the real stack pointer of the code this is inlined into, if both lie
+    /// on this stack. Everything from it up to `hi` is live stack of this thread (module docs).
+    #[inline(always)]
+    fn live_floor(&self, sp: usize) -> Option<usize> {
+        let real = current_sp();
+        if self.contains_sp(real) && self.contains_sp(sp) {
+            Some(if sp > real { sp } else { real })
+        } else {
+            None
+        }
+    }
+
+    /// Copies `[addr, addr + dst.len())` into `dst` with plain loads if it lies between `sp`
+    /// and `hi` *and* above the calling thread's real stack pointer, which must itself be on
+    /// this stack; returns whether it did (`false`: nothing was read, use a
+    /// [`Prober`](crate::Prober)). `sp` can only narrow what is read: a made-up value never
+    /// makes this load below the real stack pointer. Async-signal-safe; no syscall.
+    ///
+    /// On a sigaltstack the real stack pointer is off this stack and this says no; see
+    /// [`read_unchecked`](Self::read_unchecked).
     #[inline]
     pub fn read(&self, sp: usize, addr: usize, dst: &mut [u8]) -> bool {
+        match self.live_floor(sp) {
+            Some(floor) if self.covers(floor, addr, dst.len()) => {
+                // SAFETY: `floor` is at or above this thread's real stack pointer, which lies
+                // on the registered stack, and `covers` put the bytes in `[floor, hi)`: live
+                // stack inside the range mapped at registration (module docs, premises 1-2).
+                unsafe { copy_from(addr, dst) };
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// [`read`](Self::read) with `sp` taken on trust instead of the real stack pointer: for a
+    /// handler on a sigaltstack reading the context it interrupted. Reads only if
+    /// [`covers(sp, addr, dst.len())`](Self::covers), so never outside the registered stack.
+    /// Async-signal-safe; no syscall.
+    ///
+    /// # Safety
+    ///
+    /// For the whole call, every byte of `[sp, hi)` must be live stack of the calling thread:
+    /// `sp` must be the stack pointer of a context of this thread that is suspended while the
+    /// call runs (in practice the `sp` that
+    /// [`regs_from_ucontext`](crate::unwind::regs_from_ucontext) read from the `ucontext` of
+    /// the signal whose handler is running on this thread), or the calling code's own stack
+    /// pointer. A made-up `sp` can make this load dead stack that the program made unreadable
+    /// (a guard zone below the live stack), which is undefined behaviour and crashes.
+    #[inline]
+    pub unsafe fn read_unchecked(&self, sp: usize, addr: usize, dst: &mut [u8]) -> bool {
         if !self.covers(sp, addr, dst.len()) {
             return false;
         }
-        for (i, byte) in dst.iter_mut().enumerate() {
-            // SAFETY: `covers` proved `[addr, addr + len)` lies between a live stack pointer
-            // of this thread and the top of its stack, which is mapped and readable (module
-            // docs). Volatile: the bytes may belong to frames the compiler knows nothing of.
-            *byte = unsafe { core::ptr::read_volatile((addr + i) as *const u8) };
-        }
+        // SAFETY: `covers` put the bytes in `[sp, hi)` with `lo <= sp`, inside the range
+        // mapped at registration, and the caller vouches that all of it is live stack.
+        unsafe { copy_from(addr, dst) };
         true
     }
 
-    /// Loads the aligned machine word at `addr` with a plain load if
-    /// [`covers`](Self::covers) accepts it; `None` means "not covered (or misaligned): probe it".
+    /// Loads the aligned machine word at `addr` with a plain load under the same conditions
+    /// as [`read`](Self::read); `None` means "not accepted (or misaligned): probe it".
     /// Async-signal-safe; no syscall.
     #[inline]
     pub fn load_word(&self, sp: usize, addr: usize) -> Option<usize> {
+        let floor = self.live_floor(sp)?;
+        if !addr.is_multiple_of(core::mem::align_of::<usize>())
+            || !self.covers(floor, addr, core::mem::size_of::<usize>())
+        {
+            return None;
+        }
+        // SAFETY: aligned, and inside `[floor, hi)`: live stack of this thread above its real
+        // stack pointer, inside the range mapped at registration (module docs).
+        Some(unsafe { core::ptr::read_volatile(addr as *const usize) })
+    }
+
+    /// [`load_word`](Self::load_word) with `sp` taken on trust, like
+    /// [`read_unchecked`](Self::read_unchecked). Async-signal-safe; no syscall.
+    ///
+    /// # Safety
+    ///
+    /// As for [`read_unchecked`](Self::read_unchecked): every byte of `[sp, hi)` must be live
+    /// stack of the calling thread for the whole call.
+    #[inline]
+    pub unsafe fn load_word_unchecked(&self, sp: usize, addr: usize) -> Option<usize> {
         if !addr.is_multiple_of(core::mem::align_of::<usize>())
             || !self.covers(sp, addr, core::mem::size_of::<usize>())
         {
             return None;
         }
-        // SAFETY: aligned, and inside `[sp, hi)`, which is mapped and readable (module docs).
+        // SAFETY: aligned, inside `[sp, hi)` with `lo <= sp` (mapped at registration), which
+        // the caller vouches is live stack.
         Some(unsafe { core::ptr::read_volatile(addr as *const usize) })
     }
+
     /// Loads the two aligned machine words at `addr` (a frame record: saved frame pointer and
-    /// return address) with plain loads if [`covers`](Self::covers) accepts all of them;
-    /// `None` means "not covered (or misaligned): probe it". Async-signal-safe; no syscall.
+    /// return address) with plain loads under the same conditions as [`read`](Self::read);
+    /// `None` means "not accepted (or misaligned): probe it". Async-signal-safe; no syscall.
     #[inline]
     pub fn load_pair(&self, sp: usize, addr: usize) -> Option<[usize; 2]> {
-        const W: usize = core::mem::size_of::<usize>();
-        if !addr.is_multiple_of(W) || !self.covers(sp, addr, 2 * W) {
+        self.frame_window(sp)?.load_pair(addr)
+    }
+
+    /// The frame records the safe loaders accept for the stack pointer argument `sp`,
+    /// precomputed for a walk: `None` if `sp` or the calling thread's real stack pointer is
+    /// not on this stack. The window starts at the larger of the two, and each
+    /// [`FrameWindow::load_pair`] checks the real stack pointer again (a window kept and used
+    /// later, from a shallower frame or a sigaltstack, never reads dead stack).
+    /// Async-signal-safe.
+    #[inline]
+    pub fn frame_window(&self, sp: usize) -> Option<FrameWindow> {
+        let floor = self.live_floor(sp)?;
+        Some(FrameWindow {
+            first: floor,
+            last: self.hi.checked_sub(2 * WORD)?,
+            sp_lo: self.lo,
+            sp_mask: usize::MAX,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// A window of the frame records in `[sp, hi)`, with `sp` taken on trust instead of the
+    /// real stack pointer (which is not checked, at creation or per load): for a handler on
+    /// a sigaltstack walking the context it interrupted. `None` if `sp` is not on this stack,
+    /// so the window never reaches outside the registered range. Async-signal-safe.
+    ///
+    /// # Safety
+    ///
+    /// As long as the window is used, every byte of `[sp, hi)` must be live stack of the
+    /// calling thread: `sp` must be the stack pointer of a context of this thread that stays
+    /// suspended while the window is used (in practice the `sp` that
+    /// [`regs_from_ucontext`](crate::unwind::regs_from_ucontext) read from the `ucontext` of
+    /// the signal whose handler is running, used only until the handler returns), or the
+    /// stack pointer of a function that is still running. A made-up `sp`, or a window kept
+    /// after that context resumed, can load dead stack that the program made unreadable,
+    /// which is undefined behaviour and crashes.
+    #[inline]
+    pub unsafe fn frame_window_unchecked(&self, sp: usize) -> Option<FrameWindow> {
+        if !self.contains_sp(sp) {
+            return None;
+        }
+        Some(FrameWindow {
+            first: sp,
+            last: self.hi.checked_sub(2 * WORD)?,
+            sp_lo: 0,
+            sp_mask: 0,
+            _not_send: PhantomData,
+        })
+    }
+}
+
+/// Bytes in a machine word.
+const WORD: usize = core::mem::size_of::<usize>();
+
+/// Copies `dst.len()` bytes from `addr` with volatile byte loads.
+///
+/// # Safety
+///
+/// `[addr, addr + dst.len())` must be readable for the whole call.
+#[inline]
+unsafe fn copy_from(addr: usize, dst: &mut [u8]) {
+    for (i, byte) in dst.iter_mut().enumerate() {
+        // SAFETY: readable (the caller's contract). Volatile: the bytes may belong to frames
+        // the compiler knows nothing of.
+        *byte = unsafe { core::ptr::read_volatile((addr + i) as *const u8) };
+    }
+}
+
+/// The addresses at which a two-word frame record may be loaded from the calling thread's
+/// stack, precomputed by [`StackBounds::frame_window`] (or
+/// [`frame_window_unchecked`](StackBounds::frame_window_unchecked)) so that each frame of a
+/// walk costs a few compares. Neither `Send` nor `Sync`, like [`StackBounds`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameWindow {
+    /// Lowest accepted record address.
+    first: usize,
+    /// Highest accepted record address (`hi` minus two words).
+    last: usize,
+    /// The registered `lo`, which the real stack pointer must not be below (`0` for a window
+    /// from [`StackBounds::frame_window_unchecked`]).
+    sp_lo: usize,
+    /// `usize::MAX` if each load checks the real stack pointer, `0` for a window from
+    /// [`StackBounds::frame_window_unchecked`] (the real stack pointer then reads as `0`:
+    /// no check, without a branch).
+    sp_mask: usize,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl FrameWindow {
+    /// Loads the two words at `addr` with plain loads if `addr` is word-aligned, lies in the
+    /// window (`first <= addr`, `addr + 2 words <= hi`) and, for a window from
+    /// [`StackBounds::frame_window`], at or above the real stack pointer of the code this is
+    /// inlined into, which must be on the registered stack; `None` means "probe it".
+    /// Async-signal-safe; no syscall.
+    #[inline(always)]
+    pub fn load_pair(&self, addr: usize) -> Option<[usize; 2]> {
+        let real = current_sp() & self.sp_mask;
+        let floor = if real > self.first { real } else { self.first };
+        if real < self.sp_lo || addr < floor || addr > self.last || !addr.is_multiple_of(WORD) {
             return None;
         }
         let p = addr as *const usize;
-        // SAFETY: aligned, and inside `[sp, hi)`, which is mapped and readable (module docs).
+        // SAFETY: `addr` is aligned and `[addr, addr + 2 words)` lies in `[first, hi)` with
+        // `lo <= first`, inside the range mapped at registration. A checked window also has
+        // `lo <= real stack pointer <= addr` (`sp_mask` keeps the register value, `sp_lo` is
+        // `lo`), so the record is live stack of this thread (module docs); an unchecked one
+        // has `first` vouched for as a live stack pointer by the caller of
+        // `frame_window_unchecked`.
         Some(unsafe {
             [
                 core::ptr::read_volatile(p),
@@ -402,48 +631,27 @@ impl StackBounds {
             ]
         })
     }
-    /// The frame records that [`covers`](Self::covers) accepts for stack pointer `sp`,
-    /// precomputed for a walk: `None` if `sp` is not on this stack. Async-signal-safe.
-    #[inline]
-    pub fn frame_window(&self, sp: usize) -> Option<FrameWindow> {
-        const W: usize = core::mem::size_of::<usize>();
-        if !self.contains_sp(sp) {
-            return None;
-        }
-        Some(FrameWindow {
-            first: sp,
-            last: self.hi.checked_sub(2 * W)?,
-            _not_send: PhantomData,
-        })
-    }
-}
 
-/// The addresses at which a two-word frame record lies inside `[sp, hi)` of the calling
-/// thread's stack, precomputed by [`StackBounds::frame_window`] so that each frame of a walk
-/// costs two compares. Neither `Send` nor `Sync`, like [`StackBounds`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct FrameWindow {
-    /// Lowest accepted record address (the stack pointer).
-    first: usize,
-    /// Highest accepted record address (`hi` minus two words).
-    last: usize,
-    _not_send: PhantomData<*const ()>,
-}
-
-impl FrameWindow {
-    /// Loads the two words at `addr` with plain loads if `addr` is word-aligned and
-    /// `sp <= addr && addr + 2 words <= hi` (exactly [`StackBounds::covers`]); `None` means
-    /// "probe it". Async-signal-safe; no syscall.
+    /// [`load_pair`](Self::load_pair) without the per-load check of the real stack pointer:
+    /// for the unwinder's walk loop, which makes its window once and uses it only while the
+    /// function that made it runs.
+    ///
+    /// # Safety
+    ///
+    /// The window must come from [`StackBounds::frame_window`] called with a stack pointer at
+    /// or above the stack pointer of a function that is still running on this thread, and be
+    /// used only while that function runs (its frame and everything above it stay live); or
+    /// from [`StackBounds::frame_window_unchecked`], within that function's contract.
     #[inline(always)]
-    pub fn load_pair(&self, addr: usize) -> Option<[usize; 2]> {
-        const W: usize = core::mem::size_of::<usize>();
-        if addr < self.first || addr > self.last || !addr.is_multiple_of(W) {
+    pub(crate) unsafe fn load_pair_in_frame(&self, addr: usize) -> Option<[usize; 2]> {
+        if addr < self.first || addr > self.last || !addr.is_multiple_of(WORD) {
             return None;
         }
         let p = addr as *const usize;
-        // SAFETY: `StackBounds::frame_window` checked that `first` is a stack pointer on this
-        // thread's stack and `last + 2 words == hi`, so `[addr, addr + 2 words)` lies in
-        // `[sp, hi)`, which is mapped and readable (module docs); `addr` is aligned.
+        // SAFETY: `addr` is aligned and `[addr, addr + 2 words)` lies in `[first, hi)`, inside
+        // the range mapped at registration; `first` is at or above a live stack pointer of
+        // this thread for as long as the window is used (the caller's contract), so the
+        // record is live stack (module docs).
         Some(unsafe {
             [
                 core::ptr::read_volatile(p),
@@ -518,47 +726,11 @@ fn parse_maps_line(line: &str) -> Option<Mapping> {
     })
 }
 
-/// The kernel's `stack_guard_gap` in bytes: `stack_guard_gap=<pages>` on the command line,
-/// else 256 pages.
-fn stack_guard_gap() -> usize {
-    let pages = std::fs::read_to_string("/proc/cmdline")
-        .ok()
-        .and_then(|c| {
-            c.split_ascii_whitespace()
-                .find_map(|w| w.strip_prefix("stack_guard_gap="))
-                .and_then(|v| v.parse::<usize>().ok())
-        })
-        .unwrap_or(256);
-    pages.saturating_mul(crate::range::page_size())
-}
-
-/// `[lo, hi)` of the main thread's stack: the top of `[stack]`, and the lowest address the
-/// mapping may grow to under `RLIMIT_STACK` and the guard gap below it.
-fn main_stack_range(maps: &Maps, stack: &Mapping) -> (usize, usize) {
-    let hi = stack.end;
-    let mut lo = 0usize;
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one `struct rlimit`.
-    if unsafe { libc::getrlimit(libc::RLIMIT_STACK, &mut rl) } == 0
-        && rl.rlim_cur != libc::RLIM_INFINITY
-    {
-        lo = hi.saturating_sub(rl.rlim_cur as usize);
-    }
-    let below = maps
-        .0
-        .iter()
-        .filter(|m| m.end <= stack.start)
-        .map(|m| m.end)
-        .max()
-        .unwrap_or(0);
-    lo = lo.max(below.saturating_add(stack_guard_gap()));
-    // Never claim less than what is mapped now (a lowered rlimit does not unmap anything).
-    lo = lo.min(stack.start);
-    let ps = crate::range::page_size();
-    (lo.next_multiple_of(ps).min(stack.start), hi)
+/// Whether the calling thread is the process's main thread (its thread id is the process id).
+fn is_main_thread() -> bool {
+    // SAFETY: gettid and getpid take no arguments and cannot fail.
+    let (tid, pid) = unsafe { (libc::syscall(libc::SYS_gettid), libc::getpid()) };
+    tid == libc::c_long::from(pid)
 }
 
 /// `[lo, hi)` of the calling thread's stack block from `pthread_getattr_np`.
@@ -627,6 +799,68 @@ mod tests {
         assert!(!b.covers(sp, usize::MAX - 4, 16), "overflow");
         assert!(b.covers(sp, 0x9000, 0));
         assert_eq!(b.load_word(sp, 0x4001), None, "misaligned");
+    }
+
+    #[test]
+    fn safe_loaders_need_the_real_stack_pointer_on_the_stack() {
+        // Bounds that the running code is not on: whatever `sp` says, nothing is loaded (a
+        // load here would fault: the range is the unmapped low end of the address space).
+        let b = StackBounds {
+            lo: 0x1000,
+            hi: 0x9000,
+            kind: StackKind::Thread,
+            _not_send: PhantomData,
+        };
+        let mut buf = [0u8; 16];
+        for sp in [0x1000, 0x4000, 0x8ff0] {
+            assert!(
+                b.covers(sp, 0x8ff0, 16),
+                "the arithmetic alone would accept it"
+            );
+            assert!(!b.read(sp, 0x8ff0, &mut buf));
+            assert_eq!(b.load_word(sp, 0x8ff0), None);
+            assert_eq!(b.load_pair(sp, 0x8ff0), None);
+            assert_eq!(b.frame_window(sp), None);
+        }
+    }
+
+    #[test]
+    fn safe_loaders_never_read_below_the_real_stack_pointer() {
+        std::thread::spawn(|| {
+            let b = StackBounds::register_current_thread().unwrap();
+            let lo = b.lo();
+            let mut buf = [0u8; 16];
+            // `sp = lo` claims the whole stack is live; only the real stack pointer counts.
+            assert!(!b.read(lo, lo, &mut buf));
+            assert_eq!(b.load_word(lo, lo), None);
+            assert_eq!(b.load_pair(lo, lo), None);
+            let w = b.frame_window(lo).expect("the real sp is on the stack");
+            assert_eq!(w.load_pair(lo), None);
+            assert_eq!(b.frame_window(b.hi()), None, "sp at hi is not on the stack");
+            // A live local is read, whatever lower `sp` is given.
+            let x = core::hint::black_box([7usize, 9usize]);
+            let a = &x as *const [usize; 2] as usize;
+            assert_eq!(b.load_pair(lo, a), Some([7, 9]));
+            assert_eq!(w.load_pair(a), Some([7, 9]));
+            assert!(b.read(lo, a, &mut buf));
+            assert_eq!(&buf[..8], &7usize.to_ne_bytes());
+            let sp = current_sp();
+            // SAFETY: `sp` is this function's own stack pointer, live for the whole call.
+            assert_eq!(unsafe { b.load_word_unchecked(sp, a) }, Some(7));
+            // SAFETY: as above; the window is used only inside this function.
+            let uw = unsafe { b.frame_window_unchecked(sp) }.unwrap();
+            assert_eq!(uw.load_pair(a), Some([7, 9]));
+            // SAFETY: as above.
+            assert!(unsafe { b.read_unchecked(sp, a, &mut buf) });
+            // Even the unchecked forms stay inside the registered range.
+            // SAFETY: refused before any load (`sp` is not on the stack).
+            assert_eq!(unsafe { b.frame_window_unchecked(lo - 16) }, None);
+            // SAFETY: refused before any load (the range ends above `hi`).
+            assert!(!unsafe { b.read_unchecked(sp, b.hi() - 8, &mut buf) });
+            core::hint::black_box(&x);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

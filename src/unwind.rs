@@ -26,9 +26,9 @@
 //!   end of its file, and another thread may unmap the page between the check and the load.
 //!   It exists to measure those backends in an unwinder, and for callers that vouch for the
 //!   stack.
-//! - With [`Unwinder::with_fast_path`], frames that lie inside the calling thread's registered
-//!   stack ([`crate::stack_bounds`]) are read with plain loads and cost no syscall; the first
-//!   frame outside falls back to the prober. [`Unwinder::with_batch_window`] makes each probe
+//! - With [`Unwinder::with_fast_path`], frames that lie between the calling thread's real stack
+//!   pointer and the top of its registered stack ([`crate::stack_bounds`]) are read with plain
+//!   loads and cost no syscall; the first frame outside falls back to the prober. [`Unwinder::with_batch_window`] makes each probe
 //!   copy a window of frames at once ([`crate::batch`]).
 //!
 //! # Sanity checks
@@ -265,8 +265,10 @@ impl<'p> Unwinder<'p> {
             };
         }
         out[0] = Frame { pc, fp };
+        let sp = crate::stack_bounds::current_sp();
         let mut slot = fast::WindowSlot::new();
-        let (mut reader, mut slow) = fast::reader(self, &[], &mut slot);
+        let window = fast::window(self, |b| b.frame_window(sp));
+        let (mut reader, mut slow) = fast::reader(self, window, &mut slot);
         walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(&mut slow, fp))
     }
 
@@ -278,7 +280,8 @@ impl<'p> Unwinder<'p> {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
         let mut slot = fast::WindowSlot::new();
-        let (mut reader, mut slow) = fast::reader(self, &[sp], &mut slot);
+        let window = fast::window(self, |b| b.frame_window(sp));
+        let (mut reader, mut slow) = fast::reader(self, window, &mut slot);
         walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
             reader.read(&mut slow, fp)
         })

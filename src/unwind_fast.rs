@@ -1,14 +1,14 @@
 //! The [`Unwinder`]'s stack-bounds fast path and batched reads.
 //!
-//! With [`Unwinder::with_fast_path`], a frame whose 16 bytes lie between a stack pointer of the
-//! calling thread and the top of its registered stack
-//! ([`StackBounds::covers`](crate::stack_bounds::StackBounds::covers)) is read with two plain
-//! loads: no syscall, no signal handler. The [`stack_bounds`](crate::stack_bounds) module says
-//! why that cannot fault. Every other frame — one on a sigaltstack, a coroutine stack, a
-//! split-stack segment, or behind a corrupt frame pointer — goes through the [`Prober`]
-//! exactly as without the fast path. A thread that never called
-//! [`StackBounds::register_current_thread`] gets no fast path at all. The walk's sanity checks
-//! (alignment, strictly increasing frame pointers, depth) are the same either way.
+//! With [`Unwinder::with_fast_path`], a frame whose 16 bytes lie between the walking thread's
+//! real stack pointer and the top of its registered stack is read with two plain loads
+//! ([`FrameWindow::load_pair`]): no syscall, no signal handler. The
+//! [`stack_bounds`](crate::stack_bounds) module says why that cannot fault. Every other frame —
+//! one on a sigaltstack, a coroutine stack, a split-stack segment, below the real stack
+//! pointer, or behind a corrupt frame pointer — goes through the [`Prober`] exactly as without
+//! the fast path. A thread that never called [`StackBounds::register_current_thread`] gets no
+//! fast path at all. The walk's sanity checks (alignment, strictly increasing frame pointers,
+//! depth) are the same either way.
 //!
 //! With [`Unwinder::with_batch_window`], a probed frame is read together with the bytes that
 //! follow it, in one [`batch::read_prefix`] call, and later frames that fall inside that copy
@@ -42,18 +42,22 @@ pub struct ReadStats {
 
 impl<'p> Unwinder<'p> {
     /// Reads frames inside the calling thread's registered stack with plain loads: a frame
-    /// whose two words lie between a stack pointer of this thread and the top of its stack
-    /// ([`StackBounds::covers`]) costs no syscall; see [`crate::stack_bounds`] for why that
-    /// cannot fault. Every other frame (on a sigaltstack, a coroutine or split stack, behind a
-    /// corrupt frame pointer) goes through the prober. The sanity checks are unchanged. Off
-    /// by default. Only threads that called [`StackBounds::register_current_thread`] benefit;
-    /// on others every frame is probed as before.
+    /// whose two words lie between the walker's real stack pointer and the top of its stack
+    /// costs no syscall; see [`crate::stack_bounds`] for why that cannot fault. Every other
+    /// frame (on a sigaltstack, a coroutine or split stack, below the real stack pointer,
+    /// behind a corrupt frame pointer) goes through the prober. The sanity checks are
+    /// unchanged. Off by default. Only threads that called
+    /// [`StackBounds::register_current_thread`] benefit; on others every frame is probed as
+    /// before.
     ///
-    /// The lower bound is the lowest stack pointer of this thread known to lie on its
-    /// registered stack: the walker's own (all walks), the caller's
-    /// ([`walk_current`](Self::walk_current)) and the interrupted context's
-    /// ([`walk_from_regs`](Self::walk_from_regs)). A handler on a sigaltstack therefore gets
-    /// the fast path only through `walk_from_regs`.
+    /// The lower bound is the walker's real stack pointer, read from the register, raised to
+    /// the caller's stack pointer ([`walk_current`](Self::walk_current)) or the interrupted
+    /// context's ([`walk_from_regs`](Self::walk_from_regs), when it lies on the registered
+    /// stack; otherwise no frame takes the fast path). A `Regs::sp` that is made up can
+    /// therefore only narrow the fast path. A handler on a sigaltstack runs off the thread's
+    /// stack, so its safe walks probe every frame; it gets the fast path for the interrupted
+    /// frames through [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked), vouching
+    /// for the `ucontext`'s stack pointer.
     pub fn with_fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
         self
@@ -81,9 +85,11 @@ impl<'p> Unwinder<'p> {
     }
 
     /// Walks from a signal's interrupted registers ([`regs_from_ucontext`](super::regs_from_ucontext)).
-    /// Like [`walk_from`](Self::walk_from), but the fast path can also use `regs.sp`, so a
-    /// handler running on a sigaltstack still reads the interrupted thread-stack frames
-    /// without probes. Async-signal-safe, no allocation.
+    /// Like [`walk_from`](Self::walk_from), but the fast path starts at `regs.sp` instead of
+    /// the walker's own stack pointer, so the interrupted frames (a handler on the thread's
+    /// own stack runs below them) are read without probes. Any `regs` is sound: the fast path
+    /// is taken only when both `regs.sp` and the walker's real stack pointer are on the
+    /// registered stack, and never below the real one. Async-signal-safe, no allocation.
     pub fn walk_from_regs(&self, regs: &Regs, out: &mut [Frame]) -> Walk {
         self.walk_from_regs_counted(regs, out, &mut ReadStats::default())
     }
@@ -91,6 +97,67 @@ impl<'p> Unwinder<'p> {
     /// [`walk_from_regs`](Self::walk_from_regs), also reporting how the frames were read.
     pub fn walk_from_regs_counted(
         &self,
+        regs: &Regs,
+        out: &mut [Frame],
+        stats: &mut ReadStats,
+    ) -> Walk {
+        // The walk's lower bound is never below this function's own stack pointer, so that
+        // the window stays live for the whole walk (`FrameReader::read`).
+        let own = current_sp();
+        let fast = window(self, |b| {
+            if b.contains_sp(regs.sp) {
+                b.frame_window(regs.sp.max(own))
+            } else {
+                None
+            }
+        });
+        self.walk_regs_with(fast, regs, out, stats)
+    }
+
+    /// [`walk_from_regs`](Self::walk_from_regs) for a handler running on a sigaltstack: the
+    /// fast path trusts `regs.sp` instead of the walker's real stack pointer (which is off the
+    /// thread's stack there), so the interrupted thread-stack frames are read without probes.
+    /// Frames are still read with plain loads only inside `[regs.sp, hi)` of the registered
+    /// stack, none if `regs.sp` is not on it. Async-signal-safe, no allocation.
+    ///
+    /// # Safety
+    ///
+    /// `regs.sp` must be the stack pointer of a context of the calling thread that stays
+    /// suspended for the whole walk, so that every byte between it and the top of the
+    /// thread's registered stack is live stack: in practice, `regs` is what
+    /// [`regs_from_ucontext`](super::regs_from_ucontext) read, unmodified, from the
+    /// `ucontext` of the signal whose handler is running this walk on this thread. A made-up
+    /// `regs.sp` can make the walk load dead stack below the live stack pointer, which a
+    /// program may have made unreadable (a guard zone): undefined behaviour, a crash.
+    /// [`StackBounds::frame_window_unchecked`] states the same contract.
+    pub unsafe fn walk_from_regs_unchecked(&self, regs: &Regs, out: &mut [Frame]) -> Walk {
+        // SAFETY: the caller's contract is this function's.
+        unsafe { self.walk_from_regs_counted_unchecked(regs, out, &mut ReadStats::default()) }
+    }
+
+    /// [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked), also reporting how the
+    /// frames were read.
+    ///
+    /// # Safety
+    ///
+    /// As for [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked).
+    pub unsafe fn walk_from_regs_counted_unchecked(
+        &self,
+        regs: &Regs,
+        out: &mut [Frame],
+        stats: &mut ReadStats,
+    ) -> Walk {
+        // SAFETY: the caller vouches that `regs.sp` is the stack pointer of a context of this
+        // thread suspended for the whole walk, which is `frame_window_unchecked`'s contract;
+        // the window lives only for this walk.
+        let fast = window(self, |b| unsafe { b.frame_window_unchecked(regs.sp) });
+        self.walk_regs_with(fast, regs, out, stats)
+    }
+
+    #[inline(always)]
+    fn walk_regs_with(
+        &self,
+        fast: Option<FrameWindow>,
         regs: &Regs,
         out: &mut [Frame],
         stats: &mut ReadStats,
@@ -107,7 +174,7 @@ impl<'p> Unwinder<'p> {
             fp: regs.fp,
         };
         let mut slot = WindowSlot::new();
-        let (mut reader, mut slow) = reader(self, &[regs.sp], &mut slot);
+        let (mut reader, mut slow) = reader(self, fast, &mut slot);
         let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| {
             reader.read(&mut slow, fp)
         });
@@ -121,7 +188,8 @@ impl<'p> Unwinder<'p> {
         let limit = out.len().min(self.max_depth);
         let (fp, sp) = current_fp_sp();
         let mut slot = WindowSlot::new();
-        let (mut reader, mut slow) = reader(self, &[sp], &mut slot);
+        let fast = window(self, |b| b.frame_window(sp));
+        let (mut reader, mut slow) = reader(self, fast, &mut slot);
         let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
             reader.read(&mut slow, fp)
         });
@@ -167,8 +235,9 @@ fn word_at(buf: &[u8], off: usize) -> usize {
 
 /// The memory access of one walk: the fast path, then a batch window, then the prober.
 pub(super) struct FrameReader {
-    /// The frame records between the lowest known stack pointer on the thread's stack and
-    /// its top.
+    /// The frame records the fast path may load: between the walk's stack pointer on the
+    /// thread's stack and its top, and (checked per load for a safe walk) above the real
+    /// stack pointer.
     fast: Option<FrameWindow>,
     /// Frames read on the fast path. The reader is a separate value from the [`SlowPath`]
     /// (which the out-of-line slow path borrows) so that the compiler keeps the count and the
@@ -197,12 +266,27 @@ impl WindowSlot {
     }
 }
 
-/// The reader for one walk: `sps` are stack pointers of this thread's contexts that may
-/// serve as the fast path's lower bound (the walker's own is always added).
+/// The fast path's window for one walk: `make` applied to the calling thread's bounds, or
+/// `None` if the fast path is off or the thread is not registered. The walk function calls
+/// it itself, with a stack pointer at or above its own (or under the unchecked contract):
+/// [`FrameReader::read`] relies on that.
+#[inline(always)]
+pub(super) fn window(
+    unwinder: &Unwinder<'_>,
+    make: impl FnOnce(StackBounds) -> Option<FrameWindow>,
+) -> Option<FrameWindow> {
+    if unwinder.fast_path {
+        StackBounds::current().and_then(make)
+    } else {
+        None
+    }
+}
+
+/// The reader for one walk, with the fast path's window (from [`window`]).
 #[inline(always)]
 pub(super) fn reader<'a, 'p>(
     unwinder: &'a Unwinder<'p>,
-    sps: &[usize],
+    fast: Option<FrameWindow>,
     slot: &'a mut WindowSlot,
 ) -> (FrameReader, SlowPath<'a, 'p>) {
     let batch = batch_len(unwinder);
@@ -212,7 +296,10 @@ pub(super) fn reader<'a, 'p>(
         Some(slot.0.write(Window::new()))
     };
     (
-        FrameReader::new(unwinder, sps),
+        FrameReader {
+            fast,
+            fast_count: 0,
+        },
         SlowPath {
             unwinder,
             batch,
@@ -236,28 +323,6 @@ fn batch_len(unwinder: &Unwinder<'_>) -> usize {
 }
 
 impl FrameReader {
-    #[inline(always)]
-    fn new(unwinder: &Unwinder<'_>, sps: &[usize]) -> Self {
-        let fast = if unwinder.fast_path {
-            StackBounds::current().and_then(|b| {
-                // Any stack pointer of this thread that lies on its stack is a sound lower
-                // bound: everything between it and `hi` is live stack. Take the lowest.
-                sps.iter()
-                    .copied()
-                    .chain([current_sp()])
-                    .filter(|&sp| b.contains_sp(sp))
-                    .min()
-                    .and_then(|sp| b.frame_window(sp))
-            })
-        } else {
-            None
-        };
-        FrameReader {
-            fast,
-            fast_count: 0,
-        }
-    }
-
     /// How the frames read so far were read.
     pub(super) fn stats(&self, slow: &SlowPath<'_, '_>) -> ReadStats {
         ReadStats {
@@ -275,7 +340,11 @@ impl FrameReader {
         fp: usize,
     ) -> Result<Option<[usize; 2]>, Error> {
         if let Some(window) = self.fast
-            && let Some(words) = window.load_pair(fp)
+            // SAFETY: every walk makes its window (`window`) in the function that runs the
+            // walk, from `frame_window` with a stack pointer at or above that function's own,
+            // or from `frame_window_unchecked` under `walk_from_regs_unchecked`'s contract,
+            // and the reader lives only for that walk.
+            && let Some(words) = unsafe { window.load_pair_in_frame(fp) }
         {
             self.fast_count += 1;
             return Ok(Some(words));

@@ -25,7 +25,7 @@ type Case = (&'static str, fn());
 
 const CASES: &[Case] = &[
     (
-        "main_thread_bounds_follow_rlimit_and_growth",
+        "main_thread_bounds_are_the_mapped_stack",
         main_thread_bounds,
     ),
     (
@@ -50,6 +50,10 @@ const CASES: &[Case] = &[
     ),
     ("real_coroutine_stack_via_swapcontext", real_coroutine),
     ("walk_from_a_handler_on_a_sigaltstack", sigaltstack_walk),
+    (
+        "walk_from_a_sigprof_handler_on_the_thread_stack",
+        thread_stack_handler_walk,
+    ),
     (
         "in_bounds_frames_make_no_syscall_under_seccomp",
         seccomp_no_syscall,
@@ -321,8 +325,23 @@ fn walk_here(unwinder: &Unwinder, stats: &mut ReadStats) -> (Walk, Vec<Frame>) {
 // Cases
 // ---------------------------------------------------------------------------------------------
 
-/// Main thread: `hi` is the top of `[stack]`, `lo` is `hi - RLIMIT_STACK`; frames that the
-/// stack grew to after registration still take the fast path.
+/// Touches `kib` KiB of stack below the caller (on the main thread, `[stack]` grows to cover
+/// it), so that a registration made afterwards covers that depth.
+#[inline(never)]
+fn pretouch_stack(kib: usize) {
+    let mut buf = [0u8; 64 << 10];
+    core::hint::black_box(&mut buf);
+    if kib > 64 {
+        pretouch_stack(kib - 64);
+    }
+    core::hint::black_box(&buf);
+}
+
+/// Main thread: `[lo, hi)` is the `[stack]` mapping at registration, whatever
+/// `RLIMIT_STACK` says. Frames the stack grows to afterwards lie below `lo`: a walk from down
+/// there probes them (its own stack pointer is below `lo`, so it probes every frame) and the
+/// walk is still complete. Registering again at that depth moves `lo` down, and the same
+/// walk reads every frame with plain loads.
 fn main_thread_bounds() {
     const LIMIT: usize = 16 << 20;
     let mut rl = libc::rlimit {
@@ -338,33 +357,50 @@ fn main_thread_bounds() {
         rl.rlim_cur = LIMIT as libc::rlim_t;
         assert_eq!(libc::setrlimit(libc::RLIMIT_STACK, &rl), 0);
     }
-    let (stack_start, stack_end) = maps_entry("[stack]").expect("[stack] in /proc/self/maps");
     let b = StackBounds::register_current_thread().expect("register the main thread");
+    let (stack_start, stack_end) = maps_entry("[stack]").expect("[stack] in /proc/self/maps");
     assert_eq!(b.kind(), StackKind::Main);
-    assert_eq!(b.hi(), stack_end, "hi is the top of [stack]");
-    assert_eq!(b.lo(), stack_end - LIMIT, "lo is hi - RLIMIT_STACK");
-    assert!(b.lo() <= stack_start);
+    assert_eq!(
+        (b.lo(), b.hi()),
+        (stack_start, stack_end),
+        "the [stack] mapping, not RLIMIT_STACK"
+    );
+    assert!(stack_end - stack_start < LIMIT);
     assert_eq!(StackBounds::current(), Some(b));
 
     // Grow the stack by ~1 MiB below what was mapped at registration and walk from there.
-    let prober = Prober::auto().unwrap();
+    let prober = Prober::new(Backend::ProcessVmReadv).unwrap();
     let unwinder = Unwinder::new(&prober).unwrap().with_fast_path(true);
-    let mut fps = Vec::new();
-    let mut stats = ReadStats::default();
-    let (walk, frames) = recurse(256, 4096, &mut fps, &mut || {
-        walk_here(&unwinder, &mut stats)
-    });
-    assert_fps_in_walk(&frames, &fps, "main thread");
-    let deepest = *fps.last().unwrap();
-    assert!(
-        deepest < stack_start,
-        "the recursion ({deepest:#x}) grew the stack below its registration-time start {stack_start:#x}"
-    );
-    assert!(
-        stats.fast >= 256,
-        "every recursion frame is in bounds: {stats:?}"
-    );
-    assert!(!matches!(walk.stop, Stop::Error(_)), "{walk:?}");
+    for again in [false, true] {
+        let mut fps = Vec::new();
+        let mut stats = ReadStats::default();
+        let mut lo = 0;
+        let (walk, frames) = recurse(256, 4096, &mut fps, &mut || {
+            if again {
+                lo = StackBounds::register_current_thread()
+                    .expect("register at depth")
+                    .lo();
+            }
+            walk_here(&unwinder, &mut stats)
+        });
+        assert_fps_in_walk(&frames, &fps, "main thread");
+        assert!(!matches!(walk.stop, Stop::Error(_)), "{walk:?}");
+        let deepest = *fps.last().unwrap();
+        assert!(
+            deepest < stack_start,
+            "the recursion ({deepest:#x}) grew the stack below its registration-time start {stack_start:#x}"
+        );
+        if again {
+            assert!(lo < deepest, "registered again at depth: lo {lo:#x}");
+            assert!(
+                stats.fast >= 256,
+                "every recursion frame is in bounds: {stats:?}"
+            );
+        } else {
+            assert_eq!(stats.fast, 0, "the walker runs below lo: {stats:?}");
+            assert!(stats.probed >= 256, "{stats:?}");
+        }
+    }
 }
 
 /// What the thread saw: `(lo, hi, kind)` or the registration error.
@@ -702,11 +738,19 @@ mod altstack {
 
     pub static PROBER: AtomicUsize = AtomicUsize::new(0);
     pub static mut FPS: [usize; 16] = [0; 16];
-    pub static mut OWN: ([Frame; 64], usize, ReadStats) =
-        ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
-    pub static mut INTERRUPTED: ([Frame; 64], usize, ReadStats, usize) =
-        ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats(), 0);
+    /// A walk's frames, depth and counters.
+    pub type Walked = ([Frame; 64], usize, ReadStats);
+    /// The same, and the interrupted stack pointer.
+    pub type WalkedFrom = ([Frame; 64], usize, ReadStats, usize);
+
+    pub static mut OWN: Walked = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
+    /// The interrupted context walked with `walk_from_regs_unchecked`.
+    pub static mut INTERRUPTED: WalkedFrom = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats(), 0);
+    /// The interrupted context walked with the safe `walk_from_regs`.
+    pub static mut SAFE: Walked = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
     pub static HANDLER_SP: AtomicUsize = AtomicUsize::new(0);
+    /// The signal `recurse` raises.
+    pub static SIGNAL: AtomicUsize = AtomicUsize::new(libc::SIGUSR1 as usize);
 
     const fn zero_stats() -> ReadStats {
         ReadStats {
@@ -726,16 +770,22 @@ mod altstack {
         };
         let unwinder = unwinder.with_fast_path(true);
         HANDLER_SP.store(current_sp(), Ordering::Relaxed);
-        // SAFETY: single-threaded child; only this handler writes these statics.
+        // SAFETY: one thread at a time raises the signal (the others wait in join); only this
+        // handler writes these statics. `regs` comes unmodified from this handler's ucontext,
+        // and the interrupted context stays suspended during the walk, which is
+        // `walk_from_regs_unchecked`'s contract.
         unsafe {
             let own = &mut *core::ptr::addr_of_mut!(OWN);
             let w = unwinder.walk_current_counted(&mut own.0, &mut own.2);
             own.1 = w.depth;
             let int = &mut *core::ptr::addr_of_mut!(INTERRUPTED);
+            let safe = &mut *core::ptr::addr_of_mut!(SAFE);
             if let Some(regs) = addrprobe::unwind::regs_from_ucontext(uc) {
                 int.3 = regs.sp;
-                let w = unwinder.walk_from_regs_counted(&regs, &mut int.0, &mut int.2);
+                let w = unwinder.walk_from_regs_counted_unchecked(&regs, &mut int.0, &mut int.2);
                 int.1 = w.depth;
+                let w = unwinder.walk_from_regs_counted(&regs, &mut safe.0, &mut safe.2);
+                safe.1 = w.depth;
             }
         }
     }
@@ -749,15 +799,61 @@ mod altstack {
             recurse(level + 1);
         } else {
             // SAFETY: the handler is installed.
-            unsafe { libc::raise(libc::SIGUSR1) };
+            unsafe { libc::raise(SIGNAL.load(Ordering::Relaxed) as libc::c_int) };
         }
         core::hint::black_box(level);
     }
+
+    /// Installs `handler` for `sig` (with `SA_ONSTACK` if asked).
+    pub fn install(sig: libc::c_int, onstack: bool) {
+        SIGNAL.store(sig as usize, Ordering::Relaxed);
+        // SAFETY: installing a handler in this child; a zeroed sigaction is valid.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = handler as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | if onstack { libc::SA_ONSTACK } else { 0 };
+            libc::sigemptyset(&mut sa.sa_mask);
+            assert_eq!(libc::sigaction(sig, &sa, core::ptr::null_mut()), 0);
+        }
+    }
+
+    /// Clears the results of an earlier signal.
+    pub fn reset() {
+        // SAFETY: no handler runs now (the signal is only raised by `recurse`).
+        unsafe {
+            (*core::ptr::addr_of_mut!(OWN)).1 = 0;
+            (*core::ptr::addr_of_mut!(OWN)).2 = zero_stats();
+            (*core::ptr::addr_of_mut!(INTERRUPTED)).1 = 0;
+            (*core::ptr::addr_of_mut!(INTERRUPTED)).2 = zero_stats();
+            (*core::ptr::addr_of_mut!(SAFE)).1 = 0;
+            (*core::ptr::addr_of_mut!(SAFE)).2 = zero_stats();
+        }
+    }
+
+    /// The results: (recursion fps, own walk, unchecked walk, safe walk).
+    pub fn results() -> (
+        [usize; 16],
+        &'static Walked,
+        &'static WalkedFrom,
+        &'static Walked,
+    ) {
+        // SAFETY: the handler has returned and no other runs.
+        unsafe {
+            (
+                *core::ptr::addr_of!(FPS),
+                &*core::ptr::addr_of!(OWN),
+                &*core::ptr::addr_of!(INTERRUPTED),
+                &*core::ptr::addr_of!(SAFE),
+            )
+        }
+    }
 }
 
-/// A SIGUSR1 handler with `SA_ONSTACK` runs on an alternate stack the test mapped. Walking
-/// from its own frame pointer, the walk starts off the thread's stack and probes every
-/// frame; walking from the interrupted registers, the thread-stack frames take the fast path.
+/// A SIGUSR1 handler with `SA_ONSTACK` runs on an alternate stack the test mapped. Its real
+/// stack pointer is off the thread's stack, so every safe walk from it probes every frame:
+/// from its own frame pointer and, through the safe `walk_from_regs`, from the interrupted
+/// registers. `walk_from_regs_unchecked`, vouching for the `ucontext`'s stack pointer, reads
+/// the interrupted thread-stack frames with the fast path.
 fn sigaltstack_walk() {
     use core::sync::atomic::Ordering;
     let b = StackBounds::register_current_thread().unwrap();
@@ -765,7 +861,7 @@ fn sigaltstack_walk() {
     altstack::PROBER.store(&prober as *const Prober as usize, Ordering::Release);
     let alt_size = 256 << 10;
     let alt = Mapping::new(alt_size, libc::PROT_READ | libc::PROT_WRITE);
-    // SAFETY: installing an alternate stack we own and a handler for SIGUSR1 in this child.
+    // SAFETY: installing an alternate stack we own in this child.
     unsafe {
         let ss = libc::stack_t {
             ss_sp: alt.base as *mut libc::c_void,
@@ -773,15 +869,8 @@ fn sigaltstack_walk() {
             ss_size: alt_size,
         };
         assert_eq!(libc::sigaltstack(&ss, core::ptr::null_mut()), 0);
-        let mut sa: libc::sigaction = core::mem::zeroed();
-        sa.sa_sigaction = altstack::handler as *const () as usize;
-        sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
-        libc::sigemptyset(&mut sa.sa_mask);
-        assert_eq!(
-            libc::sigaction(libc::SIGUSR1, &sa, core::ptr::null_mut()),
-            0
-        );
     }
+    altstack::install(libc::SIGUSR1, true);
     altstack::recurse(0);
     let handler_sp = altstack::HANDLER_SP.load(Ordering::Relaxed);
     assert!(
@@ -789,22 +878,19 @@ fn sigaltstack_walk() {
         "the handler ran on the sigaltstack"
     );
     assert!(!b.contains_sp(handler_sp));
-    // SAFETY: the handler has returned; single-threaded.
-    let (fps, own, int) = unsafe {
-        (
-            *core::ptr::addr_of!(altstack::FPS),
-            &*core::ptr::addr_of!(altstack::OWN),
-            &*core::ptr::addr_of!(altstack::INTERRUPTED),
-        )
-    };
+    let (fps, own, int, safe) = altstack::results();
     // From the handler's own frames: nothing is read without a probe.
     assert_eq!(own.2.fast, 0, "handler walk: {:?}", own.2);
     assert!(own.2.probed >= 1, "handler walk: {:?}", own.2);
     assert!(own.1 >= 1);
     // From the interrupted context: the 16 recursion frames are on the thread stack.
     assert!(b.contains_sp(int.3), "interrupted sp on the thread stack");
-    assert_fps_in_walk(&int.0[..int.1], &fps, "interrupted context");
-    assert!(int.2.fast >= 16, "interrupted walk: {:?}", int.2);
+    assert_fps_in_walk(&int.0[..int.1], &fps, "interrupted context (unchecked)");
+    assert!(int.2.fast >= 16, "unchecked interrupted walk: {:?}", int.2);
+    // The safe walk cannot trust the ucontext's sp from a sigaltstack: same frames, probed.
+    assert_fps_in_walk(&safe.0[..safe.1], &fps, "interrupted context (safe)");
+    assert_eq!(safe.2.fast, 0, "safe interrupted walk: {:?}", safe.2);
+    assert!(safe.2.probed >= 16, "safe interrupted walk: {:?}", safe.2);
     // SAFETY: disabling the alternate stack before it is unmapped.
     unsafe {
         let ss = libc::stack_t {
@@ -814,6 +900,53 @@ fn sigaltstack_walk() {
         };
         libc::sigaltstack(&ss, core::ptr::null_mut());
     }
+}
+
+/// The profiler's normal case: a SIGPROF handler without `SA_ONSTACK` runs on the thread's
+/// own stack, below the interrupted frames, and the safe `walk_from_regs` reads those frames
+/// with the fast path (so do the unchecked walk and the handler's walk of its own stack,
+/// whose chain continues into the interrupted frames). On the main thread and on a spawned
+/// thread.
+fn thread_stack_handler_walk() {
+    use core::sync::atomic::Ordering;
+    let prober = Prober::new(Backend::SigprocMask).unwrap();
+    altstack::PROBER.store(&prober as *const Prober as usize, Ordering::Release);
+    altstack::install(libc::SIGPROF, false);
+    let run = |what: &str| {
+        altstack::reset();
+        // Room for the recursion and the signal frame inside the registered mapping.
+        pretouch_stack(256);
+        let b = StackBounds::register_current_thread().unwrap();
+        altstack::recurse(0);
+        let handler_sp = altstack::HANDLER_SP.load(Ordering::Relaxed);
+        assert!(
+            b.contains_sp(handler_sp),
+            "{what}: the handler ran on the thread stack"
+        );
+        let (fps, own, int, safe) = altstack::results();
+        assert!(
+            b.contains_sp(int.3),
+            "{what}: interrupted sp on the thread stack"
+        );
+        assert_fps_in_walk(&safe.0[..safe.1], &fps, what);
+        assert!(
+            safe.2.fast >= 16,
+            "{what}: safe interrupted walk: {:?}",
+            safe.2
+        );
+        assert_fps_in_walk(&int.0[..int.1], &fps, what);
+        assert!(
+            int.2.fast >= 16,
+            "{what}: unchecked interrupted walk: {:?}",
+            int.2
+        );
+        assert_fps_in_walk(&own.0[..own.1], &fps, what);
+        assert!(own.2.fast >= 16, "{what}: handler's own walk: {:?}", own.2);
+    };
+    run("main thread");
+    std::thread::spawn(move || run("spawned thread"))
+        .join()
+        .unwrap();
 }
 
 /// Installs a seccomp filter that makes the probe syscalls of the `SigprocMask`,
@@ -887,6 +1020,8 @@ fn seccomp_no_syscall() {
         eprintln!("skipped: the seccomp filter is written for x86_64");
         return;
     }
+    // The recursion below goes deeper than the main thread's initial stack mapping.
+    pretouch_stack(1024);
     StackBounds::register_current_thread().unwrap();
     let probers: Vec<Prober> = [Backend::SigprocMask, Backend::ProcessVmReadv]
         .into_iter()
