@@ -12,6 +12,14 @@
 //! into per-thread buffers allocated before the timer is armed: it allocates nothing, takes
 //! no lock and only calls `clock_gettime` and the prober.
 //!
+//! A walk that outlasts the sampling period (a slow or emulated CPU, a deep stack, a syscall
+//! per frame) would find the next signal already pending when the handler returns, so the
+//! worker would never run again and never see the end of the run. Two guards prevent that:
+//! such a handler re-arms its thread's timer so that the next signal comes one walk's time
+//! later at the earliest (the worker then gets at least as much time as the walk took, and
+//! [`Report::late_walks`] counts these walks), and once the run is over the first handler
+//! that runs disarms its timer instead of walking.
+//!
 //! [`run`] reports the work done, samples, frames per sample and the time spent walking per
 //! sample (measured inside the handler). Comparing [`Report::units`] with an unprofiled run
 //! ([`Walker::Off`]) of the same length gives the slowdown. An optional churn thread loops
@@ -96,6 +104,9 @@ pub struct Report {
     pub walk_ns: u64,
     /// Walks that ended with a prober error.
     pub errors: u64,
+    /// Samples whose walk took at least the sampling period; each pushed its thread's next
+    /// sample one walk's time out (see the module docs).
+    pub late_walks: u64,
     /// mmap/munmap pairs done by the churn thread.
     pub churn_ops: u64,
     /// Kept samples: each a stack of pcs, innermost first.
@@ -138,6 +149,10 @@ struct ThreadState {
     frames: u64,
     walk_ns: u64,
     errors: u64,
+    late_walks: u64,
+    /// This thread's timer, set before it is armed.
+    timer: Option<Timer>,
+    period_ns: u64,
 }
 
 thread_local! {
@@ -166,6 +181,13 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
     // this thread's handler while the timer runs (SIGPROF does not nest: it is blocked
     // during its own handler).
     let st = unsafe { &mut *st };
+    if STOP.load(Ordering::Relaxed) {
+        // The run is over: stop sampling so that the worker gets to see it.
+        if let Some(t) = st.timer {
+            t.set(0, 0);
+        }
+        return;
+    }
     // SAFETY: `uc` is the kernel's ucontext for this running handler.
     let Some(regs) = (unsafe { regs_from_ucontext(uc) }) else {
         return;
@@ -223,9 +245,18 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
         _ => return,
     };
     let t1 = now_ns();
+    let walk_ns = t1.saturating_sub(t0);
+    if walk_ns >= st.period_ns {
+        // The next expiry has passed already: push it one walk's time out, so that the
+        // worker runs at least as long as the walk took before the next sample.
+        st.late_walks += 1;
+        if let Some(t) = st.timer {
+            t.set(walk_ns, st.period_ns);
+        }
+    }
     st.samples += 1;
     st.frames += walk.depth as u64;
-    st.walk_ns += t1 - t0;
+    st.walk_ns += walk_ns;
     if matches!(walk.stop, addrprobe::unwind::Stop::Error(_)) {
         st.errors += 1;
     }
@@ -265,10 +296,12 @@ fn work_unit(seed: u64) -> u64 {
     black_box(x)
 }
 
+/// A thread's SIGPROF timer (`timer_create` with `SIGEV_THREAD_ID`), created disarmed.
+#[derive(Clone, Copy)]
 struct Timer(libc::timer_t);
 
 impl Timer {
-    fn arm(hz: u32) -> Option<Timer> {
+    fn create() -> Option<Timer> {
         // SAFETY: a zeroed sigevent is valid; we fill the fields SIGEV_THREAD_ID needs.
         unsafe {
             let mut sev: libc::sigevent = core::mem::zeroed();
@@ -279,29 +312,40 @@ impl Timer {
             if libc::timer_create(libc::CLOCK_MONOTONIC, &mut sev, &mut id) != 0 {
                 return None;
             }
-            let period = 1_000_000_000 / i64::from(hz.max(1));
-            let ts = libc::timespec {
-                tv_sec: period / 1_000_000_000,
-                tv_nsec: period % 1_000_000_000,
-            };
-            let its = libc::itimerspec {
-                it_interval: ts,
-                it_value: ts,
-            };
-            if libc::timer_settime(id, 0, &its, core::ptr::null_mut()) != 0 {
-                libc::timer_delete(id);
-                return None;
-            }
             Some(Timer(id))
         }
     }
+
+    /// Next expiry in `first_ns`, then every `period_ns`; `first_ns == 0` disarms.
+    /// Async-signal-safe (`timer_settime` is).
+    fn set(self, first_ns: u64, period_ns: u64) -> bool {
+        let ts = |ns: u64| libc::timespec {
+            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_nsec: (ns % 1_000_000_000) as libc::c_long,
+        };
+        let its = libc::itimerspec {
+            it_interval: ts(period_ns),
+            it_value: ts(first_ns),
+        };
+        // SAFETY: `self.0` is a timer this thread created and has not deleted (it is deleted
+        // in `drop`, after the thread stopped using it).
+        unsafe { libc::timer_settime(self.0, 0, &its, core::ptr::null_mut()) == 0 }
+    }
 }
 
-impl Drop for Timer {
+// SAFETY: a `timer_t` is a process-wide timer id (glibc keeps the kernel's id in the pointer
+// value); any thread may pass it to `timer_settime`. Only the owning worker and its handler
+// use it; the id travels back to the spawning thread inside the finished state, unused.
+unsafe impl Send for Timer {}
+
+/// Owns a [`Timer`] and deletes it.
+struct OwnedTimer(Timer);
+
+impl Drop for OwnedTimer {
     fn drop(&mut self) {
         // SAFETY: deletes the timer this value created; pending signals are then discarded
         // or handled with a still-registered state.
-        unsafe { libc::timer_delete(self.0) };
+        unsafe { libc::timer_delete(self.0.0) };
     }
 }
 
@@ -316,14 +360,22 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
         frames: 0,
         walk_ns: 0,
         errors: 0,
+        late_walks: 0,
+        timer: None,
+        period_ns: 1_000_000_000 / u64::from(cfg.hz.max(1)),
     });
+    let timer = match cfg.walker {
+        Walker::Off => None,
+        _ => Timer::create().map(OwnedTimer),
+    };
+    // Set before the timer is armed: the handler re-arms or disarms it through the state.
+    st.timer = timer.as_ref().map(|t| t.0);
     STATE.with(|c| c.set(&mut *st));
     // For Walker::FastPath (the other walkers never look at it).
     let _ = addrprobe::stack_bounds::StackBounds::register_current_thread();
-    let timer = match cfg.walker {
-        Walker::Off => None,
-        _ => Timer::arm(cfg.hz),
-    };
+    if let Some(t) = &timer {
+        t.0.set(st.period_ns, st.period_ns);
+    }
     let mut done = 0u64;
     let mut spent = 0u64;
     super::recurse(cfg.depth, &mut || {
@@ -421,6 +473,7 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
         r.frames += st.frames;
         r.walk_ns += st.walk_ns;
         r.errors += st.errors;
+        r.late_walks += st.late_walks;
         let mut off = 0;
         for &len in &st.kept_lens {
             r.stacks.push(st.kept[off..off + len as usize].to_vec());
