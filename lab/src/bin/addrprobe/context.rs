@@ -1,4 +1,4 @@
-//! The machine a run happened on: kernel, CPU, page size, core count, CPU vulnerability
+//! The machine a run happened on: kernel, architecture, CPU and its relevant features, page size, core count, CPU vulnerability
 //! mitigations and the kernel command line. Every `--json` output embeds it, so results from
 //! different machines and kernels can be told apart.
 
@@ -16,17 +16,93 @@ pub fn kernel_release() -> String {
     release.to_string_lossy().into_owned()
 }
 
-/// The first `model name` of `/proc/cpuinfo`, or "unknown".
+/// The CPU's name from `/proc/cpuinfo`, or "unknown". x86_64 (and most others) have a
+/// `model name` line; arm64 has none, only MIDR fields (`CPU implementer`, `CPU part`,
+/// `CPU variant`, `CPU revision`), which become "Arm Neoverse-N1 (implementer 0x41, part
+/// 0xd0c, r3p1)" for the parts this table knows and the raw fields otherwise.
 pub fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    cpu_model_from(&info)
+}
+
+/// [`cpu_model`] of a given `/proc/cpuinfo` text.
+pub fn cpu_model_from(info: &str) -> String {
+    let field = |name: &str| {
+        info.lines()
+            .filter_map(|l| l.split_once(':'))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_owned())
+    };
+    if let Some(m) = field("model name") {
+        return m;
+    }
+    let (Some(imp), Some(part)) = (field("CPU implementer"), field("CPU part")) else {
+        return "unknown".to_owned();
+    };
+    let hex = |s: &str| usize::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let rev = match (
+        field("CPU variant").as_deref().and_then(hex),
+        field("CPU revision"),
+    ) {
+        (Some(v), Some(r)) => format!(", r{v}p{r}"),
+        _ => String::new(),
+    };
+    let name = match (hex(&imp), hex(&part)) {
+        // An implementer of 0 is "reserved for software use": QEMU's `-cpu max` reports it.
+        (Some(0x00), _) => Some("software-defined (e.g. QEMU -cpu max)"),
+        (Some(0x41), Some(p)) => match p {
+            0xd03 => Some("Arm Cortex-A53"),
+            0xd07 => Some("Arm Cortex-A57"),
+            0xd08 => Some("Arm Cortex-A72"),
+            0xd0b => Some("Arm Cortex-A76"),
+            0xd0c => Some("Arm Neoverse-N1"),
+            0xd40 => Some("Arm Neoverse-V1"),
+            0xd49 => Some("Arm Neoverse-N2"),
+            0xd4f => Some("Arm Neoverse-V2"),
+            0xd8e => Some("Arm Neoverse-N3"),
+            0xd84 => Some("Arm Neoverse-V3"),
+            _ => Some("Arm"),
+        },
+        (Some(0x46), _) => Some("Fujitsu"),
+        (Some(0x48), _) => Some("HiSilicon"),
+        (Some(0x4e), _) => Some("NVIDIA"),
+        (Some(0x51), _) => Some("Qualcomm"),
+        (Some(0x61), _) => Some("Apple"),
+        (Some(0xc0), _) => Some("Ampere"),
+        _ => None,
+    };
+    let raw = format!("implementer {imp}, part {part}{rev}");
+    match name {
+        Some(n) => format!("{n} ({raw})"),
+        None => raw,
+    }
+}
+
+/// The architecture this binary was built for (`x86_64`, `aarch64`).
+pub fn arch() -> &'static str {
+    std::env::consts::ARCH
+}
+
+/// The CPU features from `/proc/cpuinfo` (`flags` on x86_64, `Features` on arm64) that change
+/// what a probe can meet: protection keys (`pku`, `ospke`) and 5-level paging (`la57`) on
+/// x86_64; memory tagging (`mte`, `mte3`), pointer authentication (`paca`, `pacg`) and branch
+/// targets (`bti`) on arm64. Sorted; empty when none is present.
+pub fn cpu_features() -> Vec<String> {
+    const WANTED: &[&str] = &["pku", "ospke", "la57", "mte", "mte3", "paca", "pacg", "bti"];
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mut out: Vec<String> = info
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| matches!(k.trim(), "flags" | "Features"))
+        .map(|(_, v)| {
+            v.split_whitespace()
+                .filter(|f| WANTED.contains(f))
+                .map(str::to_owned)
+                .collect()
         })
-        .unwrap_or_else(|| "unknown".to_owned())
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// Online CPUs.
@@ -68,7 +144,12 @@ pub fn kernel_cmdline() -> String {
 pub fn json() -> Json {
     Json::obj([
         ("kernel", Json::str(kernel_release())),
+        ("arch", Json::str(arch())),
         ("cpu", Json::str(cpu_model())),
+        (
+            "cpu_features",
+            Json::Arr(cpu_features().into_iter().map(Json::Str).collect()),
+        ),
         ("nproc", Json::num(nproc() as f64)),
         ("page_size", Json::num(addrprobe::range::page_size() as f64)),
         (
@@ -81,4 +162,30 @@ pub fn json() -> Json {
         ),
         ("cmdline", Json::str(kernel_cmdline())),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_model_from;
+
+    #[test]
+    fn x86_64_model_name() {
+        let info = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\nflags\t: fpu pku\n";
+        assert_eq!(cpu_model_from(info), "AMD EPYC 7B13");
+    }
+
+    #[test]
+    fn arm64_midr_fields() {
+        let info = "processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd mte\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x3\nCPU part\t: 0xd0c\nCPU revision\t: 1\n";
+        assert_eq!(
+            cpu_model_from(info),
+            "Arm Neoverse-N1 (implementer 0x41, part 0xd0c, r3p1)"
+        );
+        let unknown = info.replace("0x41", "0x99");
+        assert_eq!(
+            cpu_model_from(&unknown),
+            "implementer 0x99, part 0xd0c, r3p1"
+        );
+        assert_eq!(cpu_model_from("processor\t: 0\n"), "unknown");
+    }
 }

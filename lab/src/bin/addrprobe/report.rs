@@ -228,7 +228,12 @@ fn print_text(report: &Report) {
     } = report;
     println!("# addrprobe report\n");
     println!("- kernel: {}", context::kernel_release());
+    println!("- architecture: {}", context::arch());
     println!("- CPU: {}", context::cpu_model());
+    let features = context::cpu_features();
+    if !features.is_empty() {
+        println!("- CPU features: {}", features.join(", "));
+    }
     println!("- page size: {} bytes", addrprobe::range::page_size());
     println!("- auto(): {}", backend_name(auto));
     println!(
@@ -395,6 +400,7 @@ fn print_json(report: &Report) {
     let out = Json::obj([
         ("context", context::json()),
         ("kernel", Json::str(context::kernel_release())),
+        ("arch", Json::str(context::arch())),
         ("cpu", Json::str(context::cpu_model())),
         ("page_size", Json::num(addrprobe::range::page_size() as f64)),
         ("nproc", Json::num(context::nproc() as f64)),
