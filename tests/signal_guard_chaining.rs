@@ -26,7 +26,10 @@ fn stray_load(addr: usize) -> u8 {
     // SAFETY: not safe at all: this is the stray fault under test; the child is meant to die
     // (or a handler of the test's own to take over).
     unsafe {
-        core::arch::asm!("mov {v}, byte ptr [{a}]", a = in(reg) addr, v = out(reg_byte) v, options(nostack, readonly))
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!("mov {v}, byte ptr [{a}]", a = in(reg) addr, v = out(reg_byte) v, options(nostack, readonly));
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly));
     };
     v
 }

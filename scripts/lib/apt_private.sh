@@ -5,7 +5,16 @@
 # written into the repository.
 # Requires common.sh.
 
-APT_PRIVATE_DIR="${APT_PRIVATE_DIR:-$ADDRPROBE_CACHE/apt}"
+# APT_PRIVATE_ARCH: the one Debian architecture whose package lists the state holds (amd64
+# for the x86_64 matrix; the arm64 scripts use their own state, $ADDRPROBE_CACHE/apt-arm64,
+# so that neither refreshes the other's lists). Architecture-independent packages (rust-src)
+# are in either.
+APT_PRIVATE_ARCH="${APT_PRIVATE_ARCH:-amd64}"
+if [[ $APT_PRIVATE_ARCH == amd64 ]]; then
+    APT_PRIVATE_DIR="${APT_PRIVATE_DIR:-$ADDRPROBE_CACHE/apt}"
+else
+    APT_PRIVATE_DIR="${APT_PRIVATE_DIR:-$ADDRPROBE_CACHE/apt-$APT_PRIVATE_ARCH}"
+fi
 APT_KEYRING="${APT_KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}"
 # every user of the private state asks for the same suites, so that the lists
 # are fetched once and shared (kernel-matrix kernels + linux-source-6.1)
@@ -70,8 +79,8 @@ _apt_private_opts() {
         -o "Dir::Cache::srcpkgcache=$d/cache/srcpkgcache.bin" \
         -o "Acquire::Check-Valid-Until=false" \
         -o "Acquire::Languages=none" \
-        -o "APT::Architecture=amd64" \
-        -o "APT::Architectures=amd64" \
+        -o "APT::Architecture=$APT_PRIVATE_ARCH" \
+        -o "APT::Architectures=$APT_PRIVATE_ARCH" \
         -o "Debug::NoLocking=true" \
         -o "APT::Sandbox::User=root" \
         -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false" \
@@ -131,8 +140,8 @@ apt_private_download() {
     find "$dest" -maxdepth 1 -name "${name}_*.deb" -printf '%T@ %p\n' | sort -rn | head -n 1 | cut -d' ' -f2-
 }
 
-# debian_kernel SERIES : newest cloud-amd64 kernel of SERIES ("5.10", "6.1",
-# "6.12", "6.18", "7" = newest 7.x) in the private state. Prints
+# debian_kernel SERIES : newest cloud-$APT_PRIVATE_ARCH kernel (cloud-amd64, cloud-arm64) of
+# SERIES ("5.10", "6.1", "6.12", "6.18", "7" = newest 7.x) in the private state. Prints
 # "PACKAGE VERSION ABI SUITE". Builds from an older release's backports
 # (ABIs like 6.1.0-0.deb11.N) are skipped. For >= 6.16 the kernel lives in
 # linux-binary-ABI (linux-image-ABI is a meta package).
@@ -140,10 +149,10 @@ debian_kernel() {
     local series=$1 re abi pkg ver suite
     re="^linux-(image|binary)-${series//./\\.}\\.[0-9]"
     abi=$(apt_private_cache search --names-only "$re" 2>/dev/null | awk '{print $1}' \
-        | grep -E -- '-cloud-amd64$' | grep -vE -- '-0\.deb[0-9]+\.' \
-        | sed -E 's/^linux-(image|binary)-//; s/-cloud-amd64$//' | sort -uV | tail -n 1)
-    [[ -n $abi ]] || { log "no Debian cloud-amd64 kernel found for series $series"; return 1; }
-    for pkg in "linux-binary-$abi-cloud-amd64" "linux-image-$abi-cloud-amd64"; do
+        | grep -E -- "-cloud-$APT_PRIVATE_ARCH\$" | grep -vE -- '-0\.deb[0-9]+\.' \
+        | sed -E "s/^linux-(image|binary)-//; s/-cloud-$APT_PRIVATE_ARCH\$//" | sort -uV | tail -n 1)
+    [[ -n $abi ]] || { log "no Debian cloud-$APT_PRIVATE_ARCH kernel found for series $series"; return 1; }
+    for pkg in "linux-binary-$abi-cloud-$APT_PRIVATE_ARCH" "linux-image-$abi-cloud-$APT_PRIVATE_ARCH"; do
         ver=$(apt_private_cache policy "$pkg" 2>/dev/null | awk '/Candidate:/{print $2}')
         [[ -n $ver && $ver != "(none)" ]] || continue
         suite=$(apt_private_cache madison "$pkg" 2>/dev/null | awk -F'|' -v v="$ver" \
@@ -154,9 +163,11 @@ debian_kernel() {
 }
 
 # fetch_debian_vmlinuz PACKAGE ABI : download PACKAGE, keep only its vmlinuz in
-# $ADDRPROBE_CACHE/kernels/ABI/vmlinuz (cached). Prints the path.
+# $ADDRPROBE_CACHE/kernels/ABI/vmlinuz (amd64) or kernels/ABI-ARCH/vmlinuz (cached). Prints
+# the path. (An arm64 vmlinuz is a gzip-compressed Image, which QEMU's -kernel unpacks.)
 fetch_debian_vmlinuz() {
     local pkg=$1 abi=$2 dir=$ADDRPROBE_CACHE/kernels/$2 tmp deb
+    [[ $APT_PRIVATE_ARCH == amd64 ]] || dir=$dir-$APT_PRIVATE_ARCH
     if [[ -s $dir/vmlinuz ]]; then echo "$dir/vmlinuz"; return 0; fi
     tmp=$(mktemp -d)
     log "downloading $pkg"
