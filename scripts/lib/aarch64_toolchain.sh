@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # shellcheck shell=bash
 # Cross toolchain for aarch64-unknown-linux-gnu, set up from Debian packages only (rustup
 # cannot download a target's std here). Source it, then call `aarch64_toolchain_setup`;
