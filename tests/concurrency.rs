@@ -430,10 +430,18 @@ fn child_reentrancy() {
     let mut outer_wrong = 0;
     let mut outer = 0;
     let _timer = ThreadTimer::start(100_000);
+    // 250 ms per backend; on a slow (emulated) CPU, up to ADDRPROBE_TIMEOUT_SCALE times as
+    // long while no signal has landed inside one of its probes yet (the loop's own checking
+    // of the bytes can take most of the time there).
+    let slice = Duration::from_millis(250);
+    let max = slice * support::timeout_scale();
     for (b, p) in probers.iter().enumerate() {
         let start = Instant::now();
         let mut n = 0;
-        while start.elapsed() < Duration::from_millis(250) && n < 100_000 {
+        while n < 100_000 && {
+            let t = start.elapsed();
+            t < slice || (t < max && NESTED[b].load(Ordering::Relaxed) == 0)
+        } {
             IN_PROBE.store(b + 1, Ordering::Relaxed);
             let got = if p.guarantee() == Guarantee::Readable {
                 p.read(big.addr, &mut buf)

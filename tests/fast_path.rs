@@ -111,8 +111,16 @@ fn main() {
     }
 }
 
-/// Runs one case in a child process; kills it after [`TIMEOUT`].
+/// Runs one case in a child process; kills it after [`TIMEOUT`] times
+/// `ADDRPROBE_TIMEOUT_SCALE` (default 1; see `tests/support/mod.rs`: an emulated CPU is slower,
+/// the timeout only catches hangs).
 fn run_child(exe: &std::path::Path, name: &str) -> (bool, String) {
+    let scale = std::env::var("ADDRPROBE_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let timeout = TIMEOUT * scale;
     let mut child = Command::new(exe)
         .env(CASE_ENV, name)
         .stdin(Stdio::null())
@@ -125,7 +133,7 @@ fn run_child(exe: &std::path::Path, name: &str) -> (bool, String) {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break Some(status);
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > timeout {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -141,7 +149,7 @@ fn run_child(exe: &std::path::Path, name: &str) -> (bool, String) {
     });
     let out = out.unwrap_or_default();
     match status {
-        None => (false, format!("timed out after {TIMEOUT:?}\n{out}")),
+        None => (false, format!("timed out after {timeout:?}\n{out}")),
         Some(s) if s.success() => (true, out),
         Some(s) => {
             use std::os::unix::process::ExitStatusExt;
@@ -498,7 +506,9 @@ fn corrupt_fps_here() {
     }; // dropped: now unmapped
     let prot_none = Mapping::above(b.hi(), libc::PROT_NONE);
     let kernel = 0xffff_ffff_8100_0000usize;
-    let non_canonical = 1usize << 47;
+    // The first address past this kernel's user space (2^47 on x86_64 with 4-level paging,
+    // 2^48 on arm64 with 48-bit VAs, ...): non-canonical or kernel space, never mapped.
+    let non_canonical = addrprobe_lab::fixtures::user_space_end();
 
     // (corrupt next fp of r1, expected stop, in-bounds records read, probes)
     let cases: [(&str, usize, Stop, usize); 6] = [
@@ -954,7 +964,11 @@ fn thread_stack_handler_walk() {
 /// `rt_sigprocmask` with an invalid `how`, and `write`/`writev` to any descriptor but stdout and stderr
 /// (the pipes; `SigprocMask` reads through them).
 fn deny_probe_syscalls() {
-    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    // AUDIT_ARCH_X86_64 / AUDIT_ARCH_AARCH64; the syscall numbers are the target's libc::SYS_*.
+    #[cfg(target_arch = "x86_64")]
+    const AUDIT_ARCH: u32 = 0xc000_003e;
+    #[cfg(target_arch = "aarch64")]
+    const AUDIT_ARCH: u32 = 0xc000_00b7;
     let stmt = |code: u32, k: u32| libc::sock_filter {
         code: code as u16,
         jt: 0,
@@ -979,7 +993,7 @@ fn deny_probe_syscalls() {
     // Jump offsets are relative to the next instruction.
     let filter = [
         ld(4),                                        // 0: arch
-        jeq(AUDIT_ARCH_X86_64, 0, 9),                 // 1: other arch -> 11 allow
+        jeq(AUDIT_ARCH, 0, 9),                        // 1: other arch -> 11 allow
         ld(0),                                        // 2: syscall number
         jeq(libc::SYS_process_vm_readv as u32, 8, 0), // 3: -> 12 deny
         jeq(libc::SYS_write as u32, 4, 0),            // 4: -> 9
@@ -1015,11 +1029,6 @@ fn deny_probe_syscalls() {
 /// syscall of the `SigprocMask` and `ProcessVmReadv` backends fail (`check` and `read`), a fast-path walk still
 /// reads all recursion frames, while the same walk without the fast path fails at once.
 fn seccomp_no_syscall() {
-    if cfg!(not(target_arch = "x86_64")) {
-        // The filter below matches x86_64 syscall numbers and audit arch only.
-        eprintln!("skipped: the seccomp filter is written for x86_64");
-        return;
-    }
     // The recursion below goes deeper than the main thread's initial stack mapping.
     pretouch_stack(1024);
     StackBounds::register_current_thread().unwrap();

@@ -5,7 +5,7 @@
 mod support;
 
 use addrprobe::{Backend, Prober};
-use support::{is_child, run_child};
+use support::{AUDIT_ARCH, is_child, run_child};
 
 const QUIET_BASE: usize = 0x4_0000_0000;
 const QUIET_LEN: usize = 64 << 30;
@@ -95,17 +95,6 @@ fn selftest_never_unmaps_another_threads_pages() {
     }
     run_child(CASE).assert_success();
 }
-
-const AUDIT_ARCH: u32 = {
-    #[cfg(target_arch = "x86_64")]
-    {
-        62 | 0x8000_0000 | 0x4000_0000
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        183 | 0x8000_0000 | 0x4000_0000
-    }
-};
 
 /// Makes `prctl(PR_GET_AUXV, ...)` fail with EINVAL, as on kernels before 6.4.
 fn forbid_pr_get_auxv() {

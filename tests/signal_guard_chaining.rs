@@ -67,6 +67,9 @@ fn expect_signal(test: &str, sig: i32) {
 
 #[test]
 fn stray_null_load_still_dies_of_sigsegv() {
+    if support::no_signal_guard_here("stray_null_load_still_dies_of_sigsegv") {
+        return;
+    }
     if is_child("stray_null_load_still_dies_of_sigsegv") {
         no_core_dumps();
         let _p = guard();
@@ -101,6 +104,9 @@ fn beyond_eof_page() -> usize {
 
 #[test]
 fn stray_load_beyond_eof_still_dies_of_sigbus() {
+    if support::no_signal_guard_here("stray_load_beyond_eof_still_dies_of_sigbus") {
+        return;
+    }
     if is_child("stray_load_beyond_eof_still_dies_of_sigbus") {
         no_core_dumps();
         let p = guard();
@@ -167,6 +173,9 @@ fn install_app_handler(sig: i32, siginfo: bool) {
 /// siginfo), and never the probes' own faults.
 #[test]
 fn previous_siginfo_handler_still_called() {
+    if support::no_signal_guard_here("previous_siginfo_handler_still_called") {
+        return;
+    }
     if is_child("previous_siginfo_handler_still_called") {
         no_core_dumps();
         install_app_handler(libc::SIGSEGV, true);
@@ -193,6 +202,9 @@ fn previous_siginfo_handler_still_called() {
 /// The same for SIGBUS, with a plain (non-SA_SIGINFO) handler.
 #[test]
 fn previous_plain_sigbus_handler_still_called() {
+    if support::no_signal_guard_here("previous_plain_sigbus_handler_still_called") {
+        return;
+    }
     if is_child("previous_plain_sigbus_handler_still_called") {
         no_core_dumps();
         install_app_handler(libc::SIGBUS, false);
@@ -224,6 +236,9 @@ fn recurse(n: u64) -> u64 {
 /// overflow.
 #[test]
 fn rust_stack_overflow_message_still_printed() {
+    if support::no_signal_guard_here("rust_stack_overflow_message_still_printed") {
+        return;
+    }
     if is_child("rust_stack_overflow_message_still_printed") {
         no_core_dumps();
         let _p = guard();
@@ -259,6 +274,9 @@ fn rust_stack_overflow_message_still_printed() {
 /// std's handler set as its own previous disposition and keeps its handler installed).
 #[test]
 fn sent_sigsegv_meets_std_handler_as_without_the_crate() {
+    if support::no_signal_guard_here("sent_sigsegv_meets_std_handler_as_without_the_crate") {
+        return;
+    }
     const NAME: &str = "sent_sigsegv_meets_std_handler_as_without_the_crate";
     if is_child(NAME) {
         no_core_dumps();
@@ -321,6 +339,9 @@ fn sent_sigsegv_meets_std_handler_as_without_the_crate() {
 /// previous handler that resets the disposition, the next faulting probe would kill.
 #[test]
 fn sent_sigsegv_to_app_handler_keeps_guard_working() {
+    if support::no_signal_guard_here("sent_sigsegv_to_app_handler_keeps_guard_working") {
+        return;
+    }
     if is_child("sent_sigsegv_to_app_handler_keeps_guard_working") {
         // The application handles sent SIGSEGVs itself (a plain counting handler).
         extern "C" fn count(_: libc::c_int) {
@@ -370,6 +391,9 @@ fn sent_sigsegv_to_app_handler_keeps_guard_working() {
 /// would loop through it instead of reaching the application's handler.
 #[test]
 fn concurrent_install_installs_once() {
+    if support::no_signal_guard_here("concurrent_install_installs_once") {
+        return;
+    }
     if is_child("concurrent_install_installs_once") {
         no_core_dumps();
         install_app_handler(libc::SIGSEGV, true);
@@ -553,6 +577,9 @@ fn pin_to_cpu(cpu: usize) {
 /// handler exactly once.
 #[test]
 fn concurrent_app_install_is_never_lost() {
+    if support::no_signal_guard_here("concurrent_app_install_is_never_lost") {
+        return;
+    }
     if is_child("concurrent_app_install_is_never_lost") {
         return child_install_race();
     }
@@ -650,6 +677,9 @@ fn child_later_handler() {
 /// handler: the kernel kills the process at the second faulting probe, as documented.
 #[test]
 fn later_handlers_that_chain_keep_probes_working() {
+    if support::no_signal_guard_here("later_handlers_that_chain_keep_probes_working") {
+        return;
+    }
     const NAME: &str = "later_handlers_that_chain_keep_probes_working";
     if is_child(NAME) {
         return child_later_handler();
@@ -685,6 +715,9 @@ fn later_handlers_that_chain_keep_probes_working() {
 /// alternate stack has 512 writable bytes above a PROT_NONE page.
 #[test]
 fn too_small_alternate_stack_dies_of_sigsegv() {
+    if support::no_signal_guard_here("too_small_alternate_stack_dies_of_sigsegv") {
+        return;
+    }
     const NAME: &str = "too_small_alternate_stack_dies_of_sigsegv";
     if is_child(NAME) {
         no_core_dumps();
@@ -800,6 +833,9 @@ fn sends_during_probes(p: &Prober, bad: usize, good: usize, sig: i32) -> usize {
 /// delivered; that is why each phase sends the other signal. Documented in the crate.)
 #[test]
 fn sent_signals_during_faulting_probes_reach_the_app() {
+    if support::no_signal_guard_here("sent_signals_during_faulting_probes_reach_the_app") {
+        return;
+    }
     const NAME: &str = "sent_signals_during_faulting_probes_reach_the_app";
     if is_child(NAME) {
         no_core_dumps();

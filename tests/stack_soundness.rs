@@ -327,6 +327,7 @@ fn made_up(lo: usize, hi: usize, extra: &[usize]) -> Vec<usize> {
         0,
         2 * WORD,
         1 << 47,
+        addrprobe_lab::fixtures::user_space_end(),
         usize::MAX & !15,
     ];
     v.extend_from_slice(extra);

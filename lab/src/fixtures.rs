@@ -385,6 +385,51 @@ pub fn map_anonymous(len: usize) -> io::Result<usize> {
     )
 }
 
+/// The end of the running kernel's user address space (its `TASK_SIZE`, rounded up to a power
+/// of two): 2^47 on x86_64 with 4-level paging, 2^56 with 5-level paging (LA57); on arm64 2^48
+/// with 48-bit virtual addresses, 2^52 with 52-bit ones (the kernel maps above 2^48 only on a
+/// hint there, but the addresses are user space). Found once by mapping one page at
+/// `L - 2 pages` with `MAP_FIXED_NOREPLACE` for each candidate `L` (2^47, 2^48, 2^52, 2^56, 2^57)
+/// and keeping the largest that the kernel accepts (`EEXIST`, a page already there, counts as
+/// accepted); the page is unmapped at once. (x86_64 keeps the last page below 2^47 out of user
+/// space, hence two pages.) Every address at or above the result is outside user space on
+/// this kernel; this is narrower than the library's architecture-wide
+/// [`addrprobe::range::USER_SPACE_LIMIT`].
+pub fn user_space_end() -> usize {
+    static END: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *END.get_or_init(|| {
+        let ps = addrprobe::range::page_size();
+        let mut end = 1usize << 47;
+        for bits in [47u32, 48, 52, 56, 57] {
+            let at = (1usize << bits) - 2 * ps;
+            // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; a page we get is
+            // unmapped below and nothing else knows of it.
+            let p = unsafe {
+                libc::mmap(
+                    at as *mut libc::c_void,
+                    ps,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            let accepted = if p == libc::MAP_FAILED {
+                io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
+            } else {
+                // SAFETY: the page we just mapped (at `at` or, on kernels before 4.17 that
+                // treat the flag as a hint, wherever the kernel put it).
+                unsafe { libc::munmap(p, ps) };
+                p as usize == at
+            };
+            if accepted {
+                end = 1usize << bits;
+            }
+        }
+        end
+    })
+}
+
 /// Maps `len` bytes below the program, where the kernel's top-down allocator does not reach,
 /// so that a page unmapped there stays a hole while other threads call `mmap` (the fixtures'
 /// own "unmapped" truths rely on it). Falls back to a kernel-chosen address; `MAP_FIXED` in
@@ -720,15 +765,23 @@ impl Builder {
             8,
             Truth::UNMAPPED,
         ));
+        // The end of this kernel's user space (2^47, 2^48, 2^52 or 2^56): the first address
+        // past it, and a range from inside user space that crosses it.
+        let end = user_space_end();
+        let bits = end.trailing_zeros();
         self.fx.push(fixture(
-            "2^47 (non-canonical with 4-level paging)",
-            0x0000_8000_0000_0000,
+            if bits == 47 {
+                "2^47 (non-canonical with 4-level paging)"
+            } else {
+                "first address past user space"
+            },
+            end,
             8,
             Truth::UNMAPPED,
         ));
         self.fx.push(fixture(
-            "top of user space (2^47)",
-            0x0000_8000_0000_0000 - 8,
+            "top of user space (crossing its end)",
+            end - 8,
             16,
             Truth::UNMAPPED,
         ));

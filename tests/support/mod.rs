@@ -64,8 +64,20 @@ impl ChildResult {
     }
 }
 
+/// The factor by which the children's hang timeouts are stretched: `ADDRPROBE_TIMEOUT_SCALE`
+/// (a whole number, default 1). An emulated CPU (the arm64 kernel matrix under QEMU/TCG sets
+/// 10) runs the same work many times slower; the timeouts only catch hangs and assert no
+/// timing.
+pub fn timeout_scale() -> u32 {
+    std::env::var("ADDRPROBE_TIMEOUT_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Re-executes this test binary to run only `test` with `ADDRPROBE_CHILD=test`, kills it
-/// after `timeout`, and returns what it did.
+/// after `timeout` (times [`timeout_scale`]), and returns what it did.
 pub fn run_child(test: &str) -> ChildResult {
     run_child_env(test, &[], Duration::from_secs(14))
 }
@@ -96,6 +108,7 @@ pub fn run_child_env(test: &str, env: &[(&str, &str)], timeout: Duration) -> Chi
         let _ = err.read_to_string(&mut s);
         s
     });
+    let timeout = timeout * timeout_scale();
     let deadline = Instant::now() + timeout;
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait for the child") {
@@ -247,8 +260,51 @@ pub fn page_pattern(i: usize, seed: u8) -> Vec<u8> {
     addrprobe_lab::fixtures::pattern(ps(), seed.wrapping_add((i as u8).wrapping_mul(17)))
 }
 
-/// A prober for every backend that is available here. Only `ProcmapQuery` may be missing
-/// (kernels before 6.11 answer ENOTTY); any other error fails the test.
+/// `AUDIT_ARCH_*` of this target, the value a seccomp filter sees in `seccomp_data.arch`
+/// (`AUDIT_ARCH_X86_64` = `EM_X86_64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`,
+/// `AUDIT_ARCH_AARCH64` = `EM_AARCH64 | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE`). A filter that
+/// compares it and the target's `libc::SYS_*` numbers (which differ per architecture) works
+/// on both.
+pub const AUDIT_ARCH: u32 = {
+    #[cfg(target_arch = "x86_64")]
+    {
+        0xC000_003E
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        0xC000_00B7
+    }
+};
+
+/// Whether this architecture has `SignalGuard`'s guarded load (x86_64 only for now). On the
+/// others the backend is [`Error::Unavailable`] and the tests that need it skip.
+pub const SIGNAL_GUARD_ARCH: bool = cfg!(target_arch = "x86_64");
+
+/// `true`, after saying that `test` is skipped, on an architecture without `SignalGuard`'s
+/// guarded load. It asserts that the backend really is unavailable there, so that a port to a
+/// new architecture fails here until [`SIGNAL_GUARD_ARCH`] includes it (and the tests run).
+pub fn no_signal_guard_here(test: &str) -> bool {
+    if SIGNAL_GUARD_ARCH {
+        return false;
+    }
+    match Prober::new(Backend::SignalGuard) {
+        Err(Error::Unavailable { .. }) => {
+            eprintln!(
+                "skipped: {test}: SignalGuard has no guarded load on {}",
+                std::env::consts::ARCH
+            );
+            true
+        }
+        other => panic!(
+            "SignalGuard on {}: {other:?}; add the architecture to SIGNAL_GUARD_ARCH",
+            std::env::consts::ARCH
+        ),
+    }
+}
+
+/// A prober for every backend that is available here. Only `ProcmapQuery` (kernels before
+/// 6.11 answer ENOTTY) and, on an architecture without the guarded load, `SignalGuard` may
+/// be missing; any other error fails the test.
 pub fn all_probers() -> Vec<Prober> {
     let mut v = Vec::new();
     for b in Backend::ALL {
@@ -256,6 +312,12 @@ pub fn all_probers() -> Vec<Prober> {
             Ok(p) => v.push(p),
             Err(Error::Unavailable { .. }) if b == Backend::ProcmapQuery => {
                 eprintln!("note: procmap-query is unavailable on this kernel");
+            }
+            Err(Error::Unavailable { .. }) if b == Backend::SignalGuard && !SIGNAL_GUARD_ARCH => {
+                eprintln!(
+                    "note: signal-guard has no guarded load on {}",
+                    std::env::consts::ARCH
+                );
             }
             Err(e) => panic!("Prober::new({b}) failed: {e}"),
         }
