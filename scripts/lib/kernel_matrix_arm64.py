@@ -22,10 +22,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kernel_matrix_collect import (  # noqa: E402
-    MARK, availability_cell, esc, load_json, matrix_table)
+    ARM64_SECTION, MARK, availability_cell, esc, load_json, matrix_table)
 
-SECTION_BEGIN = "<!-- arm64 matrix: scripts/kernel-matrix --arch arm64 -->"
-SECTION_END = "<!-- end of the arm64 matrix -->"
+SECTION_BEGIN, SECTION_END = ARM64_SECTION
 
 SUMMARY = re.compile(r"test result: (\w+)\. (\d+) passed; (\d+) failed; (\d+) ignored")
 

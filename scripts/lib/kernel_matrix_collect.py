@@ -29,6 +29,11 @@ MARK = {
 }
 
 
+# the markers around the arm64 section that scripts/lib/kernel_matrix_arm64.py writes
+ARM64_SECTION = ("<!-- arm64 matrix: scripts/kernel-matrix --arch arm64 -->",
+                 "<!-- end of the arm64 matrix -->")
+
+
 def load_json(path):
     """Parse the first JSON object in a file; None when absent or invalid."""
     try:
@@ -548,8 +553,17 @@ def main():
               "(Debian 6.1, report only). See `kernels/README.md` for the self-built kernels.\n")
 
     os.makedirs(a.out, exist_ok=True)
+    # The arm64 section (scripts/lib/kernel_matrix_arm64.py) stays as it was.
+    arm64 = ""
+    try:
+        old = open(os.path.join(a.out, "kernels.md"), encoding="utf-8").read()
+        b, e = ARM64_SECTION
+        if b in old and e in old:
+            arm64 = "\n" + b + old.split(b, 1)[1].split(e, 1)[0] + e + "\n"
+    except OSError:
+        pass
     with open(os.path.join(a.out, "kernels.md"), "w", encoding="utf-8") as f:
-        f.write("\n".join(md))
+        f.write("\n".join(md) + arm64)
     svg = svg_chart(kernels, backends)
     if svg:
         with open(os.path.join(a.out, "kernels.svg"), "w", encoding="utf-8") as f:

@@ -23,7 +23,9 @@
 #   bench  : addrprobe bench --quick --json   ===ADDRPROBE-BENCH-BEGIN/END===
 #   tests  : every test binary in /tests (make_initramfs TESTDIR), one after
 #            the other from /tmp, each killed after addrprobe_test_timeout s
-#            (default 600); stdout and stderr together
+#            (default 600; TEST_TIMEOUT), with ADDRPROBE_TIMEOUT_SCALE=10
+#            (TIMEOUT_SCALE: the tests' hang timeouts for their children are
+#            stretched that much on the emulated CPU); stdout and stderr together
 #                                             ===ADDRPROBE-TEST-<name>-BEGIN/END===
 #                                             ===ADDRPROBE-TEST-<name>-RC=<rc>===
 #            (rc 137: killed by the timeout)
@@ -120,6 +122,7 @@ for w in $(cat /proc/cmdline); do
     addrprobe_run=*) RUN=${w#addrprobe_run=} ;;
     addrprobe_settle=*) SETTLE=${w#addrprobe_settle=} ;;
     addrprobe_test_timeout=*) TEST_TIMEOUT=${w#addrprobe_test_timeout=} ;;
+    addrprobe_timeout_scale=*) TIMEOUT_SCALE=${w#addrprobe_timeout_scale=} ;;
     esac
 done
 # let boot-time background work (deferred initcalls, kworkers, RCU) finish
@@ -163,7 +166,7 @@ for step in $(echo "$RUN" | tr , ' '); do
             name=${t##*/}
             echo "test binary $name"
             emit "===ADDRPROBE-TEST-$name-BEGIN==="
-            (cd /tmp && timeout -s KILL "${TEST_TIMEOUT:-600}" "$t") >&3 2>&1 3>&-
+            (cd /tmp && ADDRPROBE_TIMEOUT_SCALE=${TIMEOUT_SCALE:-1} timeout -s KILL "${TEST_TIMEOUT:-600}" "$t") >&3 2>&1 3>&-
             rc=$?
             emit ""
             emit "===ADDRPROBE-TEST-$name-END==="
@@ -197,7 +200,7 @@ INIT
 boot_guest() {
     local kernel=$1 initrd=$2 out=$3 logf=$4 steps=$5; shift 5
     local icount=() rc=0
-    local args="quiet panic=-1 addrprobe_run=$steps addrprobe_settle=${SETTLE:-0} addrprobe_test_timeout=${TEST_TIMEOUT:-600}"
+    local args="quiet panic=-1 addrprobe_run=$steps addrprobe_settle=${SETTLE:-0} addrprobe_test_timeout=${TEST_TIMEOUT:-600} addrprobe_timeout_scale=${TIMEOUT_SCALE:-10}"
     [[ ${ICOUNT:-0} == 1 ]] && icount=(-icount shift=0,sleep=off)
     : > "$out"
     if [[ $GUEST_ARCH == aarch64 ]]; then
