@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use addrprobe::{Backend, Guarantee, Prober};
-use support::{Region, fd_list, figure, is_child, new_fds, ps, run_child};
+use support::{Region, fd_list, figure, is_child, new_fds, ps};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
