@@ -112,6 +112,22 @@ pub mod unwind;
 
 pub use auto::AutoOptions;
 
+/// Hooks for the crate's own tests; not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    /// Makes this process notice new processes with `getpid`, as on kernels without
+    /// `MADV_WIPEONFORK`. Takes effect only if called before the first `Prober` is created.
+    pub fn use_getpid_fallback() {
+        crate::sys::FORCE_FALLBACK.store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the kernel zeroes the crate's per-process page in child processes
+    /// (`MADV_WIPEONFORK` accepted); meaningful once a `Prober` exists.
+    pub fn wipes_on_fork() -> bool {
+        crate::sys::wipes_on_fork()
+    }
+}
+
 /// A probing technique. See the [crate docs](crate) for what each one proves.
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

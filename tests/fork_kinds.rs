@@ -222,6 +222,21 @@ fn probe_own_space(probers: &[Prober], own: usize, gone: usize, none: usize, r: 
     }
 }
 
+/// Every available prober, after switching to the `getpid` fallback (kernels without
+/// `MADV_WIPEONFORK`) if `fallback`.
+fn probers_in_mode(fallback: bool) -> Vec<Prober> {
+    if fallback {
+        addrprobe::testing::use_getpid_fallback();
+    }
+    let probers = support::all_probers();
+    let wipes = addrprobe::testing::wipes_on_fork();
+    println!("new processes noticed by MADV_WIPEONFORK: {wipes}");
+    if fallback {
+        assert!(!wipes, "the getpid fallback did not take effect");
+    }
+    probers
+}
+
 struct StopOnDrop<'a>(&'a AtomicBool);
 
 impl Drop for StopOnDrop<'_> {
@@ -239,9 +254,9 @@ fn pipe_ino(target: &str) -> Option<&str> {
 /// (the first probe in a new process may have to replace what it inherited). Meanwhile a
 /// thread of the parent keeps a pooled pipe busy, so some children are made while a slot is
 /// taken. The parent then looks at the grandchild's descriptors and checks its own answers.
-fn child_own_space(kind: Kind) {
+fn child_own_space(kind: Kind, fallback: bool) {
     let before = fd_list();
-    let probers = support::all_probers();
+    let probers = probers_in_mode(fallback);
     let crate_fds = new_fds(&before, &fd_list());
     let parent_pipes: Vec<String> = crate_fds
         .iter()
@@ -379,7 +394,8 @@ const CHILD_READS: usize = 40_000;
 
 /// Parent and grandchild copy their own (different) bytes at the same address through every
 /// reading backend at the same time. Neither may ever get the other's bytes, or an error.
-fn child_concurrent(kind: Kind) {
+fn child_concurrent(kind: Kind, fallback: bool) {
+    drop(probers_in_mode(fallback));
     let readers: Vec<Prober> = [Backend::Pipe, Backend::SigprocMask, Backend::ProcessVmReadv]
         .into_iter()
         .map(|b| Prober::new(b).unwrap_or_else(|e| panic!("{b}: {e}")))
@@ -508,41 +524,89 @@ fn run(case: &str, f: fn()) {
 #[test]
 fn fork_child_answers_for_its_own_space() {
     run("fork_child_answers_for_its_own_space", || {
-        child_own_space(Kind::Fork)
-    });
-}
-
-#[test]
-fn underscore_fork_child_answers_for_its_own_space() {
-    run("underscore_fork_child_answers_for_its_own_space", || {
-        child_own_space(Kind::UnderscoreFork)
-    });
-}
-
-#[test]
-fn clone_child_answers_for_its_own_space() {
-    run("clone_child_answers_for_its_own_space", || {
-        child_own_space(Kind::Clone)
+        child_own_space(Kind::Fork, false)
     });
 }
 
 #[test]
 fn fork_parent_and_child_read_concurrently() {
     run("fork_parent_and_child_read_concurrently", || {
-        child_concurrent(Kind::Fork)
+        child_concurrent(Kind::Fork, false)
+    });
+}
+
+#[test]
+fn fork_child_answers_for_its_own_space_getpid_fallback() {
+    run(
+        "fork_child_answers_for_its_own_space_getpid_fallback",
+        || child_own_space(Kind::Fork, true),
+    );
+}
+
+#[test]
+fn fork_parent_and_child_read_concurrently_getpid_fallback() {
+    run(
+        "fork_parent_and_child_read_concurrently_getpid_fallback",
+        || child_concurrent(Kind::Fork, true),
+    );
+}
+
+#[test]
+fn underscore_fork_child_answers_for_its_own_space() {
+    run("underscore_fork_child_answers_for_its_own_space", || {
+        child_own_space(Kind::UnderscoreFork, false)
     });
 }
 
 #[test]
 fn underscore_fork_parent_and_child_read_concurrently() {
     run("underscore_fork_parent_and_child_read_concurrently", || {
-        child_concurrent(Kind::UnderscoreFork)
+        child_concurrent(Kind::UnderscoreFork, false)
+    });
+}
+
+#[test]
+fn underscore_fork_child_answers_for_its_own_space_getpid_fallback() {
+    run(
+        "underscore_fork_child_answers_for_its_own_space_getpid_fallback",
+        || child_own_space(Kind::UnderscoreFork, true),
+    );
+}
+
+#[test]
+fn underscore_fork_parent_and_child_read_concurrently_getpid_fallback() {
+    run(
+        "underscore_fork_parent_and_child_read_concurrently_getpid_fallback",
+        || child_concurrent(Kind::UnderscoreFork, true),
+    );
+}
+
+#[test]
+fn clone_child_answers_for_its_own_space() {
+    run("clone_child_answers_for_its_own_space", || {
+        child_own_space(Kind::Clone, false)
     });
 }
 
 #[test]
 fn clone_parent_and_child_read_concurrently() {
     run("clone_parent_and_child_read_concurrently", || {
-        child_concurrent(Kind::Clone)
+        child_concurrent(Kind::Clone, false)
     });
+}
+
+#[test]
+fn clone_child_answers_for_its_own_space_getpid_fallback() {
+    run(
+        "clone_child_answers_for_its_own_space_getpid_fallback",
+        || child_own_space(Kind::Clone, true),
+    );
+}
+
+#[test]
+fn clone_parent_and_child_read_concurrently_getpid_fallback() {
+    run(
+        "clone_parent_and_child_read_concurrently_getpid_fallback",
+        || child_concurrent(Kind::Clone, true),
+    );
 }

@@ -33,7 +33,7 @@ pub(crate) enum State {
 
 impl State {
     pub(crate) fn open(backend: Backend) -> Result<State, Error> {
-        crate::sys::register_atfork();
+        crate::sys::init();
         Ok(match backend {
             Backend::Msync => State::Msync,
             Backend::Mincore => State::Mincore,
