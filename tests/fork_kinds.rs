@@ -372,11 +372,13 @@ fn child_own_space(kind: Kind, fallback: bool) {
             }
         }
     });
-    figure(&format!("fork_kinds.{kind:?}.own_space_rounds"), rounds);
+    let key = key(kind, fallback);
+    figure(&format!("{key}.own_space_rounds"), rounds);
     figure(
-        &format!("fork_kinds.{kind:?}.background_pipe_reads"),
+        &format!("{key}.background_pipe_reads"),
         background.load(Ordering::Relaxed),
     );
+    figure(&format!("{key}.own_space_wrong"), 0);
 }
 
 fn wait_byte_ready(fd: i32) -> bool {
@@ -505,11 +507,22 @@ fn child_concurrent(kind: Kind, fallback: bool) {
         status.map(|s| libc::WIFEXITED(s) && libc::WEXITSTATUS(s) == 0),
         Some(true)
     );
-    figure(
-        &format!("fork_kinds.{kind:?}.parent_reads"),
-        PARENT_READS * readers.len(),
-    );
-    figure(&format!("fork_kinds.{kind:?}.foreign_bytes"), foreign);
+    let key = key(kind, fallback);
+    figure(&format!("{key}.parent_reads"), PARENT_READS * readers.len());
+    figure(&format!("{key}.foreign_reads"), foreign);
+    figure(&format!("{key}.concurrent_wrong"), 0);
+}
+
+/// `fork_kinds.<how the crate notices a new process>.<how the child was made>`
+fn key(kind: Kind, fallback: bool) -> String {
+    let mode = if fallback {
+        "getpid"
+    } else if addrprobe::testing::wipes_on_fork() {
+        "wipeonfork"
+    } else {
+        "getpid_kernel"
+    };
+    format!("fork_kinds.{mode}.{kind:?}")
 }
 
 fn run(case: &str, f: fn()) {
