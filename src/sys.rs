@@ -395,7 +395,10 @@ pub(crate) fn current() -> Option<Proc> {
             .compare_exchange(-me, 0, Ordering::AcqRel, Ordering::Relaxed);
         return None;
     }
-    page.pid.store(me, Ordering::Release);
+    // A compare-and-swap, not a store: after a fork right here the child's page reads 0.
+    page.pid
+        .compare_exchange(-me, me, Ordering::AcqRel, Ordering::Relaxed)
+        .ok()?;
     Some(Proc { page, pid: me })
 }
 
