@@ -13,7 +13,7 @@
 //! or above `min(1024, RLIMIT_NOFILE - 16)` (`F_DUPFD_CLOEXEC`, then the original, which is
 //! the crate's, is closed): at 1024 or above when the soft limit exceeds 1040 (then `select`'s
 //! `FD_SETSIZE` range is left to the application), in the top 16 numbers the limit allows
-//! below that (1008–1023 with the common limit of 1024). Where the limit is below 19, or no
+//! below that (from 1008 up with the common limit of 1024). Where the limit is below 19, or no
 //! number is free there, the descriptor stays where `open` put it. The pipes that a probe
 //! makes for itself when all four pooled ones are busy are not moved: they live for one probe
 //! and moving them would cost two syscalls more. Because `open`, `pipe`, `socket`, `dup` and
