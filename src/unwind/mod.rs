@@ -50,7 +50,6 @@ use core::mem::size_of;
 
 use crate::{Error, Guarantee, Prober};
 
-#[path = "unwind_fast.rs"]
 mod fast;
 pub use fast::{MAX_BATCH_WINDOW, ReadStats};
 
