@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use addrprobe::Backend;
 use addrprobe::Prober;
 use addrprobe::stack_bounds::{StackBounds, StackKind, current_sp};
-use addrprobe::unwind::{Frame, ReadStats, Regs, Stop, Unwinder, Walk};
+use addrprobe::unwind::{Frame, ReadStats, Regs, Start, Stop, Unwinder, Walk};
 
 const CASE_ENV: &str = "ADDRPROBE_FAST_PATH_CASE";
 const TIMEOUT: Duration = Duration::from_secs(15);
@@ -316,7 +316,7 @@ fn assert_fps_in_walk(frames: &[Frame], fps: &[usize], what: &str) {
 
 fn walk_here(unwinder: &Unwinder, stats: &mut ReadStats) -> (Walk, Vec<Frame>) {
     let mut out = vec![Frame::default(); 512];
-    let w = unwinder.walk_current_counted(&mut out, stats);
+    let w = unwinder.walk(Start::Current, &mut out, Some(stats));
     out.truncate(w.depth);
     (w, out)
 }
@@ -543,7 +543,7 @@ fn corrupt_fps_here() {
                         fp: r0,
                         sp: current_sp(),
                     };
-                    let walk = unwinder.walk_from_regs_counted(&regs, &mut out, &mut stats);
+                    let walk = unwinder.walk(Start::Regs(regs), &mut out, Some(&mut stats));
                     let ctx = format!("{what}, {}, batch {batch}, fast {fast}", prober.backend());
                     assert_eq!(walk, Walk { depth: 3, stop }, "{ctx}");
                     assert_eq!(
@@ -618,7 +618,7 @@ fn hand_made_coroutine() {
                 fp: frame(0),
                 sp: frame(0) - 64,
             };
-            let walk = unwinder.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let walk = unwinder.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             let ctx = format!("{}, batch {batch}", prober.backend());
             assert_eq!(
                 walk,
@@ -744,9 +744,9 @@ mod altstack {
     pub type WalkedFrom = ([Frame; 64], usize, ReadStats, usize);
 
     pub static mut OWN: Walked = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
-    /// The interrupted context walked with `walk_from_regs_unchecked`.
+    /// The interrupted context walked with `walk_trusted`.
     pub static mut INTERRUPTED: WalkedFrom = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats(), 0);
-    /// The interrupted context walked with the safe `walk_from_regs`.
+    /// The interrupted context walked with the safe `walk` from `Start::Regs`.
     pub static mut SAFE: Walked = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
     pub static HANDLER_SP: AtomicUsize = AtomicUsize::new(0);
     /// The signal `recurse` raises.
@@ -773,18 +773,18 @@ mod altstack {
         // SAFETY: one thread at a time raises the signal (the others wait in join); only this
         // handler writes these statics. `regs` comes unmodified from this handler's ucontext,
         // and the interrupted context stays suspended during the walk, which is
-        // `walk_from_regs_unchecked`'s contract.
+        // `walk_trusted`'s contract.
         unsafe {
             let own = &mut *core::ptr::addr_of_mut!(OWN);
-            let w = unwinder.walk_current_counted(&mut own.0, &mut own.2);
+            let w = unwinder.walk(Start::Current, &mut own.0, Some(&mut own.2));
             own.1 = w.depth;
             let int = &mut *core::ptr::addr_of_mut!(INTERRUPTED);
             let safe = &mut *core::ptr::addr_of_mut!(SAFE);
             if let Some(regs) = addrprobe::unwind::regs_from_ucontext(uc) {
                 int.3 = regs.sp;
-                let w = unwinder.walk_from_regs_counted_unchecked(&regs, &mut int.0, &mut int.2);
+                let w = unwinder.walk_trusted(&regs, &mut int.0, Some(&mut int.2));
                 int.1 = w.depth;
-                let w = unwinder.walk_from_regs_counted(&regs, &mut safe.0, &mut safe.2);
+                let w = unwinder.walk(Start::Regs(regs), &mut safe.0, Some(&mut safe.2));
                 safe.1 = w.depth;
             }
         }
@@ -851,8 +851,8 @@ mod altstack {
 
 /// A SIGUSR1 handler with `SA_ONSTACK` runs on an alternate stack the test mapped. Its real
 /// stack pointer is off the thread's stack, so every safe walk from it probes every frame:
-/// from its own frame pointer and, through the safe `walk_from_regs`, from the interrupted
-/// registers. `walk_from_regs_unchecked`, vouching for the `ucontext`'s stack pointer, reads
+/// from its own frame pointer and, through the safe `walk` from `Start::Regs`, from the interrupted
+/// registers. `walk_trusted`, vouching for the `ucontext`'s stack pointer, reads
 /// the interrupted thread-stack frames with the fast path.
 fn sigaltstack_walk() {
     use core::sync::atomic::Ordering;
@@ -903,7 +903,7 @@ fn sigaltstack_walk() {
 }
 
 /// The profiler's normal case: a SIGPROF handler without `SA_ONSTACK` runs on the thread's
-/// own stack, below the interrupted frames, and the safe `walk_from_regs` reads those frames
+/// own stack, below the interrupted frames, and the safe `walk` from `Start::Regs` reads those frames
 /// with the fast path (so do the unchecked walk and the handler's walk of its own stack,
 /// whose chain continues into the interrupted frames). On the main thread and on a spawned
 /// thread.

@@ -1,8 +1,8 @@
 //! Soundness of the stack-bounds fast path against made-up stack pointers and frame pointers.
 //!
 //! The safe functions of [`addrprobe::stack_bounds`] (`StackBounds::{read, load_word,
-//! load_pair, frame_window}`, `FrameWindow::load_pair`) and `Unwinder::walk_from_regs` take a
-//! stack pointer as an argument. A safe function must be sound for every argument, so each
+//! load_pair, frame_window}`, `FrameWindow::load_pair`) and `Unwinder::walk` from
+//! `Start::Regs` take a stack pointer as an argument. A safe function must be sound for every argument, so each
 //! case here calls them with made-up values (`lo`, `lo + page`, the main thread's
 //! `hi - RLIMIT_STACK`, just below the real stack pointer, `hi`, beyond `hi`, null, the top of
 //! user space) and asserts that the process neither crashes nor changes its memory map: no
@@ -27,7 +27,7 @@ use std::hint::black_box;
 use std::io::Read;
 
 use addrprobe::stack_bounds::{StackBounds, current_sp};
-use addrprobe::unwind::{Frame, ReadStats, Regs, Stop, Unwinder, Walk};
+use addrprobe::unwind::{Frame, ReadStats, Regs, Start, Stop, Unwinder, Walk};
 use addrprobe::{Backend, Prober};
 
 const WORD: usize = core::mem::size_of::<usize>();
@@ -295,7 +295,7 @@ fn exercise_loaders(b: &StackBounds, sps: &[usize], addrs: &[usize], log: &mut V
 /// One made-up walk: the registers and what it did.
 type WalkLog = (Regs, Walk, ReadStats, [Frame; 8]);
 
-/// `walk_from_regs_counted` with every made-up `(sp, fp)` pair. Allocates nothing.
+/// `walk` from `Start::Regs` with every made-up `(sp, fp)` pair. Allocates nothing.
 #[inline(never)]
 fn exercise_walks(u: &Unwinder, sps: &[usize], fps: &[usize], log: &mut Vec<WalkLog>) {
     let mut out = [Frame::default(); 8];
@@ -303,7 +303,7 @@ fn exercise_walks(u: &Unwinder, sps: &[usize], fps: &[usize], log: &mut Vec<Walk
         for &fp in fps {
             let regs = Regs { pc: 0x1234, fp, sp };
             let mut stats = ReadStats::default();
-            let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             log.push((regs, w, stats, out));
         }
     }
@@ -423,11 +423,11 @@ fn assert_fast_path_still_used(b: &StackBounds) {
     let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
     let mut out = [Frame::default(); 64];
     let mut stats = ReadStats::default();
-    let walk = u.walk_current_counted(&mut out, &mut stats);
+    let walk = u.walk(Start::Current, &mut out, Some(&mut stats));
     assert!(walk.depth >= 3, "{walk:?}");
     assert!(
         stats.fast >= 2,
-        "walk_current took the fast path: {stats:?}"
+        "walk(Start::Current) took the fast path: {stats:?}"
     );
 }
 
@@ -535,7 +535,7 @@ fn main_thread_prot_none_at_rlimit_lo() {
     };
     let mut out = [Frame::default(); 4];
     let mut stats = ReadStats::default();
-    let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+    let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
     assert_eq!(
         w.stop,
         Stop::Unreadable {
@@ -587,7 +587,7 @@ fn spawned_thread_made_up() {
             };
             let mut out = [Frame::default(); 4];
             let mut stats = ReadStats::default();
-            let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             assert_eq!(w.stop, Stop::Unreadable { fp: lo + 2 * WORD });
             assert_eq!(stats.fast, 0, "{stats:?}");
             mprotect(lo, ps(), libc::PROT_READ | libc::PROT_WRITE);
@@ -707,7 +707,7 @@ fn walk_from(regs: Regs) -> (Walk, ReadStats, [Frame; 64]) {
     let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
     let mut out = [Frame::default(); 64];
     let mut stats = ReadStats::default();
-    let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+    let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
     (w, stats, out)
 }
 
