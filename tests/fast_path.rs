@@ -2,28 +2,26 @@
 //! frame reads in [`addrprobe::unwind`].
 //!
 //! Every case runs in its own child process: the binary re-executes itself with
-//! `ADDRPROBE_FAST_PATH_CASE=<name>` (this target has `harness = false`, so the case runs on
-//! the child's main thread, which some cases need). Cases install signal handlers, a seccomp
+//! `ADDRPROBE_CHILD=<name>` (`support::harness_main`; this target has `harness = false`, so the
+//! case runs on the child's main thread, which some cases need). Cases install signal handlers, a seccomp
 //! filter, alternate stacks and coroutine stacks; a crash of the child is a failure, reported
 //! with its signal, and no case can take the test binary down. Each child is killed after 15 s.
 //!
 //! Usage: `cargo test --test fast_path [-- NAME_SUBSTRING...]`.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use addrprobe::Backend;
 use addrprobe::Prober;
 use addrprobe::stack_bounds::{StackBounds, StackKind, current_sp};
 use addrprobe::unwind::{Frame, ReadStats, Regs, Start, Stop, Unwinder, Walk};
 
-const CASE_ENV: &str = "ADDRPROBE_FAST_PATH_CASE";
 const TIMEOUT: Duration = Duration::from_secs(15);
 const WORD: usize = core::mem::size_of::<usize>();
 
-type Case = (&'static str, fn());
-
-const CASES: &[Case] = &[
+const CASES: &[support::Case] = &[
     (
         "main_thread_bounds_are_the_mapped_stack",
         main_thread_bounds,
@@ -61,97 +59,7 @@ const CASES: &[Case] = &[
 ];
 
 fn main() {
-    if let Ok(name) = std::env::var(CASE_ENV) {
-        let case = CASES.iter().find(|(n, _)| *n == name);
-        match case {
-            Some((_, f)) => {
-                f();
-                std::process::exit(0);
-            }
-            None => {
-                eprintln!("unknown case {name:?}");
-                std::process::exit(2);
-            }
-        }
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in CASES {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let exe = std::env::current_exe().expect("current_exe");
-    let chosen: Vec<&Case> = CASES
-        .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
-        .collect();
-    let total = chosen.len();
-    println!("\nrunning {total} tests (each in a child process)");
-    let mut failed = Vec::new();
-    for (name, _) in chosen {
-        let (ok, detail) = run_child(&exe, name);
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push((name, detail));
-        }
-    }
-    for (name, detail) in &failed {
-        println!("\n---- {name} ----\n{detail}");
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        total - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
-}
-
-/// Runs one case in a child process; kills it after [`TIMEOUT`].
-fn run_child(exe: &std::path::Path, name: &str) -> (bool, String) {
-    let mut child = Command::new(exe)
-        .env(CASE_ENV, name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the test binary");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if start.elapsed() > TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let out = child.wait_with_output().map(|o| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    let out = out.unwrap_or_default();
-    match status {
-        None => (false, format!("timed out after {TIMEOUT:?}\n{out}")),
-        Some(s) if s.success() => (true, out),
-        Some(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            let why = match s.signal() {
-                Some(sig) => format!("child killed by signal {sig}"),
-                None => format!("child exited with {s}"),
-            };
-            (false, format!("{why}\n{out}"))
-        }
-    }
+    support::harness_main(CASES, TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@
 //! the argument would land: at the lowest address `RLIMIT_STACK` lets the main stack grow to,
 //! and at the bottom (dead part) of a spawned thread's registered stack.
 //!
-//! Every case runs in a child process (`support::run_child`): they change rlimits, map pages
+//! Every case runs in a child process (`support::harness_main`): they change rlimits, map pages
 //! below the stack and may crash. This target has `harness = false`, so a case runs on the
 //! child's main thread, which the main-thread cases need.
 //!
@@ -32,9 +32,7 @@ use addrprobe::{Backend, Prober};
 
 const WORD: usize = core::mem::size_of::<usize>();
 
-type Case = (&'static str, fn());
-
-const CASES: &[Case] = &[
+const CASES: &[support::Case] = &[
     (
         "main_thread_made_up_sp_never_grows_the_stack",
         main_thread_made_up,
@@ -58,54 +56,7 @@ const CASES: &[Case] = &[
 ];
 
 fn main() {
-    for (name, f) in CASES {
-        if support::is_child(name) {
-            f();
-            std::process::exit(0);
-        }
-    }
-    if let Ok(name) = std::env::var(support::CHILD_ENV) {
-        eprintln!("unknown case {name:?}");
-        std::process::exit(2);
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in CASES {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let chosen: Vec<&Case> = CASES
-        .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests (each in a child process)", chosen.len());
-    let mut failed = Vec::new();
-    for (name, _) in &chosen {
-        let r = support::run_child(name);
-        let ok = r.status.success();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            let why = match r.signal() {
-                Some(sig) => format!("child killed by signal {sig}"),
-                None => format!("child exited with {}", r.status),
-            };
-            failed.push((name, format!("{why}\n{}{}", r.stdout, r.stderr)));
-        }
-    }
-    for (name, detail) in &failed {
-        println!("\n---- {name} ----\n{detail}");
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        chosen.len() - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    support::harness_main(CASES, std::time::Duration::from_secs(14));
 }
 
 // ---------------------------------------------------------------------------------------------
