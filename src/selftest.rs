@@ -12,7 +12,7 @@
 //! that moment the page is no longer the self-test's: another thread's `mmap` may get it.
 //! So the mapping's record shrinks when the page is unmapped, and the cleanup unmaps only the
 //! pages the self-test still owns. The fixtures are placed in a quiet part of the address
-//! space ([`crate::sys::mmap_quiet`]) where other threads' `mmap`s do not land, but that part
+//! space ([`mmap_quiet`]) where other threads' `mmap`s do not land, but that part
 //! may already be taken (by ASan's shadow memory, a JVM heap), and then the kernel places them
 //! next to everybody else's mappings.
 //!
@@ -49,7 +49,7 @@ struct Owned {
 
 impl Owned {
     fn map(len: usize, prot: i32, flags: i32, fd: i32) -> Option<Owned> {
-        let addr = crate::sys::mmap_quiet(len, prot, flags, fd)?;
+        let addr = mmap_quiet(len, prot, flags, fd)?;
         Some(Owned { addr, len, fd })
     }
 
@@ -251,4 +251,44 @@ pub(crate) fn run(prober: &Prober) -> Result<(), Error> {
         expected: false,
         got: true,
     })
+}
+
+/// Maps `len` bytes in a quiet part of the address space: below the program, where the
+/// kernel's top-down `mmap` allocator does not reach while there is room above. A page that a
+/// fixture or self-test unmaps there stays a hole even while other threads call `mmap`, so the
+/// constructed truth "unmapped" cannot be invalidated by a concurrent allocation. Falls back to
+/// a kernel-chosen address. Not a probe path.
+fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> Option<usize> {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    // 16 GiB upward in 64 MiB steps; the cursor spreads concurrent callers apart.
+    static CURSOR: AtomicUsize = AtomicUsize::new(0);
+    const BASE: usize = 0x4_0000_0000;
+    const STEP: usize = 64 << 20;
+    for _ in 0..64 {
+        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % 1024;
+        let hint = BASE + slot * STEP;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        if p as usize == hint {
+            return Some(hint);
+        }
+        // Kernels before 4.17 treat the flag as a hint: not what we asked for.
+        // SAFETY: unmapping the mapping we just made.
+        unsafe { libc::munmap(p, len) };
+    }
+    // SAFETY: a fresh mapping at a kernel-chosen address.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
+    (p != libc::MAP_FAILED).then_some(p as usize)
 }

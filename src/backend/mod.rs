@@ -18,6 +18,7 @@ mod dev_null;
 mod mincore;
 mod msync;
 pub(crate) mod pipe;
+pub(crate) mod process;
 mod process_vm_readv;
 mod procmap_query;
 mod signal_guard;
@@ -140,7 +141,7 @@ impl Technique for sigprocmask::SigprocMask {
     }
 }
 
-/// `process_vm_readv` needs no state (the pid is kept current across `fork` by `sys`).
+/// `process_vm_readv` needs no state (the pid is kept current across `fork` by `process`).
 #[derive(Debug)]
 pub(crate) struct ProcessVmReadv;
 
@@ -245,7 +246,7 @@ fn batches_pages<T: Technique>(_: &T) -> bool {
 
 impl State {
     pub(crate) fn open(backend: Backend) -> Result<State, Error> {
-        crate::sys::init();
+        process::init();
         Ok(match backend {
             Backend::Msync => State::Msync(Msync),
             Backend::Mincore => State::Mincore(Mincore),
