@@ -1,4 +1,5 @@
-//! The self-test that [`Prober::new`](crate::Prober::new) runs before handing out a prober.
+//! The self-test that `Prober::new` runs before handing out a prober. It probes through the
+//! prober's `check`, handed in as a function, so that it needs nothing above the backends.
 //!
 //! It builds four pages itself — a readable anonymous page, a `PROT_NONE` page, an unmapped
 //! page, and a `MAP_SHARED` page beyond the end of a one-page memfd (or temp file) — and
@@ -28,7 +29,7 @@
 //! `vm.mmap_min_addr` on every common configuration, where the kernel never places a mapping
 //! it chooses itself.
 
-use crate::Prober;
+use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::guarantee::Guarantee;
 
@@ -145,7 +146,11 @@ enum Outcome {
 
 const UNMAPPED: &str = "an unmapped page";
 
-fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
+fn attempt(
+    backend: Backend,
+    check: &impl Fn(usize, usize) -> Result<bool, Error>,
+    own_hole: bool,
+) -> Outcome {
     let ps = crate::range::page_size();
     let Some(mut anon) = Owned::map(
         3 * ps,
@@ -195,11 +200,11 @@ fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
         n = 4;
     }
     for &(fixture, at, mapped, region, readable) in &cases[..n] {
-        let got = match prober.check(at, 8) {
+        let got = match check(at, 8) {
             Ok(got) => got,
             Err(e) => return Outcome::Failed(e),
         };
-        let expected = match prober.guarantee() {
+        let expected = match backend.guarantee() {
             Guarantee::Mapped => mapped,
             Guarantee::RegionReadable => region,
             Guarantee::Readable => readable,
@@ -216,7 +221,7 @@ fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
             };
         }
         return Outcome::Failed(Error::SelfTestFailed {
-            backend: prober.backend(),
+            backend,
             fixture,
             expected,
             got,
@@ -225,11 +230,16 @@ fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
     Outcome::Passed
 }
 
-/// Runs the self-test, repeating attempts whose hole another mapping took.
-pub(crate) fn run(prober: &Prober) -> Result<(), Error> {
+/// Runs the self-test of `backend`, probing through `check` (the prober's
+/// [`check`](crate::prober::Prober::check), which `Prober::new` passes in), and repeats the
+/// attempts whose hole another mapping took.
+pub(crate) fn run(
+    backend: Backend,
+    check: impl Fn(usize, usize) -> Result<bool, Error>,
+) -> Result<(), Error> {
     let mut lies = 0;
     for i in 0..ATTEMPTS {
-        match attempt(prober, i < OWN_HOLES) {
+        match attempt(backend, &check, i < OWN_HOLES) {
             Outcome::Passed => return Ok(()),
             Outcome::Failed(e) => return Err(e),
             Outcome::Lied => {
@@ -242,7 +252,7 @@ pub(crate) fn run(prober: &Prober) -> Result<(), Error> {
         }
     }
     Err(Error::SelfTestFailed {
-        backend: prober.backend(),
+        backend,
         fixture: if lies > 0 {
             UNMAPPED
         } else {

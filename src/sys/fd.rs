@@ -26,8 +26,9 @@
 //! **The identity check.** An application may close *any* descriptor (`close_range(3, ~0)` is
 //! common before `exec`). So every use of a held descriptor is preceded by an identity check:
 //! `fstat` must report the device and inode recorded when the crate opened it. A mismatch, or
-//! `EBADF`, makes the probe return [`Error::Unavailable`](crate::error::Error::Unavailable) instead of
-//! touching the file, and the crate never closes a number that no longer holds its own file.
+//! `EBADF`, makes the probe return
+//! [`Error::Unavailable`](crate::error::Error::Unavailable) instead of touching the file, and
+//! the crate never closes a number that no longer holds its own file.
 //! The check costs one `fstat` per probe call (not per page); the benchmarks report it.
 //!
 //! **The window that remains.** The check and the use are two syscalls. If another thread

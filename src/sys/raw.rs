@@ -8,7 +8,7 @@
 //! Each wrapper hands the kernel integers, a NUL-terminated `&CStr`, or a pointer to a local of
 //! its own that the kernel writes at most one value of that type into. None of them reads or
 //! writes memory the caller can name, so each is sound for every argument as far as memory is
-//! concerned: a number that is no descriptor gives `EBADF`. [`close`] and [`dup3`] act on
+//! concerned: a number that is no descriptor gives `EBADF`. [`close`] and [`dup3_cloexec`] act on
 //! whatever file a number holds: the crate calls them only on numbers that hold its own file
 //! (the callers verify that first; see [`super::fd`]).
 
