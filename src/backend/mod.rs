@@ -9,6 +9,9 @@
 //! `check()` answers for a validated [`PageRange`], and the
 //! [`Readable`](crate::Guarantee::Readable) ones have a race-free `read()`. Probe functions
 //! never allocate, never lock and are async-signal-safe.
+//!
+//! [`process`] holds what the backends keep per process: the page that tells a new process
+//! (`fork`, `_Fork`, `clone`) from its parent, and the process-wide descriptors they hold.
 
 use crate::backend_kind::Backend;
 use crate::error::Error;
