@@ -18,9 +18,18 @@
 //! syscall) is skipped, so `auto()` still works under `process_vm_readv`-blocking seccomp
 //! policies or with no free descriptors.
 
-use crate::Prober;
 use crate::backend_kind::Backend;
 use crate::error::Error;
+use crate::prober::Prober;
+
+impl Prober {
+    /// The fastest backend with [`Guarantee::Readable`](crate::guarantee::Guarantee::Readable) that passes its self-test here and can
+    /// also [`read`](Self::read), without installing a signal handler. See [`AutoOptions`] for the order and to allow
+    /// [`Backend::SignalGuard`].
+    pub fn auto() -> Result<Prober, Error> {
+        AutoOptions::new().build()
+    }
+}
 
 /// Options for [`Prober::auto`]-style selection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

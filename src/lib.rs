@@ -143,6 +143,7 @@ mod backend_kind;
 pub mod batch;
 mod error;
 mod guarantee;
+mod prober;
 pub mod range;
 mod selftest;
 pub mod stack_bounds;
@@ -155,103 +156,7 @@ pub use auto::AutoOptions;
 pub use backend_kind::Backend;
 pub use error::{Error, UnknownBackend};
 pub use guarantee::Guarantee;
-
-/// A self-tested probing backend. `Send + Sync`; share one per process (e.g. in a
-/// `static OnceLock<Prober>`) and call it from any thread or signal handler.
-///
-/// Dropping the last `Prober` of a descriptor-holding backend closes the crate's descriptors.
-/// A [`Backend::SignalGuard`] handler, once installed, stays installed for the life of the
-/// process (it chains every fault that is not a probe's to the previous disposition).
-#[derive(Debug)]
-pub struct Prober {
-    state: backend::State,
-}
-
-impl Prober {
-    /// Creates a prober for `backend` and proves it on this machine: it probes a readable
-    /// page, a `PROT_NONE` page, an unmapped page and a `MAP_SHARED` page beyond the end of
-    /// its file, all of which it makes, and returns [`Error::SelfTestFailed`] if an answer
-    /// contradicts the backend's guarantee ([`Backend::DevNull`], being
-    /// [`Guarantee::Unsound`], is only checked for availability).
-    ///
-    /// [`Backend::SignalGuard`] installs its SIGSEGV/SIGBUS handler here (once per process).
-    pub fn new(backend: Backend) -> Result<Prober, Error> {
-        crate::range::page_size();
-        let prober = Prober {
-            state: backend::State::open(backend)?,
-        };
-        selftest::run(&prober)?;
-        Ok(prober)
-    }
-
-    /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here and can
-    /// also [`read`](Self::read), without installing a signal handler. See [`AutoOptions`] for the order and to allow
-    /// [`Backend::SignalGuard`].
-    pub fn auto() -> Result<Prober, Error> {
-        AutoOptions::new().build()
-    }
-
-    /// The backend this prober uses.
-    pub fn backend(&self) -> Backend {
-        self.state.backend()
-    }
-
-    /// What an `Ok(true)` from [`check`](Self::check) proves.
-    pub fn guarantee(&self) -> Guarantee {
-        self.backend().guarantee()
-    }
-
-    /// Whether [`read`](Self::read) can copy bytes with this prober: the guarantee is
-    /// [`Guarantee::Readable`] and what the copy needs is there (`SigprocMask` copies through
-    /// the pipe pool, which may have failed to open when no descriptor was free).
-    pub fn supports_read(&self) -> bool {
-        self.guarantee() == Guarantee::Readable && self.state.can_read()
-    }
-
-    /// Probes `[addr, addr + len)`. `Ok(true)` proves what [`guarantee`](Self::guarantee)
-    /// says for every byte; `Ok(false)` means some page is not so.
-    ///
-    /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
-    #[inline]
-    pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
-        match range::classify(addr, len, range::page_size())? {
-            range::Classified::Empty => Ok(true),
-            range::Classified::OutsideUserSpace => Ok(false),
-            range::Classified::Probe(r) => self.state.check(&r),
-        }
-    }
-
-    /// Copies `dst.len()` bytes from `addr` into `dst` if, and only if, all of them are
-    /// readable; `Ok(false)` means some byte was not (the contents of `dst` are then
-    /// unspecified). The copy is race-free: it is done by the kernel or by guarded loads, never
-    /// by a check followed by a plain load.
-    ///
-    /// Only backends with [`Guarantee::Readable`] can read; the others return
-    /// [`Error::Unsupported`]. Async-signal-safe, allocation-free and lock-free; `errno` is
-    /// preserved.
-    #[inline]
-    pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
-        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
-        if self.guarantee() != Guarantee::Readable {
-            return Err(Error::Unsupported {
-                backend: self.backend(),
-                operation: "read: only backends with the `readable` guarantee copy bytes; a check followed by a load could crash",
-            });
-        }
-        match range::classify(addr, dst.len(), range::page_size())? {
-            range::Classified::Empty => Ok(true),
-            range::Classified::OutsideUserSpace => Ok(false),
-            range::Classified::Probe(r) => self.state.read(&r, dst),
-        }
-    }
-}
-
-// The probe state is made of atomics and plain integers only.
-const _: () = {
-    const fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Prober>();
-};
+pub use prober::Prober;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

@@ -5,13 +5,13 @@
 /// Makes this process notice new processes with `getpid`, as on kernels without
 /// `MADV_WIPEONFORK`. Takes effect only if called before the first `Prober` is created.
 pub fn use_getpid_fallback() {
-    crate::sys::FORCE_FALLBACK.store(true, core::sync::atomic::Ordering::Relaxed);
+    crate::backend::process::FORCE_FALLBACK.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
 /// Whether the kernel zeroes the crate's per-process page in child processes
 /// (`MADV_WIPEONFORK` accepted); meaningful once a `Prober` exists.
 pub fn wipes_on_fork() -> bool {
-    crate::sys::wipes_on_fork()
+    crate::backend::process::wipes_on_fork()
 }
 
 #[cfg(test)]

@@ -11,13 +11,14 @@
 //! The backend passes one byte per page to the kernel, [`IOVECS`] one-byte iovecs per
 //! `writev` (the probe points of the other backends). The answer is the same as for a write of
 //! the whole range, since the kernel reads none of it; but if the descriptor is replaced by
-//! another file between the identity check and the `writev` (see `sys`), that file receives
+//! another file between the identity check and the `writev` (see `sys::fd`), that file receives
 //! at most one byte per page instead of the whole range.
 
+use super::process::DEV_NULL;
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
-use crate::sys::{self, DEV_NULL, FD_REPLACED};
+use crate::sys::{self, FD_REPLACED};
 
 /// One-byte iovecs per `writev`: 64 pages per syscall, a 1 KiB array on the stack.
 pub const IOVECS: usize = 64;

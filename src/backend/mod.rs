@@ -9,6 +9,9 @@
 //! `check()` answers for a validated [`PageRange`], and the
 //! [`Readable`](crate::Guarantee::Readable) ones have a race-free `read()`. Probe functions
 //! never allocate, never lock and are async-signal-safe.
+//!
+//! [`process`] holds what the backends keep per process: the page that tells a new process
+//! (`fork`, `_Fork`, `clone`) from its parent, and the process-wide descriptors they hold.
 
 use crate::backend_kind::Backend;
 use crate::error::Error;
@@ -18,6 +21,7 @@ mod dev_null;
 mod mincore;
 mod msync;
 pub(crate) mod pipe;
+pub(crate) mod process;
 mod process_vm_readv;
 mod procmap_query;
 mod signal_guard;
@@ -140,7 +144,7 @@ impl Technique for sigprocmask::SigprocMask {
     }
 }
 
-/// `process_vm_readv` needs no state (the pid is kept current across `fork` by `sys`).
+/// `process_vm_readv` needs no state (the pid is kept current across `fork` by `process`).
 #[derive(Debug)]
 pub(crate) struct ProcessVmReadv;
 
@@ -245,7 +249,7 @@ fn batches_pages<T: Technique>(_: &T) -> bool {
 
 impl State {
     pub(crate) fn open(backend: Backend) -> Result<State, Error> {
-        crate::sys::init();
+        process::init();
         Ok(match backend {
             Backend::Msync => State::Msync(Msync),
             Backend::Mincore => State::Mincore(Mincore),

@@ -20,12 +20,12 @@
 //!
 //! Each pooled pipe is one descriptor opened `O_RDWR` through `/proc/self/fd` (a pipe opened
 //! like a FIFO), moved above the lowest free numbers, so one `fstat` verifies it before use
-//! (see the crate's descriptor rules in `sys`); without `/proc` the slot keeps both ends and
+//! (see the crate's descriptor rules in `sys::fd`); without `/proc` the slot keeps both ends and
 //! verifies both. `read_out` asks for one byte more than the probe wrote: a pipe holding more
 //! than that held someone else's bytes, which are drained and the answer dropped.
 //!
 //! Whether a slot is free, taken, or not yet this process's is its word in the per-process
-//! page (`sys::ProcPage`), which the kernel zeroes in every child (`MADV_WIPEONFORK`). The first
+//! page (`process::ProcPage`), which the kernel zeroes in every child (`MADV_WIPEONFORK`). The first
 //! probe in a child made by `fork`, `_Fork` or `clone` finds the words zeroed (stale), puts fresh
 //! pipes under the inherited numbers (`dup3`) before it uses one, and does the same for the
 //! other stale slots, so parent and child never share a pipe; no `pthread_atfork` handler is
@@ -41,16 +41,17 @@
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::process::{self, BUSY, FREE, NOT_CURRENT, PROCESS_CHANGED, Proc, STALE};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
-use crate::sys::{self, BUSY, FD_REPLACED, FREE, NOT_CURRENT, PROCESS_CHANGED, Proc, STALE};
+use crate::sys::{self, FD_REPLACED};
 
 /// Pipes in the process-wide pool.
 pub const SLOTS: usize = 4;
 
 /// A pooled pipe's descriptors and identity. Whether it is this process's and who uses it is
-/// in the slot's word of the per-process page (`sys::ProcPage::slots`).
+/// in the slot's word of the per-process page (`process::ProcPage::slots`).
 struct Slot {
     /// Read end; equal to `wfd` when the slot holds one `O_RDWR` descriptor.
     rfd: AtomicI32,
@@ -212,9 +213,9 @@ pub struct PipeUser(());
 
 impl PipeUser {
     pub(crate) fn open(backend: Backend) -> Result<PipeUser, Error> {
-        sys::init();
+        process::init();
         let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        let proc = sys::current_waiting().ok_or(Error::Unavailable {
+        let proc = process::current_waiting().ok_or(Error::Unavailable {
             backend,
             errno: None,
             reason: NOT_CURRENT,
@@ -274,7 +275,7 @@ impl Drop for PipeUser {
         let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
         *users = users.saturating_sub(1);
         if *users == 0
-            && let Some(proc) = sys::current_waiting()
+            && let Some(proc) = process::current_waiting()
         {
             empty_all(&proc);
         }
@@ -308,7 +309,7 @@ fn with_pipe<R>(
     backend: Backend,
     f: impl FnOnce(Fds, &dyn Fn() -> Result<(), i32>) -> Result<R, Error>,
 ) -> Result<R, Error> {
-    let proc = sys::current().ok_or(Error::Unavailable {
+    let proc = process::current().ok_or(Error::Unavailable {
         backend,
         errno: None,
         reason: NOT_CURRENT,

@@ -11,16 +11,17 @@
 //! One call carries up to [`IOVECS`] one-byte iovecs, one per page; a 256-page range takes 4
 //! calls. The iovec arrays live on the stack (1 KiB).
 //!
-//! The pid is this process's, taken from the per-process page (`sys::current`): a child made
+//! The pid is this process's, taken from the per-process page (`process::current`): a child made
 //! by `fork`, `_Fork` or `clone` finds that page zeroed by the kernel (`MADV_WIPEONFORK`) and
 //! looks its own pid up before its first probe, so it never reads its parent. An answer is
 //! dropped (`Unavailable`) if the process changed while the probe ran. Without
 //! `MADV_WIPEONFORK` (kernels before 4.14) every probe calls `getpid` twice instead.
 
+use super::process::{self, NOT_CURRENT, PROCESS_CHANGED, Proc};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
-use crate::sys::{self, NOT_CURRENT, PROCESS_CHANGED, Proc};
+use crate::sys;
 
 /// Remote iovecs per `process_vm_readv` call.
 pub const IOVECS: usize = 64;
@@ -33,7 +34,7 @@ const EMPTY_IOV: libc::iovec = libc::iovec {
 /// This process, or `Unavailable` (no `Prober` yet, or a new process being set up).
 #[inline]
 fn this_process() -> Result<Proc, Error> {
-    sys::current().ok_or(Error::Unavailable {
+    process::current().ok_or(Error::Unavailable {
         backend: Backend::ProcessVmReadv,
         errno: None,
         reason: NOT_CURRENT,

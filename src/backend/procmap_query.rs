@@ -11,14 +11,15 @@
 //! Kernels before 6.11 answer `ENOTTY`: the backend is then unavailable, never "unreadable".
 //! The descriptor is `/proc/self/maps`, opened once per process. An inherited one keeps
 //! describing the parent's address space, so the first probe in a new process (`fork`,
-//! `_Fork`, `clone`; noticed through the per-process page, see `sys`) opens the child's own
+//! `_Fork`, `clone`; noticed through the per-process page, see `process`) opens the child's own
 //! and puts it under the same number; other threads' probes answer `Unavailable` meanwhile.
 //! An answer is dropped if the process changed while the probe ran.
 
+use super::process::{self, NOT_CURRENT, PROC_MAPS, PROCESS_CHANGED};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
-use crate::sys::{self, FD_REPLACED, NOT_CURRENT, PROC_MAPS, PROCESS_CHANGED};
+use crate::sys::{self, FD_REPLACED};
 use linux_raw_sys::general::{procmap_query, procmap_query_flags};
 
 /// `_IOWR('f', 17, struct procmap_query)` from `include/uapi/linux/fs.h`.
@@ -49,7 +50,7 @@ impl ProcMaps {
             errno: (reason == FD_REPLACED).then_some(libc::EBADF),
             reason,
         };
-        let proc = sys::current().ok_or(unavailable(NOT_CURRENT))?;
+        let proc = process::current().ok_or(unavailable(NOT_CURRENT))?;
         let fd = PROC_MAPS.for_probe(&proc).map_err(unavailable)?;
         let answer = Self::walk(fd, r);
         if !proc.still_current() {

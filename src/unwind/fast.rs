@@ -18,9 +18,11 @@
 use core::mem::MaybeUninit;
 
 use super::{Frame, Unwinder, WORD, Walk, walk_chain};
+use crate::backend_kind::Backend;
 use crate::batch;
+use crate::error::Error;
+use crate::prober::Prober;
 use crate::stack_bounds::{FrameWindow, StackBounds};
-use crate::{Backend, Error, Prober};
 
 /// The largest batch window [`Unwinder::with_batch_window`] accepts (it lives on the walking
 /// thread's stack, which may be a small sigaltstack).

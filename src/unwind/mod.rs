@@ -50,7 +50,9 @@
 
 use core::mem::size_of;
 
-use crate::{Error, Guarantee, Prober};
+use crate::error::Error;
+use crate::guarantee::Guarantee;
+use crate::prober::Prober;
 
 mod fast;
 pub use fast::{MAX_BATCH_WINDOW, ReadStats};
@@ -521,7 +523,7 @@ pub unsafe fn regs_from_ucontext(uc: *const libc::c_void) -> Option<Regs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::backend_kind::Backend;
 
     fn readable_probers() -> Vec<Prober> {
         [Backend::Pipe, Backend::SigprocMask, Backend::ProcessVmReadv]

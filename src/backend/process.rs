@@ -1,51 +1,12 @@
-//! Small async-signal-safe helpers over raw syscalls: `errno` preservation, syscall result
-//! decoding, the process-wide descriptors that some backends hold, and the per-process page
-//! that tells a child process from its parent.
+//! What must be this process's own, and the process-wide descriptors the backends hold.
 //!
-//! # Descriptors the crate holds
-//!
-//! Three backends need a file descriptor: `DevNull` (`/dev/null`), `Pipe` (a pool of four
-//! pipes) and `ProcmapQuery` (`/proc/self/maps`); `SigprocMask` also uses the pipe pool, for
-//! `read` only. They are process-wide, opened with `O_CLOEXEC`, reference-counted by the
-//! [`Prober`](crate::Prober)s that use them and closed when the last one is dropped.
-//!
-//! **Where they sit.** Each is moved, right after it is opened, to the lowest free number at
-//! or above `min(1024, RLIMIT_NOFILE - 16)` (`F_DUPFD_CLOEXEC`, then the original, which is
-//! the crate's, is closed): at 1024 or above when the soft limit exceeds 1040 (then `select`'s
-//! `FD_SETSIZE` range is left to the application), in the top 16 numbers the limit allows
-//! below that (from 1008 up with the common limit of 1024). Where the limit is below 19, or no
-//! number is free there, the descriptor stays where `open` put it. The pipes that a probe
-//! makes for itself when all four pooled ones are busy are not moved: they live for one probe
-//! and moving them would cost two syscalls more. Because `open`, `pipe`, `socket`, `dup` and
-//! `accept` return the lowest free number, an application's new descriptor lands on a number
-//! the crate uses only if every number below it is in use, or if the application names the
-//! number itself (`dup2`, `dup3`, `F_DUPFD` with a high minimum).
-//!
-//! **The identity check.** An application may close *any* descriptor (`close_range(3, ~0)` is
-//! common before `exec`). So every use of a held descriptor is preceded by an identity check:
-//! `fstat` must report the device and inode recorded when the crate opened it. A mismatch, or
-//! `EBADF`, makes the probe return [`Error::Unavailable`](crate::Error::Unavailable) instead of
-//! touching the file, and the crate never closes a number that no longer holds its own file.
-//! The check costs one `fstat` per probe call (not per page); the benchmarks report it.
-//!
-//! **The window that remains.** The check and the use are two syscalls. If another thread
-//! closes the crate's number and puts a file of its own there (by one of the two routes above)
-//! after the `fstat` and before the probe's last syscall on that number, the probe uses the
-//! application's file:
-//! - `dev-null` passes one byte per probed page (the probe point, a byte of the probed memory)
-//!   to the file: up to 64 per `writev`, at most one per page of the range in all.
-//! - `pipe` `check`: the same one byte per page is written to the file, and up to as many
-//!   bytes are read from it (consumed, and the file offset moved).
-//! - `pipe` and `sigprocmask` `read`: the whole probed range is written to the file, and up to
-//!   as many bytes are read from it; if exactly that many come back, the read answers `Ok(true)`
-//!   with the file's bytes. A pooled pipe found holding more bytes than the probe wrote (what a
-//!   lost race leaves behind) is drained and the answer dropped (`Unavailable`).
-//! - `procmap-query`: one `ioctl` with `PROCMAP_QUERY`'s number on the file (other file types
-//!   answer `ENOTTY`, which is reported as `Unavailable`).
-//!
-//! An application that itself opens `/dev/null` or `/proc/self/maps` at the very number the
-//! crate held cannot be told apart by the check: `DevNull` then writes into that `/dev/null`
-//! (which discards everything) and `ProcmapQuery` queries through it.
+//! - The per-process page ([`ProcPage`], [`current`], [`Proc`]): tells a new process (a child
+//!   made by `fork`, `_Fork` or `clone`) from the one that set the state up. It holds the
+//!   state words of the pipe pool (`backend::pipe`) and of `/proc/self/maps`.
+//! - [`HeldFd`]: a [`SharedFd`] counted by the `Prober`s that use it, and, for a file that
+//!   describes the process that opened it, replaced by a new process before its first use
+//!   ([`DEV_NULL`], [`PROC_MAPS`]). Where the descriptors sit and how each use is verified is
+//!   in [`crate::sys::fd`].
 //!
 //! # New processes
 //!
@@ -80,143 +41,12 @@
 //! (`vfork`, `clone` with `CLONE_VM`) share the page too and are not told apart from the
 //! parent: probing from them is not supported.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 
-/// Saves `errno` when created and restores it when dropped, so that every probe leaves the
-/// caller's `errno` as it found it (a signal handler that clobbers `errno` breaks the code it
-/// interrupted).
-pub(crate) struct ErrnoGuard(i32);
-
-impl ErrnoGuard {
-    #[inline(always)]
-    pub(crate) fn new() -> Self {
-        // SAFETY: __errno_location returns a valid pointer to this thread's errno.
-        Self(unsafe { *libc::__errno_location() })
-    }
-}
-
-impl Drop for ErrnoGuard {
-    #[inline(always)]
-    fn drop(&mut self) {
-        // SAFETY: as in `new`; writing this thread's own errno is always allowed.
-        unsafe { *libc::__errno_location() = self.0 }
-    }
-}
-
-/// The `errno` of the last failed libc call on this thread.
-#[inline(always)]
-pub(crate) fn last_errno() -> i32 {
-    // SAFETY: __errno_location returns a valid pointer to this thread's errno.
-    unsafe { *libc::__errno_location() }
-}
-
-/// Decodes a `libc::syscall`-style return: `-1` means "see errno".
-#[inline(always)]
-pub(crate) fn check(ret: libc::c_long) -> Result<libc::c_long, i32> {
-    if ret == -1 {
-        Err(last_errno())
-    } else {
-        Ok(ret)
-    }
-}
-
-/// `(st_dev, st_ino)` of a descriptor, or the errno of `fstat`.
-#[inline]
-pub(crate) fn identity(fd: i32) -> Result<(u64, u64), i32> {
-    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
-    // The raw syscall: glibc's fstat goes through fstatat(fd, "", AT_EMPTY_PATH), which costs
-    // an extra path lookup on older kernels. x86_64's kernel `struct stat` is libc's.
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: fstat writes at most one `struct stat` into the buffer we pass.
-    let ret = unsafe { libc::syscall(libc::SYS_fstat, fd, st.as_mut_ptr()) };
-    #[cfg(not(target_arch = "x86_64"))]
-    // SAFETY: fstat writes at most one `struct stat` into the buffer we pass.
-    let ret = unsafe { libc::fstat(fd, st.as_mut_ptr()) };
-    if ret != 0 {
-        return Err(last_errno());
-    }
-    // SAFETY: fstat succeeded, so it initialised the whole struct.
-    let st = unsafe { st.assume_init() };
-    Ok((st.st_dev, st.st_ino))
-}
-
-/// Closes `fd`, ignoring the result (the descriptor is gone either way on Linux).
-pub(crate) fn close(fd: i32) {
-    // SAFETY: closing a descriptor number has no memory-safety preconditions; callers only
-    // pass numbers they verified to hold the crate's own file.
-    unsafe { libc::close(fd) };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Descriptor numbers
-// ---------------------------------------------------------------------------------------------
-
-/// The crate's descriptors go to the lowest free number at or above
-/// `min(HIGH_FD, RLIMIT_NOFILE - TOP_MARGIN)`.
-pub(crate) const HIGH_FD: u64 = 1024;
-/// With a limit of `HIGH_FD + TOP_MARGIN` or less, the crate's descriptors go to the top
-/// `TOP_MARGIN` numbers the limit allows (the crate holds six at most).
-pub(crate) const TOP_MARGIN: u64 = 16;
-
-/// The lowest number the crate's long-lived descriptors may take, or `None` where the limit is
-/// too low to leave room (the descriptor then stays where `open` put it). One `prlimit64`.
-fn fd_floor() -> Option<i32> {
-    let mut lim = libc::rlimit64 {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: prlimit64 on this process (pid 0) only writes the old limit into `lim`.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_prlimit64,
-            0 as libc::c_long,
-            libc::RLIMIT_NOFILE as libc::c_long,
-            core::ptr::null::<libc::rlimit64>(),
-            &mut lim as *mut libc::rlimit64,
-        )
-    };
-    if ret != 0 {
-        return None;
-    }
-    let floor = HIGH_FD.min(lim.rlim_cur.saturating_sub(TOP_MARGIN));
-    (floor > 2).then_some(floor as i32)
-}
-
-/// Moves a descriptor the crate just opened to the lowest free number at or above
-/// [`fd_floor`] (`F_DUPFD_CLOEXEC`, then closes the original, which is ours) and returns its
-/// number; where there is no such number, the original. Async-signal-safe (raw syscalls).
-///
-/// An application's `open`, `pipe`, `socket`, `dup`... take the lowest free number, so they
-/// reach the crate's numbers only once every number below is in use: a number the
-/// application closes by mistake (a double `close`, `close_range` in a thread) is not handed
-/// back to the application's next `open` while it has fewer than about 1,000 descriptors.
-pub(crate) fn move_high(fd: i32) -> i32 {
-    let Some(floor) = fd_floor() else {
-        return fd;
-    };
-    if fd >= floor {
-        return fd;
-    }
-    // SAFETY: F_DUPFD_CLOEXEC duplicates our own descriptor; no memory is involved.
-    let high = unsafe {
-        libc::syscall(
-            libc::SYS_fcntl,
-            fd as libc::c_long,
-            libc::F_DUPFD_CLOEXEC as libc::c_long,
-            floor as libc::c_long,
-        )
-    };
-    if high < 0 {
-        return fd;
-    }
-    close(fd);
-    high as i32
-}
-
-// ---------------------------------------------------------------------------------------------
-// The per-process page
-// ---------------------------------------------------------------------------------------------
+use super::pipe::SLOTS;
+use crate::sys::raw::getpid;
+use crate::sys::{FD_REPLACED, SharedFd, close};
 
 /// A slot or descriptor word of the [`ProcPage`]: what it guards is not this process's yet.
 /// Zero, so that a page the kernel wiped in a new process says so everywhere.
@@ -250,7 +80,7 @@ pub(crate) struct ProcPage {
     /// [`STALE`], [`REPAIRING`] or [`READY`].
     pub(crate) fds: [AtomicU32; 1],
     /// Per pipe-pool slot: [`STALE`], [`FREE`] or [`BUSY`].
-    pub(crate) slots: [AtomicU32; crate::backend::pipe::SLOTS],
+    pub(crate) slots: [AtomicU32; SLOTS],
 }
 
 impl ProcPage {
@@ -259,7 +89,7 @@ impl ProcPage {
             pid: AtomicI32::new(0),
             owner: AtomicI32::new(0),
             fds: [const { AtomicU32::new(STALE) }; 1],
-            slots: [const { AtomicU32::new(STALE) }; crate::backend::pipe::SLOTS],
+            slots: [const { AtomicU32::new(STALE) }; SLOTS],
         }
     }
 
@@ -327,13 +157,6 @@ pub(crate) fn init() {
 /// backends that keep per-process state calls `getpid`).
 pub(crate) fn wipes_on_fork() -> bool {
     WIPES.load(Ordering::Relaxed)
-}
-
-/// This process's pid, from the kernel.
-#[inline]
-fn getpid() -> i32 {
-    // SAFETY: getpid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_getpid) as i32 }
 }
 
 /// The per-process state of the calling process, with its pid. See [`current`].
@@ -472,53 +295,29 @@ fn lock_word(w: &AtomicU32) -> Option<u32> {
     None
 }
 
-// ---------------------------------------------------------------------------------------------
-// Process-wide descriptors
-// ---------------------------------------------------------------------------------------------
-
-/// One process-wide descriptor with the identity recorded when the crate opened it.
-pub(crate) struct SharedFd {
-    fd: AtomicI32,
-    dev: AtomicU64,
-    ino: AtomicU64,
+/// A process-wide descriptor held by the backends: a [`SharedFd`] with the number of
+/// `Prober`s that use it, and, for a file that describes the process that opened it
+/// (`/proc/self/maps`), the index of its word in [`ProcPage::fds`]: a new process replaces it
+/// before its first use there.
+pub(crate) struct HeldFd {
+    file: SharedFd,
     /// Counts the `Prober`s that use it. Never taken by a probe: after a fork from a
     /// multi-threaded parent, a parent thread may have held it, and it stays held in the child.
     users: Mutex<usize>,
-    path: &'static core::ffi::CStr,
-    flags: i32,
-    /// For a file that describes the process that opened it (`/proc/self/maps`): its index in
-    /// [`ProcPage::fds`]; a new process replaces it before its first use.
+    /// For a file that describes the process that opened it: its index in [`ProcPage::fds`].
     per_process: Option<usize>,
 }
 
-/// Why a held descriptor cannot be used right now.
-pub(crate) const FD_REPLACED: &str = "the application closed or replaced the descriptor this backend holds; nothing was read or written through it";
-
-impl SharedFd {
+impl HeldFd {
     pub(crate) const fn new(
         path: &'static core::ffi::CStr,
         flags: i32,
         per_process: Option<usize>,
     ) -> Self {
         Self {
-            fd: AtomicI32::new(-1),
-            dev: AtomicU64::new(0),
-            ino: AtomicU64::new(0),
+            file: SharedFd::new(path, flags),
             users: Mutex::new(0),
-            path,
-            flags,
             per_process,
-        }
-    }
-
-    /// Opens the file and moves it above the lowest free numbers. Async-signal-safe.
-    fn open_raw(&self) -> Result<i32, i32> {
-        // SAFETY: `path` is a NUL-terminated string; open has no other preconditions.
-        let fd = unsafe { libc::open(self.path.as_ptr(), self.flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            Err(last_errno())
-        } else {
-            Ok(move_high(fd))
         }
     }
 
@@ -563,22 +362,10 @@ impl SharedFd {
     /// Opens the file if there are no users or the number no longer holds it; `Ok(true)` if
     /// it opened one (which is then this process's own).
     fn acquire_locked(&self, users: usize) -> Result<bool, i32> {
-        if users != 0 && self.verified().is_some() {
+        if users != 0 && self.file.verified().is_some() {
             return Ok(false);
         }
-        let fd = self.open_raw()?;
-        let (dev, ino) = match identity(fd) {
-            Ok(id) => id,
-            Err(e) => {
-                close(fd);
-                return Err(e);
-            }
-        };
-        // A probe that loads the new number with the old identity (or the reverse) answers
-        // Unavailable; never a wrong file.
-        self.dev.store(dev, Ordering::Relaxed);
-        self.ino.store(ino, Ordering::Relaxed);
-        let old = self.fd.swap(fd, Ordering::AcqRel);
+        let old = self.file.open_fresh()?;
         // An old number that no longer holds our file is the application's: leave it.
         if old >= 0 && users == 0 {
             close(old);
@@ -593,10 +380,7 @@ impl SharedFd {
         if *users == 0 {
             let word = current_waiting().and_then(|p| self.word(&p));
             let locked = word.map(lock_word);
-            if let Some(fd) = self.verified() {
-                close(fd);
-            }
-            self.fd.store(-1, Ordering::Release);
+            self.file.close();
             if let (Some(w), Some(Some(_))) = (word, locked) {
                 w.store(STALE, Ordering::Release);
             }
@@ -606,19 +390,7 @@ impl SharedFd {
     /// The descriptor, if it still holds the crate's file. Async-signal-safe (one `fstat`).
     #[inline]
     pub(crate) fn verified(&self) -> Option<i32> {
-        let fd = self.fd.load(Ordering::Acquire);
-        if fd < 0 {
-            return None;
-        }
-        match identity(fd) {
-            Ok((dev, ino))
-                if dev == self.dev.load(Ordering::Relaxed)
-                    && ino == self.ino.load(Ordering::Relaxed) =>
-            {
-                Some(fd)
-            }
-            _ => None,
-        }
+        self.file.verified()
     }
 
     /// For a probe: the descriptor, if it holds the crate's file and (for a per-process file)
@@ -647,83 +419,16 @@ impl SharedFd {
         {
             return Err(NOT_CURRENT);
         }
-        let done = self.reopen();
+        let done = self.file.reopen();
         w.store(if done { READY } else { STALE }, Ordering::Release);
         if done { Ok(()) } else { Err(NOT_CURRENT) }
-    }
-
-    /// Opens the file anew; when the number still holds the crate's (inherited) file, the new
-    /// one replaces it under the same number, else it is kept under its own number. `false`
-    /// if it could not be opened (the inherited one is then closed: it answers for another
-    /// process).
-    fn reopen(&self) -> bool {
-        let old = self.verified();
-        let Ok(new) = self.open_raw() else {
-            if let Some(old) = old {
-                close(old);
-                self.fd.store(-1, Ordering::Release);
-            }
-            return false;
-        };
-        let Ok((dev, ino)) = identity(new) else {
-            close(new);
-            return false;
-        };
-        match old {
-            // SAFETY: dup3 atomically replaces `old` (which holds our own file) with `new`.
-            Some(old) if unsafe { libc::dup3(new, old, libc::O_CLOEXEC) } == old => close(new),
-            _ => self.fd.store(new, Ordering::Release),
-        }
-        self.dev.store(dev, Ordering::Relaxed);
-        self.ino.store(ino, Ordering::Relaxed);
-        true
     }
 }
 
 /// `/dev/null`, for the `DevNull` backend. A child may keep writing to its parent's: it
 /// discards everything either way.
-pub(crate) static DEV_NULL: SharedFd = SharedFd::new(c"/dev/null", libc::O_WRONLY, None);
+pub(crate) static DEV_NULL: HeldFd = HeldFd::new(c"/dev/null", libc::O_WRONLY, None);
 /// `/proc/self/maps`, for the `ProcmapQuery` backend. Replaced in every new process before
 /// its first use there.
-pub(crate) static PROC_MAPS: SharedFd =
-    SharedFd::new(c"/proc/self/maps", libc::O_RDONLY, Some(FD_PROC_MAPS));
-
-/// Maps `len` bytes in a quiet part of the address space: below the program, where the
-/// kernel's top-down `mmap` allocator does not reach while there is room above. A page that a
-/// fixture or self-test unmaps there stays a hole even while other threads call `mmap`, so the
-/// constructed truth "unmapped" cannot be invalidated by a concurrent allocation. Falls back to
-/// a kernel-chosen address. Not a probe path.
-pub(crate) fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> Option<usize> {
-    use core::sync::atomic::AtomicUsize;
-    // 16 GiB upward in 64 MiB steps; the cursor spreads concurrent callers apart.
-    static CURSOR: AtomicUsize = AtomicUsize::new(0);
-    const BASE: usize = 0x4_0000_0000;
-    const STEP: usize = 64 << 20;
-    for _ in 0..64 {
-        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % 1024;
-        let hint = BASE + slot * STEP;
-        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
-        let p = unsafe {
-            libc::mmap(
-                hint as *mut libc::c_void,
-                len,
-                prot,
-                flags | libc::MAP_FIXED_NOREPLACE,
-                fd,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            continue;
-        }
-        if p as usize == hint {
-            return Some(hint);
-        }
-        // Kernels before 4.17 treat the flag as a hint: not what we asked for.
-        // SAFETY: unmapping the mapping we just made.
-        unsafe { libc::munmap(p, len) };
-    }
-    // SAFETY: a fresh mapping at a kernel-chosen address.
-    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
-    (p != libc::MAP_FAILED).then_some(p as usize)
-}
+pub(crate) static PROC_MAPS: HeldFd =
+    HeldFd::new(c"/proc/self/maps", libc::O_RDONLY, Some(FD_PROC_MAPS));
