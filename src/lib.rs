@@ -125,6 +125,7 @@ pub mod batch;
 mod error;
 mod guarantee;
 pub mod range;
+pub mod reader;
 mod selftest;
 pub mod stack_bounds;
 mod sys;
