@@ -14,7 +14,7 @@
 //! | [`SigprocMask`](Backend::SigprocMask) | `rt_sigprocmask(~0, addr, NULL, 8)`: `EINVAL` = copied, `EFAULT` = not | the kernel could copy the bytes | [`Readable`](Guarantee::Readable) |
 //! | [`ProcessVmReadv`](Backend::ProcessVmReadv) | `process_vm_readv` on itself, one iovec per page | the kernel could copy the bytes (false negatives on write-only, exec-only, `VM_IO`/`VM_PFNMAP` and secretmem pages) | [`Readable`](Guarantee::Readable) |
 //! | [`SignalGuard`](Backend::SignalGuard) | one load at a known PC, SIGSEGV/SIGBUS handler jumps to a continuation | the CPU could load the bytes | [`Readable`](Guarantee::Readable) |
-//! | [`DevNull`](Backend::DevNull) | `write()` to `/dev/null` | nothing: the kernel never reads the buffer | [`Unsound`](Guarantee::Unsound) |
+//! | [`DevNull`](Backend::DevNull) | `writev()` of one byte per page to `/dev/null` | nothing: the kernel never reads the buffer | [`Unsound`](Guarantee::Unsound) |
 //!
 //! Every answer is a snapshot: another thread can unmap or `mprotect` the page right after.
 //! Use [`Prober::read`] with a [`Readable`](Guarantee::Readable) backend to copy the bytes
@@ -101,13 +101,32 @@
 //! - A SIGSEGV (SIGBUS) sent with `tgkill`/`pthread_kill` to a thread within the microseconds
 //!   between one of its `SignalGuard` probes' SIGSEGV (SIGBUS) faults and that fault's
 //!   delivery is merged with it by the kernel (standard signals do not queue) and lost.
-//! - Descriptors are identified by device and inode. If the application closes a descriptor
-//!   the crate holds, the backends that need it return [`Error::Unavailable`] (nothing is read,
-//!   written or closed through the reused number) until a new [`Prober`] opens a fresh one. An
-//!   application that itself opens `/dev/null` or `/proc/self/maps` at the very number the
-//!   crate held cannot be told apart: `DevNull` then writes into that `/dev/null` (which
-//!   discards everything) and `ProcmapQuery` issues its ioctl on that file (which neither reads
-//!   nor moves the file offset).
+//! - The crate's descriptors (`/dev/null`, `/proc/self/maps`, the pipe pool) sit at the lowest
+//!   free numbers at or above `min(1024, RLIMIT_NOFILE - 16)`, where an application's `open`
+//!   (lowest free number first) reaches them only when every number below is in use.
+//!   Before each use a descriptor is identified by device and inode (one `fstat`). If the
+//!   application closes or replaces it, the backends that need it return
+//!   [`Error::Unavailable`] (nothing is read, written or closed through the number) until a new
+//!   [`Prober`] opens a fresh one. The check and the use are separate syscalls: if another
+//!   thread closes the crate's number and puts its own file there in between (with `dup2`, or
+//!   once every lower number is taken), that probe uses the application's file: `DevNull`
+//!   writes one byte of the probed memory per page into it, `Pipe`'s `check` writes as many and
+//!   reads up to as many from it, and a `Pipe` or `SigprocMask` `read` writes the whole probed
+//!   range into it and may return the file's bytes as the copy. An application that itself
+//!   opens `/dev/null` or `/proc/self/maps` at the very number the crate held cannot be told
+//!   apart: `DevNull` then writes into that `/dev/null` (which discards everything) and
+//!   `ProcmapQuery` issues its ioctl on that file (which neither reads nor moves the file
+//!   offset). The `sys` module docs describe the window exactly.
+//! - A child process made by `fork()`, `_Fork()` or `clone` without `CLONE_VM` answers for its
+//!   own address space and shares no pipe with its parent, without a `pthread_atfork` handler:
+//!   the crate keeps its per-process state in a page mapped with `MADV_WIPEONFORK`, which the
+//!   kernel zeroes in every child, and the child's first probe replaces what it inherited
+//!   (another thread's probe answers `Unavailable` meanwhile). Without `MADV_WIPEONFORK`
+//!   (kernels before 4.14) the backends that keep per-process state call `getpid` on every
+//!   probe. Children that share memory with the parent (`vfork`, `CLONE_VM`) are not told
+//!   apart and must not probe. [`Prober::new`] and dropping a `Prober` take a lock, so in the
+//!   child of a multi-threaded parent (which may only call async-signal-safe functions) only
+//!   probes with probers made before the fork are allowed.
 //! - With no free descriptor (`RLIMIT_NOFILE` reached), `Pipe`, `DevNull` and `ProcmapQuery`
 //!   are unavailable, and `SigprocMask` checks but cannot `read` (it copies through the pipe
 //!   pool; [`Prober::supports_read`] says so). [`Prober::auto`] then returns
@@ -129,8 +148,8 @@ pub mod reader;
 mod selftest;
 pub mod stack_bounds;
 mod sys;
-#[cfg(test)]
-mod testing;
+#[doc(hidden)]
+pub mod testing;
 pub mod unwind;
 
 pub use auto::AutoOptions;

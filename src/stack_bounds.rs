@@ -78,7 +78,7 @@
 //! suspended while the handler runs. [`StackBounds::read_unchecked`],
 //! [`load_word_unchecked`](StackBounds::load_word_unchecked),
 //! [`frame_window_unchecked`](StackBounds::frame_window_unchecked) and
-//! [`Unwinder::walk_from_regs_unchecked`](crate::unwind::Unwinder::walk_from_regs_unchecked)
+//! [`Unwinder::walk_trusted`](crate::unwind::Unwinder::walk_trusted)
 //! take such a stack pointer on trust instead of reading the real one; their `# Safety`
 //! sections state the contract. Even they load only inside `[sp, hi)` with `lo <= sp`: the
 //! registered, mapped range, never below it.
@@ -94,10 +94,10 @@
 //!   and its own stack pointer, are outside `[lo, hi)`: every safe walk and read from the
 //!   handler probes. A walk from the interrupted context (the `ucontext`'s stack and frame
 //!   pointers) is back on the thread's stack and uses the fast path through
-//!   [`walk_from_regs_unchecked`](crate::unwind::Unwinder::walk_from_regs_unchecked). A
-//!   handler *without* `SA_ONSTACK` runs on the thread's stack, below the interrupted frames,
-//!   and the safe [`walk_from_regs`](crate::unwind::Unwinder::walk_from_regs) reads them
-//!   with the fast path.
+//!   [`walk_trusted`](crate::unwind::Unwinder::walk_trusted). A handler *without*
+//!   `SA_ONSTACK` runs on the thread's stack, below the interrupted frames, and the safe
+//!   [`walk`](crate::unwind::Unwinder::walk) from
+//!   [`Start::Regs`](crate::unwind::Start::Regs) reads them with the fast path.
 //! - **Coroutines and green threads** with their own stacks (`mmap`'d, heap-allocated):
 //!   frames on such a stack, and a stack pointer on it, are outside `[lo, hi)`, so they are
 //!   probed, and so is a chain that goes from there back to the thread's stack (the walk's

@@ -245,7 +245,7 @@ fn batches_pages<T: Technique>(_: &T) -> bool {
 
 impl State {
     pub(crate) fn open(backend: Backend) -> Result<State, Error> {
-        crate::sys::register_atfork();
+        crate::sys::init();
         Ok(match backend {
             Backend::Msync => State::Msync(Msync),
             Backend::Mincore => State::Mincore(Mincore),

@@ -106,8 +106,11 @@ struct Fixtures {
 
 fn fixtures() -> Fixtures {
     let page = ps();
+    // The hole is the lowest page of a 64-page gap under a PROT_NONE fence: the kernel's
+    // top-down allocator fills a gap from its top, so the crates' own later mappings (each
+    // copy's per-process page) cannot land on the probed page.
     let base = mmap(
-        3 * page,
+        67 * page,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
         -1,
@@ -121,7 +124,15 @@ fn fixtures() -> Fixtures {
             0
         );
         assert_eq!(
-            libc::munmap((base + 2 * page) as *mut libc::c_void, page),
+            libc::munmap((base + 2 * page) as *mut libc::c_void, 64 * page),
+            0
+        );
+        assert_eq!(
+            libc::mprotect(
+                (base + 66 * page) as *mut libc::c_void,
+                page,
+                libc::PROT_NONE
+            ),
             0
         );
     }

@@ -10,9 +10,11 @@
 //!
 //! On x86_64 and aarch64 a function compiled with frame pointers stores, at its frame pointer
 //! `fp`, the caller's frame pointer, and at `fp + size_of::<usize>()` the return address into
-//! the caller. [`Unwinder::walk_from`] starts from an explicit `(pc, fp)` (e.g. taken from a
-//! signal's `ucontext` with [`regs_from_ucontext`]); [`Unwinder::walk_current`] starts from its
-//! caller. Both fill a caller-provided `&mut [Frame]` and never allocate, so they can run in a
+//! the caller. [`Unwinder::walk`] starts from its caller ([`Start::Current`]), from an explicit
+//! `(pc, fp)` ([`Start::From`]) or from a signal's interrupted registers ([`Start::Regs`], taken
+//! from its `ucontext` with [`regs_from_ucontext`]); [`Unwinder::walk_trusted`] is its `unsafe`
+//! variant for a handler on a sigaltstack. Both fill a caller-provided `&mut [Frame]`, can
+//! report how each frame was read ([`ReadStats`]) and never allocate, so they can run in a
 //! signal handler.
 //!
 //! # How reads are validated
@@ -50,7 +52,6 @@ use core::mem::size_of;
 
 use crate::{Error, Guarantee, Prober};
 
-#[path = "unwind_fast.rs"]
 mod fast;
 pub use fast::{MAX_BATCH_WINDOW, ReadStats};
 
@@ -60,8 +61,8 @@ const WORD: usize = size_of::<usize>();
 /// One frame of a walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frame {
-    /// The frame's program counter: the start `pc` for the first frame of
-    /// [`Unwinder::walk_from`], a return address (the instruction after the call) for every
+    /// The frame's program counter: the start `pc` for the first frame of a
+    /// walk from [`Start::From`] or [`Start::Regs`], a return address (the instruction after the call) for every
     /// other frame. Symbolizers usually look up `pc - 1` for return addresses.
     pub pc: usize,
     /// The frame pointer of the function that `pc` lies in (`0` for the outermost frame).
@@ -81,7 +82,7 @@ pub enum Stop {
         fp: usize,
     },
     /// A frame pointer was not strictly above the previous one (or, for
-    /// [`Unwinder::walk_current`], below the current stack pointer).
+    /// [`Start::Current`], not above the walker's stack pointer).
     NotIncreasing {
         /// The previous frame pointer (or stack pointer).
         prev: usize,
@@ -253,39 +254,120 @@ impl<'p> Unwinder<'p> {
         }
     }
 
-    /// Walks from an explicit program counter and frame pointer, e.g. those of an interrupted
-    /// thread ([`regs_from_ucontext`]). `out[0]` is `Frame { pc, fp }`; each later frame is a
-    /// return address and its function's frame pointer. Async-signal-safe, no allocation.
-    pub fn walk_from(&self, pc: usize, fp: usize, out: &mut [Frame]) -> Walk {
-        let limit = out.len().min(self.max_depth);
-        if limit == 0 {
-            return Walk {
-                depth: 0,
-                stop: Stop::MaxDepth,
-            };
+    /// Walks a stack from `start` into `out`, and, if `stats` is given, reports there how the
+    /// frames were read. Async-signal-safe, no allocation. Sound for every argument: a made-up
+    /// `pc`, `fp` or [`Regs`] can only end the walk early or make it probe more frames.
+    ///
+    /// - [`Start::Current`] walks the calling thread's stack, starting with the return
+    ///   address into the caller of `walk` (so `out[0].pc` lies in the caller; this function is
+    ///   never inlined). Needs the caller and this crate to be compiled with frame pointers.
+    /// - [`Start::From`] starts from an explicit program counter and frame pointer: `out[0]` is
+    ///   `Frame { pc, fp }`; each later frame is a return address and its function's frame
+    ///   pointer.
+    /// - [`Start::Regs`] starts from a signal's interrupted registers
+    ///   ([`regs_from_ucontext`]) like `From`, but the fast path
+    ///   ([`with_fast_path`](Self::with_fast_path)) starts at `regs.sp` instead of the walker's
+    ///   own stack pointer, so the interrupted frames (a handler on the thread's own stack runs
+    ///   below them) are read without probes. It is taken only when both `regs.sp` and the
+    ///   walker's real stack pointer are on the registered stack, and never below the real one.
+    ///   A handler on a sigaltstack gets it through [`walk_trusted`](Self::walk_trusted).
+    ///
+    /// ```
+    /// use addrprobe::unwind::{Frame, ReadStats, Start, Unwinder};
+    /// use addrprobe::{Backend, Prober};
+    ///
+    /// let prober = Prober::new(Backend::ProcessVmReadv).unwrap();
+    /// let unwinder = Unwinder::new(&prober).unwrap();
+    /// let mut out = [Frame::default(); 64];
+    /// let walk = unwinder.walk(Start::Current, &mut out, None);
+    /// let mut stats = ReadStats::default();
+    /// let bogus = unwinder.walk(Start::From { pc: 1, fp: 0x10 }, &mut out, Some(&mut stats));
+    /// assert_eq!(bogus.depth, 1);
+    /// # let _ = walk;
+    /// ```
+    // Never inlined: `Start::Current` starts from this function's own frame, and the fast
+    // path's window is made here, at or above this function's own stack pointer, and used only
+    // while this function runs (`fast::FrameReader::read`).
+    #[inline(never)]
+    pub fn walk(&self, start: Start, out: &mut [Frame], stats: Option<&mut ReadStats>) -> Walk {
+        let (own_fp, own_sp) = current_fp_sp();
+        match start {
+            Start::Current => {
+                let window = fast::window(self, |b| b.frame_window(own_sp));
+                fast::run(self, window, None, own_fp, own_sp, out, stats)
+            }
+            Start::From { pc, fp } => {
+                let window = fast::window(self, |b| b.frame_window(own_sp));
+                fast::run(self, window, Some(Frame { pc, fp }), fp, 0, out, stats)
+            }
+            Start::Regs(regs) => {
+                let window = fast::window(self, |b| {
+                    if b.contains_sp(regs.sp) {
+                        b.frame_window(regs.sp.max(own_sp))
+                    } else {
+                        None
+                    }
+                });
+                let first = Frame {
+                    pc: regs.pc,
+                    fp: regs.fp,
+                };
+                fast::run(self, window, Some(first), regs.fp, 0, out, stats)
+            }
         }
-        out[0] = Frame { pc, fp };
-        let sp = crate::stack_bounds::current_sp();
-        let mut slot = fast::WindowSlot::new();
-        let window = fast::window(self, |b| b.frame_window(sp));
-        let (mut reader, mut slow) = fast::reader(self, window, &mut slot);
-        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(&mut slow, fp))
     }
 
-    /// Walks the calling thread's stack, starting with the return address into the caller of
-    /// `walk_current` (so `out[0].pc` lies in the caller). Needs the caller and this crate to
-    /// be compiled with frame pointers. Async-signal-safe, no allocation.
-    #[inline(never)]
-    pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
-        let limit = out.len().min(self.max_depth);
-        let (fp, sp) = current_fp_sp();
-        let mut slot = fast::WindowSlot::new();
-        let window = fast::window(self, |b| b.frame_window(sp));
-        let (mut reader, mut slow) = fast::reader(self, window, &mut slot);
-        walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
-            reader.read(&mut slow, fp)
-        })
+    /// [`walk`](Self::walk) from `Start::Regs(*regs)` for a handler running on a sigaltstack:
+    /// the fast path trusts `regs.sp` instead of the walker's real stack pointer (which is off
+    /// the thread's stack there), so the interrupted thread-stack frames are read without
+    /// probes. Frames are still read with plain loads only inside `[regs.sp, hi)` of the
+    /// registered stack, none if `regs.sp` is not on it. Async-signal-safe, no allocation.
+    ///
+    /// # Safety
+    ///
+    /// `regs.sp` must be the stack pointer of a context of the calling thread that stays
+    /// suspended for the whole walk, so that every byte between it and the top of the
+    /// thread's registered stack is live stack: in practice, `regs` is what
+    /// [`regs_from_ucontext`] read, unmodified, from the `ucontext` of the signal whose
+    /// handler is running this walk on this thread. A made-up `regs.sp` can make the walk load
+    /// dead stack below the live stack pointer, which a program may have made unreadable (a
+    /// guard zone): undefined behaviour, a crash.
+    /// [`StackBounds::frame_window_unchecked`](crate::stack_bounds::StackBounds::frame_window_unchecked)
+    /// states the same contract.
+    pub unsafe fn walk_trusted(
+        &self,
+        regs: &Regs,
+        out: &mut [Frame],
+        stats: Option<&mut ReadStats>,
+    ) -> Walk {
+        // SAFETY: the caller vouches that `regs.sp` is the stack pointer of a context of this
+        // thread suspended for the whole walk, which is `frame_window_unchecked`'s contract;
+        // the window lives only for this walk.
+        let window = fast::window(self, |b| unsafe { b.frame_window_unchecked(regs.sp) });
+        let first = Frame {
+            pc: regs.pc,
+            fp: regs.fp,
+        };
+        fast::run(self, window, Some(first), regs.fp, 0, out, stats)
     }
+}
+
+/// Where [`Unwinder::walk`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The calling thread's stack, from the return address into the caller of
+    /// [`Unwinder::walk`]. Every frame pointer must lie above the walker's stack pointer.
+    Current,
+    /// An explicit program counter and frame pointer, e.g. those of an interrupted thread.
+    From {
+        /// The first frame's program counter, recorded as `out[0].pc`.
+        pc: usize,
+        /// The frame pointer the chain starts at.
+        fp: usize,
+    },
+    /// A signal's interrupted registers ([`regs_from_ucontext`]): `pc` and `fp` as for
+    /// [`From`](Start::From), and `sp` as where the fast path may start.
+    Regs(Regs),
 }
 
 /// The generic walk under [`Unwinder`]: starting at frame pointer `fp`, with `out[..start]`
@@ -506,7 +588,7 @@ mod tests {
         for prober in readable_probers() {
             let unwinder = Unwinder::new(&prober).unwrap();
             let mut out = [Frame::default(); 16];
-            let walk = unwinder.walk_from(0xaaaa, f1, &mut out);
+            let walk = unwinder.walk(Start::From { pc: 0xaaaa, fp: f1 }, &mut out, None);
             assert_eq!(
                 walk.stop,
                 Stop::Unreadable { fp: guard },
@@ -555,7 +637,7 @@ mod tests {
             // unmapped hole, which every backend refuses.
             let unwinder = unsafe { Unwinder::check_then_load(&prober) };
             let mut out = [Frame::default(); 8];
-            let walk = unwinder.walk_from(1, f1, &mut out);
+            let walk = unwinder.walk(Start::From { pc: 1, fp: f1 }, &mut out, None);
             assert_eq!(walk.stop, Stop::Unreadable { fp: hole_addr }, "{backend}");
             assert_eq!(walk.depth, 3);
             assert_eq!(
@@ -578,28 +660,32 @@ mod tests {
 
         // Backwards pointer (a loop a -> b -> a would be caught the same way).
         region.put(a, b, 7);
-        let w = unwinder.walk_from(1, a, &mut out);
+        let w = unwinder.walk(Start::From { pc: 1, fp: a }, &mut out, None);
         assert_eq!(w.stop, Stop::NotIncreasing { prev: a, fp: b });
         assert_eq!(w.depth, 2);
 
         // Self loop.
         region.put(a, a, 7);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out).stop,
+            unwinder
+                .walk(Start::From { pc: 1, fp: a }, &mut out, None)
+                .stop,
             Stop::NotIncreasing { prev: a, fp: a }
         );
 
         // Misaligned.
         region.put(a, a + 3 + 64, 7);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out).stop,
+            unwinder
+                .walk(Start::From { pc: 1, fp: a }, &mut out, None)
+                .stop,
             Stop::Misaligned { fp: a + 67 }
         );
 
         // Zero return address ends the chain without a frame; zero fp after a frame too.
         region.put(a, a + 64, 0);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out),
+            unwinder.walk(Start::From { pc: 1, fp: a }, &mut out, None),
             Walk {
                 depth: 1,
                 stop: Stop::EndOfChain
@@ -607,7 +693,7 @@ mod tests {
         );
         region.put(a, 0, 9);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out),
+            unwinder.walk(Start::From { pc: 1, fp: a }, &mut out, None),
             Walk {
                 depth: 2,
                 stop: Stop::EndOfChain
@@ -617,7 +703,9 @@ mod tests {
         // Kernel address and NULL-page frame pointers.
         region.put(a, 0xffff_ffff_8000_0000, 9);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out).stop,
+            unwinder
+                .walk(Start::From { pc: 1, fp: a }, &mut out, None)
+                .stop,
             Stop::Unreadable {
                 fp: 0xffff_ffff_8000_0000
             }
@@ -627,7 +715,9 @@ mod tests {
         region.put(a, a + 64, 9);
         region.put(a + 64, a + 128, 9);
         region.put(a + 128, a + 192, 9);
-        let w = unwinder.with_max_depth(2).walk_from(1, a, &mut out);
+        let w = unwinder
+            .with_max_depth(2)
+            .walk(Start::From { pc: 1, fp: a }, &mut out, None);
         assert_eq!(
             w,
             Walk {
@@ -636,7 +726,7 @@ mod tests {
             }
         );
         assert_eq!(
-            unwinder.walk_from(1, a, &mut []),
+            unwinder.walk(Start::From { pc: 1, fp: a }, &mut [], None),
             Walk {
                 depth: 0,
                 stop: Stop::MaxDepth
@@ -678,7 +768,7 @@ mod tests {
             let mut fps = Vec::new();
             let (walk, frames) = recurse(DEPTH, &mut fps, &mut || {
                 let mut out = vec![Frame::default(); 256];
-                let w = unwinder.walk_current(&mut out);
+                let w = unwinder.walk(Start::Current, &mut out, None);
                 out.truncate(w.depth);
                 (w, out)
             });
@@ -754,7 +844,14 @@ mod tests {
             };
             // SAFETY: only this handler touches FRAMES, and the child is single-threaded.
             let out = unsafe { &mut *core::ptr::addr_of_mut!(FRAMES) };
-            let walk = unwinder.walk_from(regs.pc, regs.fp, out);
+            let walk = unwinder.walk(
+                Start::From {
+                    pc: regs.pc,
+                    fp: regs.fp,
+                },
+                out,
+                None,
+            );
             DEPTH.store(walk.depth, Ordering::Release);
         }
 
