@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use addrprobe::Prober;
 use addrprobe::reader::StackReader;
 use addrprobe::stack_bounds::StackBounds;
-use addrprobe::unwind::{Frame, Unwinder as FpUnwinder, regs_from_ucontext};
+use addrprobe::unwind::{Frame, Start, Unwinder as FpUnwinder, regs_from_ucontext};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
 
@@ -133,7 +133,7 @@ extern "C" fn on_sigprof(_sig: c_int, _info: *mut libc::siginfo_t, uc: *mut c_vo
     sample.fp_depth = match FpUnwinder::new(&prof.prober) {
         Ok(u) => {
             u.with_fast_path(true)
-                .walk_from_regs(&regs, &mut fp_frames)
+                .walk(Start::Regs(regs), &mut fp_frames, None)
                 .depth
         }
         Err(_) => 0,
