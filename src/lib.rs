@@ -176,6 +176,11 @@ impl Prober {
     /// [`Guarantee::Unsound`], is only checked for availability).
     ///
     /// [`Backend::SignalGuard`] installs its SIGSEGV/SIGBUS handler here (once per process).
+    ///
+    /// **Not async-signal-safe**: it opens descriptors, maps and unmaps its self-test pages,
+    /// may install a signal handler and allocates. Build the prober before arming a profiling
+    /// timer and share it; never create it in a signal handler, not even lazily through
+    /// `OnceLock::get_or_init` on the first sample.
     pub fn new(backend: Backend) -> Result<Prober, Error> {
         crate::range::page_size();
         let prober = Prober {
@@ -186,8 +191,13 @@ impl Prober {
     }
 
     /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here and can
-    /// also [`read`](Self::read), without installing a signal handler. See [`AutoOptions`] for the order and to allow
-    /// [`Backend::SignalGuard`].
+    /// also [`read`](Self::read), without installing a signal handler, in the order of the
+    /// cost of [`check`](Self::check). See [`AutoOptions`] for the order, to allow
+    /// [`Backend::SignalGuard`], and [`AutoOptions::for_reads`] to order by the cost of
+    /// [`read`](Self::read) instead (what an unwinder calls).
+    ///
+    /// **Not async-signal-safe**, like [`new`](Self::new): build the prober before arming a
+    /// timer, never inside a handler (nor in `OnceLock::get_or_init` there).
     pub fn auto() -> Result<Prober, Error> {
         AutoOptions::new().build()
     }
