@@ -34,7 +34,7 @@
 //! [`read_u64`](StackReader::read_u64) returns `Ok(None)` for memory that is not readable and
 //! `Err` when the backend failed (a seccomp filter, a descriptor the application closed).
 //! External unwinders only know `Result<u64, ()>`: [`StackReader::memory`] (and, with the
-//! `framehop` feature, [`StackReader::framehop_memory`]) hands them that shape and latches
+//! `framehop` feature, `StackReader::framehop_memory`) hands them that shape and latches
 //! the first `Err` so that the caller can tell "the stack ended" from "the backend broke"
 //! with [`StackReader::error`] after the walk.
 
