@@ -145,6 +145,7 @@ mod error;
 mod guarantee;
 mod prober;
 pub mod range;
+pub mod reader;
 mod selftest;
 pub mod stack_bounds;
 mod sys;

@@ -28,6 +28,11 @@ impl Prober {
     /// [`Guarantee::Unsound`], is only checked for availability).
     ///
     /// [`Backend::SignalGuard`] installs its SIGSEGV/SIGBUS handler here (once per process).
+    ///
+    /// **Not async-signal-safe**: it opens descriptors, maps and unmaps its self-test pages,
+    /// may install a signal handler and allocates. Build the prober before arming a profiling
+    /// timer and share it; never create it in a signal handler, not even lazily through
+    /// `OnceLock::get_or_init` on the first sample.
     pub fn new(backend: Backend) -> Result<Prober, Error> {
         crate::range::page_size();
         let prober = Prober {
