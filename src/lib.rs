@@ -137,6 +137,7 @@ mod sys;
 pub mod unwind;
 
 pub use auto::AutoOptions;
+pub use backend::signal_guard::GuardedLoads;
 
 /// A probing technique. See the [crate docs](crate) for what each one proves.
 #[non_exhaustive]
@@ -521,6 +522,10 @@ impl Prober {
     /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
     #[inline]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
+        // SignalGuard, at most 8 bytes within one page: one inline guarded load.
+        if let Some(answer) = self.guarded().and_then(|g| g.check_small(addr, len)) {
+            return Ok(answer);
+        }
         let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         match range::classify(addr, len, range::page_size())? {
             range::Classified::Empty => Ok(true),
@@ -539,6 +544,10 @@ impl Prober {
     /// preserved.
     #[inline]
     pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
+        // SignalGuard, at most 8 bytes within one page: one inline guarded load.
+        if let Some(answer) = self.guarded().and_then(|g| g.read_small(addr, dst)) {
+            return Ok(answer);
+        }
         let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         if self.guarantee() != Guarantee::Readable {
             return Err(Error::Unsupported {

@@ -3,103 +3,127 @@
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
-use crate::range::PageRange;
 use crate::{Backend, Error};
 
-/// Returned in `rax:rdx` by the loads (SysV: a 16-byte struct of two INTEGERs).
-#[repr(C)]
-struct Loaded {
-    value: u64,
-    faulted: u64,
+/// The exception table's section: its name says the architecture and the protocol (`v1`: the
+/// flag register `rcx` is zero before the load; on a fault the handler sets it to 1 and
+/// resumes at the continuation). Copies of the crate that share a table must share the
+/// protocol; a different protocol gets a different name.
+macro_rules! section {
+    () => {
+        "addrprobe_extable_x86_64_v1"
+    };
 }
 
-/// A guarded load: `addr` in `rdi`, `Loaded` in `rax:rdx`.
-type LoadFn = unsafe extern "sysv64" fn(addr: usize) -> Loaded;
-
-/// The addresses of the guarded code, as [`code_addresses`] reports them.
-#[repr(C)]
-#[derive(Default)]
-struct CodeAddresses {
-    /// Where a one-byte load is called (an `endbr64`).
-    u8_entry: usize,
-    /// Its load instruction: the only PC at which a fault is the probe's.
-    u8_load: usize,
-    /// Where an eight-byte load is called (an `endbr64`).
-    u64_entry: usize,
-    /// Its load instruction.
-    u64_load: usize,
-    /// Where the handler resumes a faulted load.
-    continuation: usize,
+/// The `asm!` lines that record the load at local label `2` and its continuation at `3` in
+/// the exception table (see [`extable`](super::extable)).
+macro_rules! extable_entry {
+    () => {
+        concat!(
+            ".pushsection ",
+            section!(),
+            ",\"aR\",@progbits\n",
+            ".balign 4\n",
+            ".long 2b - .\n",
+            ".long 3b - .\n",
+            ".popsection",
+        )
+    };
 }
 
-/// Writes the addresses of the guarded code into `*out`; the code itself lies in this
-/// function's body, after its `ret`, and is only reached through those addresses:
-///
-/// ```text
-/// u8_entry:     endbr64
-/// u8_load:      movzx eax, byte ptr [rdi]   ; the only instruction that can fault
-///               xor   edx, edx              ; "no fault"
-///               ret
-/// u64_entry:    endbr64
-/// u64_load:     mov   rax, qword ptr [rdi]  ; `rdi` 8-aligned: never crosses a page
-///               xor   edx, edx
-///               ret
-/// continuation: xor   eax, eax              ; the handler resumes a faulted load here,
-///               mov   edx, 1                ; with the stack exactly as at the load:
-///               ret                         ; returns "fault" to the load's caller
-/// ```
-///
-/// The load instructions carry local labels, so the handler compares the faulting PC with
-/// their exact addresses (no window around a function's start, whatever the compiler puts
-/// there), and no global symbol is defined: two copies of the crate link into one program.
-/// The `endbr64` makes the indirect calls valid under indirect-branch tracking and is a no-op
-/// elsewhere.
-///
-/// # Safety
-/// `out` must be valid for writing a `CodeAddresses`.
-#[unsafe(naked)]
-unsafe extern "sysv64" fn code_addresses(out: *mut CodeAddresses) {
-    core::arch::naked_asm!(
-        "lea rax, [rip + 2f]",
-        "mov qword ptr [rdi], rax",
-        "lea rax, [rip + 3f]",
-        "mov qword ptr [rdi + 8], rax",
-        "lea rax, [rip + 4f]",
-        "mov qword ptr [rdi + 16], rax",
-        "lea rax, [rip + 5f]",
-        "mov qword ptr [rdi + 24], rax",
-        "lea rax, [rip + 6f]",
-        "mov qword ptr [rdi + 32], rax",
-        "ret",
-        ".p2align 4",
-        "2:",
-        "endbr64",
-        "3:",
-        "movzx eax, byte ptr [rdi]",
-        "xor edx, edx",
-        "ret",
-        ".p2align 4",
-        "4:",
-        "endbr64",
-        "5:",
-        "mov rax, qword ptr [rdi]",
-        "xor edx, edx",
-        "ret",
-        ".p2align 4",
-        "6:",
-        "xor eax, eax",
-        "mov edx, 1",
-        "ret",
-    )
+/// The longest x86_64 instruction: a continuation further than this from its load is not a
+/// load's.
+const MAX_INSN: usize = 15;
+
+/// Proof that this copy of the crate's handler is installed: only [`install`] and
+/// [`installed`] make one, after both signals' handlers are in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Installed(());
+
+/// The proof, if the handler is installed.
+#[inline(always)]
+pub(crate) fn installed() -> Option<Installed> {
+    INSTALLED.load(Ordering::Acquire).then_some(Installed(()))
 }
 
-/// The guarded code's addresses: the load and continuation PCs are published by `install`
-/// before the handler exists, the entries once both handlers are installed; zero until then.
-static U8_ENTRY: AtomicUsize = AtomicUsize::new(0);
-static U8_LOAD: AtomicUsize = AtomicUsize::new(0);
-static U64_ENTRY: AtomicUsize = AtomicUsize::new(0);
-static U64_LOAD: AtomicUsize = AtomicUsize::new(0);
-static CONTINUATION: AtomicUsize = AtomicUsize::new(0);
+/// A guarded load: the instruction `$insn` at label `2`, the continuation at `3`, the flag in
+/// `ecx`. `$value` is `{v}` of the width `$insn` writes.
+macro_rules! guarded_load {
+    ($insn:literal, $addr:expr, $ty:ty) => {{
+        let value: $ty;
+        let faulted: u32;
+        // SAFETY: the handler is installed (the caller holds `Installed`), and the load's PC
+        // and continuation are in this object's exception table (the lines after it). A load
+        // that faults is resumed at the continuation with `ecx = 1`; the value register then
+        // holds whatever it held, which the caller ignores. Nothing else changes: the handler
+        // writes only `rip` and `rcx` in the interrupted context, and the kernel restores the
+        // rest, flags included, on `rt_sigreturn`. The asm reads memory and writes none.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                $insn,
+                "3:",
+                extable_entry!(),
+                a = in(reg) $addr,
+                v = lateout(reg) value,
+                inout("ecx") 0u32 => faulted,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+        if faulted == 0 { Some(value) } else { None }
+    }};
+}
+
+/// One guarded byte load.
+#[inline(always)]
+pub(crate) fn load_u8(_: Installed, addr: usize) -> Option<u8> {
+    guarded_load!("movzx {v:e}, byte ptr [{a}]", addr, u32).map(|v| v as u8)
+}
+
+/// One guarded 4-byte load (any alignment).
+#[inline(always)]
+pub(crate) fn load_u32(_: Installed, addr: usize) -> Option<u32> {
+    guarded_load!("mov {v:e}, dword ptr [{a}]", addr, u32)
+}
+
+/// One guarded 8-byte load (any alignment).
+#[inline(always)]
+pub(crate) fn load_u64(_: Installed, addr: usize) -> Option<u64> {
+    guarded_load!("mov {v}, qword ptr [{a}]", addr, u64)
+}
+
+/// This linked object's exception table.
+///
+/// The bounds are taken in `asm!` after `.hidden`: whatever visibility the linker gives
+/// `__start_`/`__stop_` symbols by default, each executable and shared object binds them to
+/// its own section and exports neither. The same block records an anchor entry (a
+/// continuation equal to its load, which no lookup takes), so the section, and with it both
+/// symbols, exists in every object that contains the handler, even one without a load.
+#[inline(always)]
+fn table() -> super::extable::Table {
+    let (start, stop): (usize, usize);
+    // SAFETY: only computes two addresses (and records the anchor entry).
+    unsafe {
+        core::arch::asm!(
+            concat!(".pushsection ", section!(), ",\"aR\",@progbits"),
+            ".balign 4",
+            ".long 0",
+            ".long -4",
+            ".popsection",
+            concat!(".hidden __start_", section!()),
+            concat!(".hidden __stop_", section!()),
+            concat!("lea {s}, [rip + __start_", section!(), "]"),
+            concat!("lea {e}, [rip + __stop_", section!(), "]"),
+            s = out(reg) start,
+            e = out(reg) stop,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    // SAFETY: the linker bounds the section, which holds 4-byte aligned entries only (every
+    // `.pushsection` of it aligns and emits two `.long`s) and is mapped read-only for as long
+    // as this code is.
+    unsafe { super::extable::Table::new(start, stop) }
+}
 
 /// The restorer the kernel makes a handler return to (`rt_sigreturn`). Its bytes are glibc's
 /// `__restore_rt`'s, which debuggers and unwinders recognise as a signal frame. Needed because
@@ -266,16 +290,8 @@ fn previous(sig: libc::c_int) -> Option<&'static Previous> {
 /// blocked on this thread meanwhile, so that no handler can run here between the swap and
 /// the publication of `old`; a handler on another thread that needs `old` before then waits
 /// for it.
-pub(crate) fn install() -> Result<(), Error> {
+pub(crate) fn install() -> Result<Installed, Error> {
     INSTALL.call_once(|| {
-        let mut code = CodeAddresses::default();
-        // SAFETY: `code` is valid for writing.
-        unsafe { code_addresses(&mut code) };
-        // What the handler needs goes out before the handler exists.
-        U8_LOAD.store(code.u8_load, Ordering::Relaxed);
-        U64_LOAD.store(code.u64_load, Ordering::Relaxed);
-        CONTINUATION.store(code.continuation, Ordering::Relaxed);
-
         let all: u64 = !0;
         let mut saved_mask: u64 = 0;
         // SAFETY: valid pointers to 8-byte sets.
@@ -301,15 +317,11 @@ pub(crate) fn install() -> Result<(), Error> {
         }
         // SAFETY: a valid pointer to an 8-byte set.
         unsafe { rt_sigprocmask(libc::SIG_SETMASK, &saved_mask, core::ptr::null_mut()) };
-        if ok {
-            // The loads can be called from now on: both handlers are in.
-            U8_ENTRY.store(code.u8_entry, Ordering::Relaxed);
-            U64_ENTRY.store(code.u64_entry, Ordering::Relaxed);
-        }
+        // The loads may fault from now on: both handlers are in.
         INSTALLED.store(ok, Ordering::Release);
     });
-    if INSTALLED.load(Ordering::Acquire) {
-        Ok(())
+    if let Some(installed) = installed() {
+        Ok(installed)
     } else {
         Err(Error::Unavailable {
             backend: Backend::SignalGuard,
@@ -341,10 +353,13 @@ fn is_instruction_fault(sig: libc::c_int, code: libc::c_int, trapno: i64) -> boo
     true
 }
 
+/// The SIGSEGV/SIGBUS handler: a fault of a guarded load (its PC is exactly an entry's load PC
+/// in this object's exception table, and the signal is that instruction's own fault) resumes
+/// at the entry's continuation with `rcx = 1`; every other signal is chained.
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // A handler installed after ours may call us with null pointers: then we cannot tell, and
     // chain.
-    if !info.is_null() && !ctx.is_null() {
+    if !info.is_null() && !ctx.is_null() && (sig == libc::SIGSEGV || sig == libc::SIGBUS) {
         // SAFETY: the kernel (or a handler that chains to us with its arguments) passes a
         // valid siginfo and ucontext.
         unsafe {
@@ -352,12 +367,11 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
             let gregs = &mut (*uc).uc_mcontext.gregs;
             let pc = gregs[libc::REG_RIP as usize] as usize;
             let trapno = gregs[libc::REG_TRAPNO as usize];
-            if (pc == U8_LOAD.load(Ordering::Relaxed) || pc == U64_LOAD.load(Ordering::Relaxed))
-                && pc != 0
-                && (sig == libc::SIGSEGV || sig == libc::SIGBUS)
-                && is_instruction_fault(sig, (*info).si_code, trapno)
+            if is_instruction_fault(sig, (*info).si_code, trapno)
+                && let Some(cont) = table().continuation(pc, MAX_INSN)
             {
-                gregs[libc::REG_RIP as usize] = CONTINUATION.load(Ordering::Relaxed) as i64;
+                gregs[libc::REG_RCX as usize] = 1;
+                gregs[libc::REG_RIP as usize] = cont as i64;
                 return;
             }
         }
@@ -541,87 +555,6 @@ unsafe fn default_action(sig: libc::c_int, info: *mut libc::siginfo_t, forced: b
     }
 }
 
-/// The load functions, once `install` has published them.
-#[inline(always)]
-fn loads() -> Option<(LoadFn, LoadFn)> {
-    let (u8_entry, u64_entry) = (
-        U8_ENTRY.load(Ordering::Relaxed),
-        U64_ENTRY.load(Ordering::Relaxed),
-    );
-    if u8_entry == 0 || u64_entry == 0 {
-        return None;
-    }
-    // SAFETY: both are entries of `code_addresses`'s guarded loads, which have this
-    // signature.
-    unsafe {
-        Some((
-            core::mem::transmute::<usize, LoadFn>(u8_entry),
-            core::mem::transmute::<usize, LoadFn>(u64_entry),
-        ))
-    }
-}
-
-fn not_installed() -> Error {
-    Error::Unavailable {
-        backend: Backend::SignalGuard,
-        errno: None,
-        reason: "the SIGSEGV/SIGBUS handler is not installed",
-    }
-}
-
-/// One guarded byte load per page of `r`.
-#[inline]
-pub(crate) fn check(r: &PageRange) -> Result<bool, Error> {
-    let Some((load_u8, _)) = loads() else {
-        return Err(not_installed());
-    };
-    for point in r.probe_points() {
-        // SAFETY: the handler is installed (`install` publishes the entries only once both
-        // handlers are in); a faulting load returns `faulted = 1` through the continuation
-        // instead of crashing.
-        if unsafe { load_u8(point) }.faulted != 0 {
-            return Ok(false);
-        }
-    }
-    Ok(true)
-}
-
-/// Copies `r` into `dst` with guarded loads: 8 bytes at a time where aligned, else 1.
-#[inline]
-pub(crate) fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
-    let Some((load_u8, load_u64)) = loads() else {
-        return Err(not_installed());
-    };
-    let mut off = 0;
-    for (start, len) in r.page_chunks() {
-        let end = start + len;
-        let mut a = start;
-        while a < end {
-            if a % 8 == 0 && end - a >= 8 {
-                // SAFETY: the handler is installed; an aligned 8-byte load never crosses a
-                // page, and a fault returns `faulted = 1`.
-                let got = unsafe { load_u64(a) };
-                if got.faulted != 0 {
-                    return Ok(false);
-                }
-                dst[off..off + 8].copy_from_slice(&got.value.to_ne_bytes());
-                a += 8;
-                off += 8;
-            } else {
-                // SAFETY: the handler is installed; a fault returns `faulted = 1`.
-                let got = unsafe { load_u8(a) };
-                if got.faulted != 0 {
-                    return Ok(false);
-                }
-                dst[off] = got.value as u8;
-                a += 1;
-                off += 1;
-            }
-        }
-    }
-    Ok(true)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,44 +605,94 @@ mod tests {
         std::env::var(CHILD_ENV).is_ok_and(|v| v == name)
     }
 
-    fn code() -> CodeAddresses {
-        let mut c = CodeAddresses::default();
-        // SAFETY: `c` is valid for writing.
-        unsafe { code_addresses(&mut c) };
-        c
-    }
-
     /// Reads `N` bytes of our own code.
     fn bytes<const N: usize>(at: usize) -> [u8; N] {
-        // SAFETY: `at` lies in `code_addresses`'s body, which is mapped readable and executable.
+        // SAFETY: `at` lies in this object's text, which is mapped readable and executable.
         unsafe { core::ptr::read(at as *const [u8; N]) }
     }
 
-    /// The published addresses are the instructions the handler expects.
+    /// The length of the load instruction at `pc` if it is one of the guarded loads' forms
+    /// (`movzx r32, byte ptr [r]`, `mov r32, dword ptr [r]`, `mov r64, qword ptr [r]`, with
+    /// the base register any of the sixteen), else `None`.
+    fn load_len(pc: usize) -> Option<usize> {
+        let b = bytes::<7>(pc);
+        let mut i = 0;
+        if b[i] & 0xf0 == 0x40 {
+            i += 1; // REX
+        }
+        match b[i] {
+            0x8b => i += 1,
+            0x0f if b[i + 1] == 0xb6 => i += 2,
+            _ => return None,
+        }
+        let modrm = b[i];
+        i += 1;
+        let (md, rm) = (modrm >> 6, modrm & 7);
+        if rm == 4 {
+            i += 1; // SIB: rsp or r12 as the base
+        }
+        match md {
+            0 if rm != 5 => Some(i),
+            1 if b[i] == 0 => Some(i + 1), // rbp or r13 as the base: a zero disp8
+            _ => None,
+        }
+    }
+
+    /// Every entry of this object's table (this test binary's: the crate's loads, inlined in
+    /// the crate and its tests) records a load instruction of the guarded forms and the
+    /// instruction right after it. The anchor entry is the only one not taken.
     #[test]
-    fn code_addresses_are_the_loads_and_the_continuation() {
-        let c = code();
-        const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
-        assert_eq!(bytes::<4>(c.u8_entry), ENDBR64);
-        assert_eq!(c.u8_load, c.u8_entry + 4);
-        assert_eq!(
-            bytes::<3>(c.u8_load),
-            [0x0f, 0xb6, 0x07],
-            "movzx eax, byte ptr [rdi]"
-        );
-        assert_eq!(bytes::<4>(c.u64_entry), ENDBR64);
-        assert_eq!(c.u64_load, c.u64_entry + 4);
-        assert_eq!(
-            bytes::<3>(c.u64_load),
-            [0x48, 0x8b, 0x07],
-            "mov rax, qword ptr [rdi]"
-        );
-        assert_eq!(bytes::<2>(c.continuation), [0x31, 0xc0], "xor eax, eax");
+    fn table_entries_are_loads_and_their_next_instruction() {
+        let t = table();
+        let mut loads = 0;
+        let mut skipped = 0;
+        for i in 0..t.len() {
+            let Some((load, cont)) = t.get(i, MAX_INSN) else {
+                skipped += 1;
+                continue;
+            };
+            loads += 1;
+            assert_eq!(
+                load_len(load),
+                Some(cont - load),
+                "entry {i}: {:02x?} at {load:#x}, continuation +{}",
+                bytes::<7>(load),
+                cont - load
+            );
+        }
+        assert!(loads >= 3, "{loads} loads in the table");
+        assert!(skipped >= 1, "no anchor entry");
         assert_eq!(
             bytes::<9>(restore_rt as *const () as usize),
             [0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
             "glibc's __restore_rt"
         );
+    }
+
+    /// `rax`: the value; `rdx`: the flag (SysV: a 16-byte struct of two INTEGERs).
+    #[repr(C)]
+    struct Loaded {
+        value: u64,
+        faulted: u64,
+    }
+
+    /// A guarded load as a function, with a REX-prefixed load (`48 8b 07`) right after a
+    /// 2-byte `xor ecx, ecx`, so that its load PC is known (`+2`) and the next byte starts
+    /// another load (`8b 07`, `mov eax, [rdi]`) that is *not* in the table.
+    ///
+    /// # Safety
+    /// The handler must be installed if `addr` may fault.
+    #[unsafe(naked)]
+    unsafe extern "sysv64" fn naked_load(addr: usize) -> Loaded {
+        core::arch::naked_asm!(
+            "xor ecx, ecx",
+            "2:",
+            "mov rax, qword ptr [rdi]",
+            "3:",
+            extable_entry!(),
+            "mov edx, ecx",
+            "ret",
+        )
     }
 
     /// What the handler takes for a load's own fault.
@@ -748,22 +731,20 @@ mod tests {
         unsafe { libc::_exit(code) };
     }
 
-    /// A fault one byte after the eight-byte load instruction is not a probe's fault: it must
-    /// be chained to the application's handler (with the faulting PC), not turned into "no".
-    ///
-    /// The load is `48 8b 07` (`mov rax, [rdi]`); jumping to its second byte executes `8b 07`
-    /// (`mov eax, [rdi]`), a load at a PC next to the probe's that is not the probe's.
+    /// A fault at a load PC of the table is the load's (the flag comes back set); a fault one
+    /// byte after it is not a probe's fault: it must be chained to the application's handler
+    /// (with the faulting PC), not turned into "no".
     #[test]
-    fn fault_at_another_pc_in_a_load_function_is_chained() {
-        const NAME: &str = "fault_at_another_pc_in_a_load_function_is_chained";
+    fn only_the_exact_load_pc_is_resumed() {
+        const NAME: &str = "only_the_exact_load_pc_is_resumed";
         if is_child(NAME) {
-            let pc = code().u64_load + 1;
-            assert_eq!(
-                bytes::<2>(pc),
-                [0x8b, 0x07],
-                "unexpected encoding of load_u64"
-            );
-            APP_PC.store(pc, Ordering::SeqCst);
+            let entry = naked_load as *const () as usize;
+            let load = entry + 2;
+            assert_eq!(bytes::<2>(entry), [0x31, 0xc9], "xor ecx, ecx");
+            assert_eq!(bytes::<3>(load), [0x48, 0x8b, 0x07], "mov rax, [rdi]");
+            assert_eq!(table().continuation(load, MAX_INSN), Some(load + 3));
+            assert_eq!(table().continuation(load + 1, MAX_INSN), None);
+            APP_PC.store(load + 1, Ordering::SeqCst);
             // SAFETY: installing a handler with the matching signature in a disposable child.
             unsafe {
                 let mut sa: libc::sigaction = core::mem::zeroed();
@@ -782,10 +763,18 @@ mod tests {
                 unsafe { libc::mprotect(page as *mut libc::c_void, 4096, libc::PROT_NONE) },
                 0
             );
-            // SAFETY: none: the call is meant to fault at `pc`, in a disposable child; the
-            // code there is `mov eax, [rdi]; xor edx, edx; ret`, which the sysv64 ABI of
+            let v = 0x1122_3344_5566_7788_u64;
+            // SAFETY: the handler is installed; `v` is readable.
+            let got = unsafe { naked_load(&v as *const u64 as usize) };
+            assert_eq!((got.value, got.faulted), (v, 0));
+            // SAFETY: the handler is installed; the load's fault is resumed.
+            let got = unsafe { naked_load(page) };
+            assert_eq!(got.faulted, 1);
+            // SAFETY: none: the call is meant to fault at `load + 1`, in a disposable child;
+            // the code there is `mov eax, [rdi]; mov edx, ecx; ret`, which the sysv64 ABI of
             // `Loaded` accepts.
-            let f: unsafe extern "sysv64" fn(usize) -> Loaded = unsafe { core::mem::transmute(pc) };
+            let f: unsafe extern "sysv64" fn(usize) -> Loaded =
+                unsafe { core::mem::transmute(load + 1) };
             println!("CHILD READY");
             // SAFETY: see above.
             let got = unsafe { f(page) };
@@ -797,7 +786,7 @@ mod tests {
         assert_eq!(
             status.code(),
             Some(42),
-            "the fault at load_u64+1 was not handed to the application's handler with its PC \
+            "the fault at load+1 was not handed to the application's handler with its PC \
              (signal {:?}): {out}",
             status.signal()
         );
