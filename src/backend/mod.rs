@@ -27,7 +27,8 @@ pub(crate) enum State {
     Pipe(pipe::PipeUser),
     SigprocMask(sigprocmask::SigprocMask),
     ProcessVmReadv,
-    SignalGuard,
+    /// Holds the proof that the handler is installed, which the guarded loads need.
+    SignalGuard(signal_guard::Installed),
     ProcmapQuery(procmap_query::ProcMaps),
 }
 
@@ -41,10 +42,7 @@ impl State {
             Backend::Pipe => State::Pipe(pipe::PipeUser::open(Backend::Pipe)?),
             Backend::SigprocMask => State::SigprocMask(sigprocmask::SigprocMask::open()),
             Backend::ProcessVmReadv => State::ProcessVmReadv,
-            Backend::SignalGuard => {
-                signal_guard::install()?;
-                State::SignalGuard
-            }
+            Backend::SignalGuard => State::SignalGuard(signal_guard::install()?),
             Backend::ProcmapQuery => State::ProcmapQuery(procmap_query::ProcMaps::open()?),
         })
     }
@@ -57,7 +55,7 @@ impl State {
             State::Pipe(_) => Backend::Pipe,
             State::SigprocMask(_) => Backend::SigprocMask,
             State::ProcessVmReadv => Backend::ProcessVmReadv,
-            State::SignalGuard => Backend::SignalGuard,
+            State::SignalGuard(_) => Backend::SignalGuard,
             State::ProcmapQuery(_) => Backend::ProcmapQuery,
         }
     }
@@ -67,7 +65,7 @@ impl State {
     /// handler, which touches no `errno` when it redirects a probe.
     #[inline(always)]
     pub(crate) fn makes_syscalls(&self) -> bool {
-        !matches!(self, State::SignalGuard)
+        !matches!(self, State::SignalGuard(_))
     }
 
     /// Whether `read` has what it needs (only `SigprocMask` can lack it: its pipe pool).
@@ -87,7 +85,7 @@ impl State {
             State::Pipe(_) => pipe::check(Backend::Pipe, r),
             State::SigprocMask(_) => sigprocmask::check(r),
             State::ProcessVmReadv => process_vm_readv::check(r),
-            State::SignalGuard => signal_guard::check(r),
+            State::SignalGuard(i) => signal_guard::check(*i, r),
             State::ProcmapQuery(m) => m.check(r),
         }
     }
@@ -99,7 +97,7 @@ impl State {
             State::Pipe(_) => pipe::read(Backend::Pipe, r, dst),
             State::SigprocMask(s) => s.read(r, dst),
             State::ProcessVmReadv => process_vm_readv::read(r, dst),
-            State::SignalGuard => signal_guard::read(r, dst),
+            State::SignalGuard(i) => signal_guard::read(*i, r, dst),
             _ => Err(Error::Unsupported {
                 backend: self.backend(),
                 operation: "read",

@@ -32,8 +32,8 @@
 //! so it proves both pages (the kernel restarts a faulting instruction, it never completes one
 //! in part).
 //!
-//! Other architectures have no table yet: [`Backend::SignalGuard`] is [`Error::Unavailable`]
-//! there and [`Prober::guarded`] never returns a token.
+//! Other architectures have no table yet: [`Backend::SignalGuard`](crate::Backend::SignalGuard)
+//! is [`Error::Unavailable`] there and [`Prober::guarded`] never returns a token.
 //!
 //! # Installing
 //!
@@ -110,7 +110,7 @@
 use core::marker::PhantomData;
 
 use crate::range::{PageRange, USER_SPACE_LIMIT};
-use crate::{Backend, Error, Prober};
+use crate::{Error, Prober};
 
 #[cfg(target_arch = "x86_64")]
 mod extable;
@@ -125,10 +125,11 @@ cfg_if::cfg_if! {
     }
 }
 
-pub(crate) use arch::install;
+pub(crate) use arch::{Installed, install};
 
-/// The guarded loads of a [`Prober`] whose backend is [`Backend::SignalGuard`]: loads that
-/// answer `None` instead of crashing when the bytes cannot be loaded (HotSpot's `SafeFetch`).
+/// The guarded loads of a [`Prober`] whose backend is
+/// [`Backend::SignalGuard`](crate::Backend::SignalGuard): loads that answer `None` instead of
+/// crashing when the bytes cannot be loaded (HotSpot's `SafeFetch`).
 ///
 /// A `GuardedLoads` exists only while this copy of the crate's SIGSEGV/SIGBUS handler is
 /// installed (get one from [`Prober::guarded`]), which makes every load sound for any address.
@@ -140,9 +141,9 @@ pub(crate) use arch::install;
 ///
 /// Each method answers for the bytes `[addr, addr + N)`, at any alignment: `Some` with their
 /// value (native byte order) if the CPU could load them, `None` if not, and `None` without a
-/// load if they reach [`USER_SPACE_LIMIT`] or the end of the
-/// address space. Bytes that cross a page boundary are still one load: the CPU either loads
-/// them all or faults (x86_64), so `Some` proves both pages.
+/// load if they reach [`USER_SPACE_LIMIT`] (as [`Prober::check`] answers such ranges). Bytes
+/// that cross a page boundary are still one load: the CPU either loads them all or faults
+/// without writing the register (x86_64), so `Some` proves both pages.
 ///
 /// ```
 /// use addrprobe::{Backend, Prober};
@@ -167,12 +168,13 @@ const MAX_LOAD: usize = 8;
 const BLOCK: usize = 4096;
 
 impl Prober {
-    /// The guarded loads of this prober, if its backend is [`Backend::SignalGuard`] (whose
-    /// handler is then installed): `None` for every other backend.
+    /// The guarded loads of this prober, if its backend is
+    /// [`Backend::SignalGuard`](crate::Backend::SignalGuard) (whose handler is then installed):
+    /// `None` for every other backend.
     #[inline(always)]
     pub fn guarded(&self) -> Option<GuardedLoads<'_>> {
         match self.state {
-            crate::backend::State::SignalGuard => arch::installed().map(|installed| GuardedLoads {
+            crate::backend::State::SignalGuard(installed) => Some(GuardedLoads {
                 installed,
                 _prober: PhantomData,
             }),
@@ -259,20 +261,9 @@ impl GuardedLoads<'_> {
     }
 }
 
-fn not_installed() -> Error {
-    Error::Unavailable {
-        backend: Backend::SignalGuard,
-        errno: None,
-        reason: "the SIGSEGV/SIGBUS handler is not installed",
-    }
-}
-
 /// One guarded byte load per page of `r`.
 #[inline]
-pub(crate) fn check(r: &PageRange) -> Result<bool, Error> {
-    let Some(installed) = arch::installed() else {
-        return Err(not_installed());
-    };
+pub(crate) fn check(installed: Installed, r: &PageRange) -> Result<bool, Error> {
     for point in r.probe_points() {
         if arch::load_u8(installed, point).is_none() {
             return Ok(false);
@@ -285,10 +276,7 @@ pub(crate) fn check(r: &PageRange) -> Result<bool, Error> {
 /// last 1 to 7 bytes come from the 8-byte window that ends where the piece ends (or, for a
 /// piece shorter than 8 bytes, from the window of its page that holds it).
 #[inline]
-pub(crate) fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
-    let Some(installed) = arch::installed() else {
-        return Err(not_installed());
-    };
+pub(crate) fn read(installed: Installed, r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
     let mut off = 0;
     for (start, len) in r.page_chunks() {
         let end = start + len;

@@ -16,12 +16,6 @@ pub(crate) fn install() -> Result<Installed, Error> {
     })
 }
 
-/// Never installed here.
-#[inline(always)]
-pub(crate) fn installed() -> Option<Installed> {
-    None
-}
-
 #[inline(always)]
 pub(crate) fn load_u8(proof: Installed, _addr: usize) -> Option<u8> {
     match proof.0 {}

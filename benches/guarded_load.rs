@@ -1,0 +1,298 @@
+//! What a SignalGuard probe costs against a plain load: `cargo bench --bench guarded_load`
+//! (criterion's figures for each case, then a table of paired measurements with the ratios
+//! the targets are stated in), or `cargo bench --bench guarded_load -- --test` (one quick pass
+//! of every case, no figures).
+//!
+//! The cases:
+//!
+//! - `load call`: an `#[inline(never)]` function doing one volatile 8-byte load, the baseline;
+//! - `check 8 B valid`, `read 8 B valid`: [`Prober::check`]/[`Prober::read`] of 8 readable bytes
+//!   with a SignalGuard prober (one inline guarded load);
+//! - `load_u64 valid`: [`GuardedLoads::load_u64`](addrprobe::GuardedLoads::load_u64);
+//! - `check 8 B PROT_NONE`, `check 8 B unmapped`, `load_u64 PROT_NONE`: loads that fault, each a
+//!   signal delivery;
+//! - `walk 64 frames, no validation` and `walk 64 frames, guarded`: a frame-pointer walk over a
+//!   fake stack of 64 frame records (next frame pointer, return address) in a `Vec`, with plain
+//!   loads or with two `load_u64` per frame.
+//!
+//! The ratios come from one run: every round measures each case once, in turn, over a batch
+//! of iterations; the table gives each case's median over the rounds and the ratio of the
+//! medians.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use addrprobe::{Backend, GuardedLoads, Prober};
+use criterion::Criterion;
+
+/// Frames of the fake stack.
+const FRAMES: usize = 64;
+/// Bytes between two frame records (a typical small frame).
+const FRAME_BYTES: usize = 96;
+
+/// The baseline: one 8-byte load behind a call.
+#[inline(never)]
+fn load_call(addr: usize) -> u64 {
+    // SAFETY: the benchmark passes the address of a live, aligned u64.
+    unsafe { core::ptr::read_volatile(addr as *const u64) }
+}
+
+/// A fake stack: `FRAMES` records `[next frame pointer, return address]`, `FRAME_BYTES` apart,
+/// the last one's next pointer 0. Returns the buffer and the innermost frame pointer.
+fn fake_stack() -> (Vec<u64>, usize) {
+    let words = FRAMES * FRAME_BYTES / 8;
+    let mut stack = vec![0u64; words];
+    let base = stack.as_ptr() as usize;
+    for i in 0..FRAMES {
+        let at = i * FRAME_BYTES / 8;
+        stack[at] = if i + 1 < FRAMES {
+            (base + (i + 1) * FRAME_BYTES) as u64
+        } else {
+            0
+        };
+        stack[at + 1] = 0x40_0000 + 16 * i as u64;
+    }
+    (stack, base)
+}
+
+/// A walk that trusts every frame pointer: the cost of the walk itself.
+#[inline(never)]
+fn walk_plain(mut fp: usize, out: &mut [u64; FRAMES]) -> usize {
+    let mut n = 0;
+    while fp != 0 && n < FRAMES {
+        // SAFETY: the benchmark passes the fake stack, whose frame pointers all point into it.
+        let (next, ret) = unsafe {
+            (
+                core::ptr::read(fp as *const usize),
+                core::ptr::read((fp + 8) as *const u64),
+            )
+        };
+        out[n] = ret;
+        n += 1;
+        fp = next;
+    }
+    n
+}
+
+/// The same walk with every frame record read by guarded loads.
+#[inline(never)]
+fn walk_guarded(g: GuardedLoads<'_>, mut fp: usize, out: &mut [u64; FRAMES]) -> usize {
+    let mut n = 0;
+    while fp != 0 && n < FRAMES {
+        let (Some(next), Some(ret)) = (g.load_u64(fp), g.load_u64(fp + 8)) else {
+            break;
+        };
+        out[n] = ret;
+        n += 1;
+        fp = next as usize;
+    }
+    n
+}
+
+/// The memory the cases probe: a readable u64, a PROT_NONE page and an unmapped page.
+struct Fixture {
+    value: Box<u64>,
+    prot_none: usize,
+    unmapped: usize,
+}
+
+fn fixture() -> Fixture {
+    // SAFETY: a fresh anonymous mapping; the second page is then made PROT_NONE and the third
+    // unmapped, both our own.
+    unsafe {
+        let p = libc::mmap(
+            core::ptr::null_mut(),
+            3 * 4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED);
+        let p = p as usize;
+        assert_eq!(
+            libc::mprotect((p + 4096) as *mut libc::c_void, 4096, libc::PROT_NONE),
+            0
+        );
+        assert_eq!(libc::munmap((p + 8192) as *mut libc::c_void, 4096), 0);
+        Fixture {
+            value: Box::new(0x1234_5678_9abc_def0),
+            prot_none: p + 4096,
+            unmapped: p + 8192,
+        }
+    }
+}
+
+/// One case: its name and a closure that runs it `n` times.
+type Case<'a> = (&'static str, Box<dyn Fn(u64) + 'a>);
+
+fn cases<'a>(p: &'a Prober, fx: &'a Fixture, stack: &'a (Vec<u64>, usize)) -> Vec<Case<'a>> {
+    let g = p.guarded().expect("a SignalGuard prober has guarded loads");
+    let valid = &*fx.value as *const u64 as usize;
+    let (prot_none, unmapped, fp) = (fx.prot_none, fx.unmapped, stack.1);
+    vec![
+        (
+            "load call",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    black_box(load_call(black_box(valid)));
+                }
+            }),
+        ),
+        (
+            "check 8 B valid",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    assert!(matches!(p.check(black_box(valid), 8), Ok(true)));
+                }
+            }),
+        ),
+        (
+            "load_u64 valid",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    black_box(g.load_u64(black_box(valid)).unwrap());
+                }
+            }),
+        ),
+        (
+            "read 8 B valid",
+            Box::new(move |n| {
+                let mut buf = [0u8; 8];
+                for _ in 0..n {
+                    assert!(matches!(p.read(black_box(valid), &mut buf), Ok(true)));
+                    black_box(&buf);
+                }
+            }),
+        ),
+        (
+            "walk 64 frames, no validation",
+            Box::new(move |n| {
+                let mut out = [0u64; FRAMES];
+                for _ in 0..n {
+                    assert_eq!(walk_plain(black_box(fp), &mut out), FRAMES);
+                    black_box(&out);
+                }
+            }),
+        ),
+        (
+            "walk 64 frames, guarded",
+            Box::new(move |n| {
+                let mut out = [0u64; FRAMES];
+                for _ in 0..n {
+                    assert_eq!(walk_guarded(g, black_box(fp), &mut out), FRAMES);
+                    black_box(&out);
+                }
+            }),
+        ),
+        (
+            "check 8 B PROT_NONE",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    assert!(matches!(p.check(black_box(prot_none), 8), Ok(false)));
+                }
+            }),
+        ),
+        (
+            "check 8 B unmapped",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    assert!(matches!(p.check(black_box(unmapped), 8), Ok(false)));
+                }
+            }),
+        ),
+        (
+            "load_u64 PROT_NONE",
+            Box::new(move |n| {
+                for _ in 0..n {
+                    assert_eq!(g.load_u64(black_box(prot_none)), None);
+                }
+            }),
+        ),
+    ]
+}
+
+/// Iterations per batch: about 2 ms of work for each case.
+fn batch(name: &str) -> u64 {
+    if name.contains("PROT_NONE") || name.contains("unmapped") {
+        1_000
+    } else if name.starts_with("walk") {
+        20_000
+    } else {
+        1_000_000
+    }
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Every case once per round, `rounds` rounds; the median ns per iteration of each.
+fn paired(cases: &[Case<'_>], rounds: usize) -> Vec<f64> {
+    let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
+    for (name, run) in cases {
+        run(batch(name) / 10); // warm up
+    }
+    for _ in 0..rounds {
+        for (i, (name, run)) in cases.iter().enumerate() {
+            let n = batch(name);
+            let t = Instant::now();
+            run(n);
+            samples[i].push(t.elapsed().as_nanos() as f64 / n as f64);
+        }
+    }
+    samples.iter_mut().map(|s| median(s)).collect()
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--test");
+    let prober = Prober::new(Backend::SignalGuard).expect("signal-guard");
+    let fx = fixture();
+    let stack = fake_stack();
+    let cases = cases(&prober, &fx, &stack);
+    if quick {
+        for (name, run) in &cases {
+            run(10);
+            println!("{name}: ok");
+        }
+        return;
+    }
+
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    for (name, run) in &cases {
+        // The loop runs inside the case: no call through the box per iteration.
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let t = Instant::now();
+                run(iters);
+                t.elapsed()
+            })
+        });
+    }
+
+    let ns = paired(&cases, 41);
+    let at = |name: &str| ns[cases.iter().position(|c| c.0 == name).unwrap()];
+    println!("\npaired, median of 41 rounds (ns per iteration):\n");
+    println!("| case | ns | ratio |");
+    println!("| --- | ---: | --- |");
+    let load = at("load call");
+    let plain_walk = at("walk 64 frames, no validation");
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let ratio = if name.starts_with("walk") {
+            format!("{:.2} × the unvalidated walk", ns[i] / plain_walk)
+        } else {
+            format!("{:.2} × a load call", ns[i] / load)
+        };
+        println!("| {name} | {:.2} | {ratio} |", ns[i]);
+    }
+    println!(
+        "\ntargets: check 8 B valid {:.2} (<= 1.5), load_u64 valid {:.2} (<= 1.5), guarded walk {:.2} (<= 1.3)",
+        at("check 8 B valid") / load,
+        at("load_u64 valid") / load,
+        at("walk 64 frames, guarded") / plain_walk
+    );
+}
