@@ -11,9 +11,10 @@
 //! - `load_u64 valid`: [`GuardedLoads::load_u64`](addrprobe::GuardedLoads::load_u64);
 //! - `check 8 B PROT_NONE`, `check 8 B unmapped`, `load_u64 PROT_NONE`: loads that fault, each a
 //!   signal delivery;
-//! - `walk 64 frames, no validation` and `walk 64 frames, guarded`: a frame-pointer walk over a
-//!   fake stack of 64 frame records (next frame pointer, return address) in a `Vec`, with plain
-//!   loads or with two `load_u64` per frame.
+//! - `walk 64 frames, ...`: a frame-pointer walk over a fake stack of 64 frame records (next
+//!   frame pointer, return address) in a `Vec`: with plain loads (no validation), with two
+//!   `load_u64` or one `load_u64_pair` per frame, or copying each record with `Prober::read`
+//!   (16 bytes).
 //!
 //! The ratios come from one run: every round measures each case once, in turn, over a batch
 //! of iterations; the table gives each case's median over the rounds and the ratio of the
@@ -74,7 +75,22 @@ fn walk_plain(mut fp: usize, out: &mut [u64; FRAMES]) -> usize {
     n
 }
 
-/// The same walk with every frame record read by guarded loads.
+/// The same walk with every frame record read by one guarded pair.
+#[inline(never)]
+fn walk_pair(g: GuardedLoads<'_>, mut fp: usize, out: &mut [u64; FRAMES]) -> usize {
+    let mut n = 0;
+    while fp != 0 && n < FRAMES {
+        let Some([next, ret]) = g.load_u64_pair(fp) else {
+            break;
+        };
+        out[n] = ret;
+        n += 1;
+        fp = next as usize;
+    }
+    n
+}
+
+/// The same walk with every frame record read by two guarded loads.
 #[inline(never)]
 fn walk_guarded(g: GuardedLoads<'_>, mut fp: usize, out: &mut [u64; FRAMES]) -> usize {
     let mut n = 0;
@@ -85,6 +101,24 @@ fn walk_guarded(g: GuardedLoads<'_>, mut fp: usize, out: &mut [u64; FRAMES]) -> 
         out[n] = ret;
         n += 1;
         fp = next as usize;
+    }
+    n
+}
+
+/// The same walk with each frame record copied by [`Prober::read`] (16 bytes: the general
+/// path, two 8-byte guarded loads).
+#[inline(never)]
+fn walk_read(p: &Prober, mut fp: usize, out: &mut [u64; FRAMES]) -> usize {
+    let mut n = 0;
+    while fp != 0 && n < FRAMES {
+        let mut rec = [0u8; 16];
+        if !matches!(p.read(fp, &mut rec), Ok(true)) {
+            break;
+        }
+        let (next, ret) = rec.split_at(8);
+        out[n] = u64::from_ne_bytes(ret.try_into().unwrap());
+        n += 1;
+        fp = u64::from_ne_bytes(next.try_into().unwrap()) as usize;
     }
     n
 }
@@ -176,11 +210,31 @@ fn cases<'a>(p: &'a Prober, fx: &'a Fixture, stack: &'a (Vec<u64>, usize)) -> Ve
             }),
         ),
         (
-            "walk 64 frames, guarded",
+            "walk 64 frames, 2 load_u64 per frame",
             Box::new(move |n| {
                 let mut out = [0u64; FRAMES];
                 for _ in 0..n {
                     assert_eq!(walk_guarded(g, black_box(fp), &mut out), FRAMES);
+                    black_box(&out);
+                }
+            }),
+        ),
+        (
+            "walk 64 frames, load_u64_pair per frame",
+            Box::new(move |n| {
+                let mut out = [0u64; FRAMES];
+                for _ in 0..n {
+                    assert_eq!(walk_pair(g, black_box(fp), &mut out), FRAMES);
+                    black_box(&out);
+                }
+            }),
+        ),
+        (
+            "walk 64 frames, Prober::read 16 B per frame",
+            Box::new(move |n| {
+                let mut out = [0u64; FRAMES];
+                for _ in 0..n {
+                    assert_eq!(walk_read(p, black_box(fp), &mut out), FRAMES);
                     black_box(&out);
                 }
             }),
@@ -290,9 +344,11 @@ fn main() {
         println!("| {name} | {:.2} | {ratio} |", ns[i]);
     }
     println!(
-        "\ntargets: check 8 B valid {:.2} (<= 1.5), load_u64 valid {:.2} (<= 1.5), guarded walk {:.2} (<= 1.3)",
+        "\ntargets: check 8 B valid {:.2} (<= 1.5), load_u64 valid {:.2} (<= 1.5), guarded walk \
+         {:.2} with load_u64, {:.2} with load_u64_pair (<= 1.3)",
         at("check 8 B valid") / load,
         at("load_u64 valid") / load,
-        at("walk 64 frames, guarded") / plain_walk
+        at("walk 64 frames, 2 load_u64 per frame") / plain_walk,
+        at("walk 64 frames, load_u64_pair per frame") / plain_walk
     );
 }

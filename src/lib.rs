@@ -522,7 +522,7 @@ impl Prober {
     /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
     #[inline(always)]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        // SignalGuard, at most 8 bytes within one page: one inline guarded load.
+        // SignalGuard, at most 16 bytes within one 4 KiB block: inline guarded loads.
         if let Some(answer) = self.guarded().and_then(|g| g.check_small(addr, len)) {
             return Ok(answer);
         }
@@ -549,7 +549,7 @@ impl Prober {
     /// preserved.
     #[inline(always)]
     pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
-        // SignalGuard, at most 8 bytes within one page: one inline guarded load.
+        // SignalGuard, at most 16 bytes within one 4 KiB block: inline guarded loads.
         if let Some(answer) = self.guarded().and_then(|g| g.read_small(addr, dst)) {
             return Ok(answer);
         }

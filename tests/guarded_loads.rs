@@ -29,8 +29,9 @@ fn expected(addr: usize, n: usize, readable: &[(usize, &[u8])]) -> Option<Vec<u8
         .collect()
 }
 
-/// Every load width, every `check`/`read` length 1..=16, at every offset from 24 bytes before
-/// to 24 bytes after the boundary at `boundary`. Returns the wrong answers.
+/// Every load width (the pair as 16 bytes), every `check`/`read` length 1..=16, at every
+/// offset from 24 bytes before to 24 bytes after the boundary at `boundary`. Returns the wrong
+/// answers.
 fn sweep(
     p: &Prober,
     g: GuardedLoads<'_>,
@@ -43,7 +44,10 @@ fn sweep(
         let got8 = g.load_u8(addr).map(|v| v.to_ne_bytes().to_vec());
         let got32 = g.load_u32(addr).map(|v| v.to_ne_bytes().to_vec());
         let got64 = g.load_u64(addr).map(|v| v.to_ne_bytes().to_vec());
-        for (n, got) in [(1, got8), (4, got32), (8, got64)] {
+        let got128 = g
+            .load_u64_pair(addr)
+            .map(|[lo, hi]| [lo.to_ne_bytes(), hi.to_ne_bytes()].concat());
+        for (n, got) in [(1, got8), (4, got32), (8, got64), (16, got128)] {
             if got != want(n) {
                 wrong.push(format!(
                     "load of {n} at {addr:#x}: {got:?}, want {:?}",
@@ -138,6 +142,7 @@ fn limits_of_user_space() {
             assert_eq!(g.load_u8(addr), None, "load_u8 {addr:#x}");
             assert_eq!(g.load_u32(addr), None, "load_u32 {addr:#x}");
             assert_eq!(g.load_u64(addr), None, "load_u64 {addr:#x}");
+            assert_eq!(g.load_u64_pair(addr), None, "load_u64_pair {addr:#x}");
             if addr.checked_add(8).is_some() {
                 assert_eq!(p.check(addr, 8), Ok(false), "check {addr:#x}");
                 assert_eq!(p.read(addr, &mut [0u8; 8]), Ok(false), "read {addr:#x}");
@@ -146,6 +151,7 @@ fn limits_of_user_space() {
         // Non-canonical with 4-level paging, mapped nowhere with 5-level paging: "no" either way.
         for addr in [1usize << 47, (1 << 47) - 4, (1 << 55) + 12345] {
             assert_eq!(g.load_u64(addr), None, "load_u64 {addr:#x}");
+            assert_eq!(g.load_u64_pair(addr), None, "load_u64_pair {addr:#x}");
             assert_eq!(p.check(addr, 8), Ok(false), "check {addr:#x}");
         }
         assert!(matches!(
@@ -223,6 +229,8 @@ fn threads_load_at_once() {
                         let ok = g.load_u64(good + (i + t) % 56) == Some(0x5a5a_5a5a_5a5a_5a5a)
                             && g.load_u64(bad + (i % 64)).is_none()
                             && g.load_u64(bad - 4).is_none()
+                            && g.load_u64_pair(bad - 12).is_none()
+                            && g.load_u64_pair(good + 8) == Some([0x5a5a_5a5a_5a5a_5a5a; 2])
                             && p.check(good, 8) == Ok(true)
                             && p.check(bad, 8) == Ok(false);
                         if !ok {

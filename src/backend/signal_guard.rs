@@ -25,8 +25,9 @@
 //!
 //! The cost of a load that does not fault is the load, a zeroed register and a test: no call,
 //! no memory besides the loaded bytes. [`GuardedLoads`] offers it directly ([`Prober::guarded`]);
-//! [`Prober::check`] and [`Prober::read`] of at most 8 bytes within one 4 KiB block take the same
-//! inline path, and longer ranges make one load per page (check) or per 8 bytes (read). A
+//! [`Prober::check`] and [`Prober::read`] of at most 16 bytes within one 4 KiB block take the
+//! same inline path (one byte load for `check`, one 8-byte load or one pair of them for `read`),
+//! and longer ranges make one load per page (check) or per 8 bytes (read). A
 //! fault costs a signal delivery (~2 µs). An x86_64 load that crosses a page boundary is one
 //! instruction too: the CPU either loads all its bytes or faults without writing the register,
 //! so it proves both pages (the kernel restarts a faulting instruction, it never completes one
@@ -161,8 +162,10 @@ pub struct GuardedLoads<'a> {
     _prober: PhantomData<&'a Prober>,
 }
 
-/// The widest guarded load, and the most bytes `check` and `read` answer with one.
+/// The widest guarded load.
 const MAX_LOAD: usize = 8;
+/// The most bytes `check` and `read` answer inline: one load (check) or one pair (read).
+const MAX_SMALL: usize = 16;
 /// A block that lies within one page whatever the page size (Linux pages are 4 KiB or a
 /// multiple), so a range inside one needs no page size to be known to be inside one page.
 const BLOCK: usize = 4096;
@@ -211,13 +214,25 @@ impl GuardedLoads<'_> {
         arch::load_u64(self.installed, addr)
     }
 
-    /// Whether `[addr, addr + len)` is 1 to 8 bytes inside one 4 KiB block below
-    /// `USER_SPACE_LIMIT`: the ranges [`Prober::check`] and [`Prober::read`] answer with one
-    /// load. (`addr + len` cannot wrap then.)
+    /// The 16 bytes at `addr` (any alignment) as two `u64`s, those at `addr` and at
+    /// `addr + 8`, if the CPU could load them all: a frame record (saved frame pointer, return
+    /// address) in one call. Two load instructions with one flag, so it costs less than two
+    /// [`load_u64`](Self::load_u64); a fault of either is one signal delivery.
+    #[inline(always)]
+    pub fn load_u64_pair(self, addr: usize) -> Option<[u64; 2]> {
+        if addr > USER_SPACE_LIMIT - 16 {
+            return None;
+        }
+        arch::load_u64_pair(self.installed, addr)
+    }
+
+    /// Whether `[addr, addr + len)` is 1 to 16 bytes inside one 4 KiB block below
+    /// `USER_SPACE_LIMIT`: the ranges [`Prober::check`] and [`Prober::read`] answer inline.
+    /// (`addr + len` cannot wrap then.)
     #[inline(always)]
     fn small(addr: usize, len: usize) -> bool {
-        len.wrapping_sub(1) < MAX_LOAD
-            && addr < USER_SPACE_LIMIT - MAX_LOAD
+        len.wrapping_sub(1) < MAX_SMALL
+            && addr < USER_SPACE_LIMIT - MAX_SMALL
             && (addr & (BLOCK - 1)) + len <= BLOCK
     }
 
@@ -232,31 +247,40 @@ impl GuardedLoads<'_> {
         Some(arch::load_u8(self.installed, addr).is_some())
     }
 
-    /// [`Prober::read`] of a small range (see `small`): one 8-byte load of the window of the
-    /// 4 KiB block that holds the range (its bytes share the range's page). `None` for any
-    /// other range.
+    /// [`Prober::read`] of a small range (see `small`): one 8-byte load (up to 8 bytes) or one
+    /// pair (9 to 16) of the window of the 4 KiB block that holds the range (its bytes share
+    /// the range's page). `None` for any other range.
     #[inline(always)]
     pub(crate) fn read_small(self, addr: usize, dst: &mut [u8]) -> Option<bool> {
         let len = dst.len();
         if !Self::small(addr, len) {
             return None;
         }
-        if let Ok(dst8) = <&mut [u8; MAX_LOAD]>::try_from(&mut *dst) {
-            // Inside the block: the window is the range itself.
-            return Some(match arch::load_u64(self.installed, addr) {
-                Some(v) => {
-                    *dst8 = v.to_ne_bytes();
-                    true
-                }
-                None => false,
-            });
+        // The window holds the range and stays in its block.
+        let block_last = addr | (BLOCK - 1);
+        if len <= MAX_LOAD {
+            if let Ok(dst8) = <&mut [u8; MAX_LOAD]>::try_from(&mut *dst) {
+                // Inside the block: the window is the range itself.
+                let v = arch::load_u64(self.installed, addr);
+                return Some(v.map(|v| *dst8 = v.to_ne_bytes()).is_some());
+            }
+            let window = addr.min(block_last - (MAX_LOAD - 1));
+            let Some(v) = arch::load_u64(self.installed, window) else {
+                return Some(false);
+            };
+            let off = addr - window;
+            dst.copy_from_slice(&v.to_ne_bytes()[off..off + len]);
+        } else {
+            let window = addr.min(block_last - (MAX_SMALL - 1));
+            let Some([lo, hi]) = arch::load_u64_pair(self.installed, window) else {
+                return Some(false);
+            };
+            let mut bytes = [0u8; MAX_SMALL];
+            bytes[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
+            bytes[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
+            let off = addr - window;
+            dst.copy_from_slice(&bytes[off..off + len]);
         }
-        let window = addr.min((addr | (BLOCK - 1)) - (MAX_LOAD - 1));
-        let Some(v) = arch::load_u64(self.installed, window) else {
-            return Some(false);
-        };
-        let off = addr - window;
-        dst.copy_from_slice(&v.to_ne_bytes()[off..off + len]);
         Some(true)
     }
 }

@@ -30,3 +30,8 @@ pub(crate) fn load_u32(proof: Installed, _addr: usize) -> Option<u32> {
 pub(crate) fn load_u64(proof: Installed, _addr: usize) -> Option<u64> {
     match proof.0 {}
 }
+
+#[inline(always)]
+pub(crate) fn load_u64_pair(proof: Installed, _addr: usize) -> Option<[u64; 2]> {
+    match proof.0 {}
+}

@@ -15,17 +15,21 @@ macro_rules! section {
     };
 }
 
-/// The `asm!` lines that record the load at local label `2` and its continuation at `3` in
-/// the exception table (see [`extable`](super::extable)).
+/// The `asm!` lines that record a load at local label `$load` whose continuation is local
+/// label `$cont` in the exception table (see [`extable`](super::extable)).
 macro_rules! extable_entry {
-    () => {
+    ($load:literal, $cont:literal) => {
         concat!(
             ".pushsection ",
             section!(),
             ",\"aR\",@progbits\n",
             ".balign 4\n",
-            ".long 2b - .\n",
-            ".long 3b - .\n",
+            ".long ",
+            $load,
+            "b - .\n",
+            ".long ",
+            $cont,
+            "b - .\n",
             ".popsection",
         )
     };
@@ -63,7 +67,7 @@ macro_rules! guarded_load {
                 "2:",
                 $insn,
                 "3:",
-                extable_entry!(),
+                extable_entry!("2", "3"),
                 a = in(reg) $addr,
                 v = lateout(reg) value,
                 inout("ecx") 0u32 => faulted,
@@ -90,6 +94,39 @@ pub(crate) fn load_u32(_: Installed, addr: usize) -> Option<u32> {
 #[inline(always)]
 pub(crate) fn load_u64(_: Installed, addr: usize) -> Option<u64> {
     guarded_load!("mov {v}, qword ptr [{a}]", addr, u64)
+}
+
+/// Two guarded 8-byte loads, of `addr` and `addr + 8` (any alignment), with one flag: a fault
+/// of either resumes after both, so a pair costs one flag test. Both instructions are in the
+/// table; the first's continuation is the end of the pair (the second's end), at most two
+/// instructions' length away.
+#[inline(always)]
+pub(crate) fn load_u64_pair(_: Installed, addr: usize) -> Option<[u64; 2]> {
+    let (first, second): (u64, u64);
+    let faulted: u32;
+    // SAFETY: as in `guarded_load!`. `first` is an early output: it is written while `addr`
+    // is still needed, so it never shares its register.
+    unsafe {
+        core::arch::asm!(
+            "2:",
+            "mov {v0}, qword ptr [{a}]",
+            "3:",
+            "mov {v1}, qword ptr [{a} + 8]",
+            "4:",
+            extable_entry!("2", "4"),
+            extable_entry!("3", "4"),
+            a = in(reg) addr,
+            v0 = out(reg) first,
+            v1 = lateout(reg) second,
+            inout("ecx") 0u32 => faulted,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    if faulted == 0 {
+        Some([first, second])
+    } else {
+        None
+    }
 }
 
 /// This linked object's exception table.
@@ -612,8 +649,9 @@ mod tests {
     }
 
     /// The length of the load instruction at `pc` if it is one of the guarded loads' forms
-    /// (`movzx r32, byte ptr [r]`, `mov r32, dword ptr [r]`, `mov r64, qword ptr [r]`, with
-    /// the base register any of the sixteen), else `None`.
+    /// (`movzx r32, byte ptr [r]`, `mov r32, dword ptr [r]`, `mov r64, qword ptr [r]`, and
+    /// `mov r64, qword ptr [r + 8]` as a pair's second, with the base register any of the
+    /// sixteen), else `None`.
     fn load_len(pc: usize) -> Option<usize> {
         let b = bytes::<7>(pc);
         let mut i = 0;
@@ -633,18 +671,29 @@ mod tests {
         }
         match md {
             0 if rm != 5 => Some(i),
-            1 if b[i] == 0 => Some(i + 1), // rbp or r13 as the base: a zero disp8
+            // A disp8: 8 for a pair's second load; 0 with rbp or r13 as the base.
+            1 if b[i] == 0 || b[i] == 8 => Some(i + 1),
             _ => None,
         }
     }
 
     /// Every entry of this object's table (this test binary's: the crate's loads, inlined in
     /// the crate and its tests) records a load instruction of the guarded forms and the
-    /// instruction right after it. The anchor entry is the only one not taken.
+    /// instruction right after it, or for the first load of a pair the instruction after the
+    /// pair's second load. The anchor entry is the only one not taken.
     #[test]
     fn table_entries_are_loads_and_their_next_instruction() {
+        // Out-of-line instances of every load, so that each form is in the table.
+        type Load<T> = fn(Installed, usize) -> Option<T>;
+        core::hint::black_box((
+            load_u8 as Load<u8>,
+            load_u32 as Load<u32>,
+            load_u64 as Load<u64>,
+            load_u64_pair as Load<[u64; 2]>,
+        ));
         let t = table();
         let mut loads = 0;
+        let mut pairs = 0;
         let mut skipped = 0;
         for i in 0..t.len() {
             let Some((load, cont)) = t.get(i, MAX_INSN) else {
@@ -652,15 +701,18 @@ mod tests {
                 continue;
             };
             loads += 1;
-            assert_eq!(
-                load_len(load),
-                Some(cont - load),
+            let len = load_len(load);
+            let pair = len.and_then(|n| load_len(load + n).map(|m| n + m));
+            pairs += usize::from(pair == Some(cont - load));
+            assert!(
+                len == Some(cont - load) || pair == Some(cont - load),
                 "entry {i}: {:02x?} at {load:#x}, continuation +{}",
-                bytes::<7>(load),
+                bytes::<14>(load),
                 cont - load
             );
         }
-        assert!(loads >= 3, "{loads} loads in the table");
+        assert!(loads >= 5, "{loads} loads in the table");
+        assert!(pairs >= 1, "no pair in the table");
         assert!(skipped >= 1, "no anchor entry");
         assert_eq!(
             bytes::<9>(restore_rt as *const () as usize),
@@ -689,7 +741,7 @@ mod tests {
             "2:",
             "mov rax, qword ptr [rdi]",
             "3:",
-            extable_entry!(),
+            extable_entry!("2", "3"),
             "mov edx, ecx",
             "ret",
         )

@@ -38,6 +38,9 @@ pub extern "C" fn extable_fixture_probe(
         p.check(prot_none - 16, 32) == Ok(false),
         p.read(prot_none - 16, &mut buf) == Ok(false),
         p.check(0, 1) == Ok(false),
+        g.load_u64_pair(valid).map(|[v, _]| v) == Some(value),
+        g.load_u64_pair(prot_none - 8).is_none(),
+        p.read(valid, &mut buf[..16]) == Ok(true) && buf[..8] == value.to_ne_bytes(),
     ];
     answers
         .iter()

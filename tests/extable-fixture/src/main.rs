@@ -97,6 +97,11 @@ macro_rules! host_probe {
             ("load beyond EOF", g.load_u8(fx.beyond_eof).is_none()),
             ("load across", g.load_u32(fx.prot_none - 2).is_none()),
             (
+                "pair valid",
+                g.load_u64_pair(fx.valid).map(|[v, _]| v) == Some(VALUE),
+            ),
+            ("pair across", g.load_u64_pair(fx.prot_none - 8).is_none()),
+            (
                 "read valid",
                 p.read(fx.valid, &mut buf) == Ok(true) && buf == VALUE.to_ne_bytes(),
             ),
