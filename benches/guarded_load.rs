@@ -16,9 +16,10 @@
 //!   `load_u64` or one `load_u64_pair` per frame, or copying each record with `Prober::read`
 //!   (16 bytes).
 //!
-//! The ratios come from one run: every round measures each case once, in turn, over a batch
-//! of iterations; the table gives each case's median over the rounds and the ratio of the
-//! medians.
+//! The ratios come from one run: every round (about 6 ms) measures each case once, in turn,
+//! over a batch of iterations; the table gives, for each case, the median and the fastest of
+//! its per-round times, and the median over the rounds of its ratio to the baseline measured in
+//! the same round (robust when other work shares the machine).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -266,14 +267,14 @@ fn cases<'a>(p: &'a Prober, fx: &'a Fixture, stack: &'a (Vec<u64>, usize)) -> Ve
     ]
 }
 
-/// Iterations per batch: about 2 ms of work for each case.
+/// Iterations per batch: about half a millisecond of work for each case.
 fn batch(name: &str) -> u64 {
     if name.contains("PROT_NONE") || name.contains("unmapped") {
-        1_000
+        200
     } else if name.starts_with("walk") {
-        20_000
+        4_000
     } else {
-        1_000_000
+        200_000
     }
 }
 
@@ -282,8 +283,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Every case once per round, `rounds` rounds; the median ns per iteration of each.
-fn paired(cases: &[Case<'_>], rounds: usize) -> Vec<f64> {
+/// Every case once per round, in turn, `rounds` rounds: each case's ns per iteration in each
+/// round (`[case][round]`).
+fn paired(cases: &[Case<'_>], rounds: usize) -> Vec<Vec<f64>> {
     let mut samples = vec![Vec::with_capacity(rounds); cases.len()];
     for (name, run) in cases {
         run(batch(name) / 10); // warm up
@@ -296,7 +298,7 @@ fn paired(cases: &[Case<'_>], rounds: usize) -> Vec<f64> {
             samples[i].push(t.elapsed().as_nanos() as f64 / n as f64);
         }
     }
-    samples.iter_mut().map(|s| median(s)).collect()
+    samples
 }
 
 fn main() {
@@ -328,27 +330,48 @@ fn main() {
         });
     }
 
-    let ns = paired(&cases, 41);
-    let at = |name: &str| ns[cases.iter().position(|c| c.0 == name).unwrap()];
-    println!("\npaired, median of 41 rounds (ns per iteration):\n");
-    println!("| case | ns | ratio |");
-    println!("| --- | ---: | --- |");
-    let load = at("load call");
-    let plain_walk = at("walk 64 frames, no validation");
-    for (i, (name, _)) in cases.iter().enumerate() {
-        let ratio = if name.starts_with("walk") {
-            format!("{:.2} × the unvalidated walk", ns[i] / plain_walk)
+    // Rounds of about 6 ms: the cases of one round share the machine's state, so the ratio
+    // within a round is the figure; the table gives the median over the rounds of each case's
+    // time and of its ratio to the baseline measured in the same round.
+    const ROUNDS: usize = 201;
+    let samples = paired(&cases, ROUNDS);
+    let index = |name: &str| cases.iter().position(|c| c.0 == name).unwrap();
+    let (load, plain_walk) = (index("load call"), index("walk 64 frames, no validation"));
+    let ratio = |i: usize| {
+        let base = if cases[i].0.starts_with("walk") {
+            plain_walk
         } else {
-            format!("{:.2} × a load call", ns[i] / load)
+            load
         };
-        println!("| {name} | {:.2} | {ratio} |", ns[i]);
+        let mut r: Vec<f64> = (0..ROUNDS)
+            .map(|k| samples[i][k] / samples[base][k])
+            .collect();
+        median(&mut r)
+    };
+    println!("\npaired, median of {ROUNDS} rounds:\n");
+    println!("| case | ns (median) | ns (fastest round) | ratio (median of the rounds) |");
+    println!("| --- | ---: | ---: | --- |");
+    for (i, (name, _)) in cases.iter().enumerate() {
+        let mut s = samples[i].clone();
+        let fastest = s.iter().copied().fold(f64::INFINITY, f64::min);
+        let against = if name.starts_with("walk") {
+            "the unvalidated walk"
+        } else {
+            "a load call"
+        };
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.2} × {against} |",
+            median(&mut s),
+            fastest,
+            ratio(i)
+        );
     }
     println!(
         "\ntargets: check 8 B valid {:.2} (<= 1.5), load_u64 valid {:.2} (<= 1.5), guarded walk \
          {:.2} with load_u64, {:.2} with load_u64_pair (<= 1.3)",
-        at("check 8 B valid") / load,
-        at("load_u64 valid") / load,
-        at("walk 64 frames, 2 load_u64 per frame") / plain_walk,
-        at("walk 64 frames, load_u64_pair per frame") / plain_walk
+        ratio(index("check 8 B valid")),
+        ratio(index("load_u64 valid")),
+        ratio(index("walk 64 frames, 2 load_u64 per frame")),
+        ratio(index("walk 64 frames, load_u64_pair per frame")),
     );
 }

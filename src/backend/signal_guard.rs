@@ -271,6 +271,15 @@ impl GuardedLoads<'_> {
             let off = addr - window;
             dst.copy_from_slice(&v.to_ne_bytes()[off..off + len]);
         } else {
+            if let Ok(dst16) = <&mut [u8; MAX_SMALL]>::try_from(&mut *dst) {
+                // Inside the block: the window is the range itself.
+                let Some([lo, hi]) = arch::load_u64_pair(self.installed, addr) else {
+                    return Some(false);
+                };
+                dst16[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
+                dst16[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
+                return Some(true);
+            }
             let window = addr.min(block_last - (MAX_SMALL - 1));
             let Some([lo, hi]) = arch::load_u64_pair(self.installed, window) else {
                 return Some(false);
