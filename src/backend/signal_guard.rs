@@ -113,9 +113,6 @@ use core::marker::PhantomData;
 use crate::range::{PageRange, USER_SPACE_LIMIT};
 use crate::{Error, Prober};
 
-#[cfg(target_arch = "x86_64")]
-mod extable;
-
 cfg_if::cfg_if! {
     if #[cfg(target_arch = "x86_64")] {
         mod x86_64;
@@ -126,7 +123,15 @@ cfg_if::cfg_if! {
     }
 }
 
-pub(crate) use arch::{Installed, install};
+cfg_if::cfg_if! {
+    if #[cfg(target_arch = "x86_64")] {
+        mod extable;
+        mod handler;
+        pub(crate) use handler::{Installed, install};
+    } else {
+        pub(crate) use unsupported::{Installed, install};
+    }
+}
 
 /// The guarded loads of a [`Prober`] whose backend is
 /// [`Backend::SignalGuard`](crate::Backend::SignalGuard): loads that answer `None` instead of
@@ -158,7 +163,7 @@ pub(crate) use arch::{Installed, install};
 /// ```
 #[derive(Clone, Copy, Debug)]
 pub struct GuardedLoads<'a> {
-    installed: arch::Installed,
+    installed: Installed,
     _prober: PhantomData<&'a Prober>,
 }
 
