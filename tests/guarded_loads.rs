@@ -10,7 +10,7 @@ use addrprobe::range::USER_SPACE_LIMIT;
 use addrprobe::{Backend, Error, GuardedLoads, Prober};
 use support::{Region, is_child, ps, run_child};
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn guard() -> Prober {
     Prober::new(Backend::SignalGuard).expect("signal-guard")
 }
@@ -76,7 +76,7 @@ fn sweep(
     wrong
 }
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn every_width_and_length_around_page_boundaries() {
     const NAME: &str = "every_width_and_length_around_page_boundaries";
@@ -118,7 +118,7 @@ fn every_width_and_length_around_page_boundaries() {
 /// `vsyscall=emulate`), non-canonical addresses (a general-protection fault, `SI_KERNEL`),
 /// kernel addresses, the end of the address space. Below the limit, a non-canonical address
 /// with 4-level paging is a general-protection fault the handler takes.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn limits_of_user_space() {
     const NAME: &str = "limits_of_user_space";
@@ -168,7 +168,7 @@ fn limits_of_user_space() {
 
 /// A page of a `MAP_SHARED` mapping beyond the end of its file: the load gets SIGBUS, which
 /// the handler takes as it takes SIGSEGV.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn beyond_end_of_file_is_sigbus_and_no() {
     const NAME: &str = "beyond_end_of_file_is_sigbus_and_no";
@@ -209,7 +209,7 @@ fn beyond_end_of_file_is_sigbus_and_no() {
 }
 
 /// Four threads load readable and PROT_NONE bytes at once: every answer is right.
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 #[test]
 fn threads_load_at_once() {
     const NAME: &str = "threads_load_at_once";
@@ -262,7 +262,7 @@ fn only_signal_guard_has_guarded_loads() {
         ] {
             assert!(Prober::new(b).unwrap().guarded().is_none(), "{b}");
         }
-        let with_table = cfg!(target_arch = "x86_64");
+        let with_table = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
         match Prober::new(Backend::SignalGuard) {
             Ok(p) => assert!(with_table && p.guarded().is_some()),
             Err(e) => assert!(!with_table && e.is_unavailable(), "{e}"),

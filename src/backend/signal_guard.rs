@@ -2,7 +2,7 @@
 //!
 //! A probe is one load instruction, inlined where it is used (an `asm!` block), whose PC and
 //! continuation are recorded in an exception table, as the Linux kernel records its
-//! `get_user` instructions:
+//! `get_user` instructions. On x86_64:
 //!
 //! ```text
 //!               xor   ecx, ecx                 ; "no fault" (the compiler sets it up)
@@ -12,29 +12,33 @@
 //! table entry:  (load, continuation)           ; in the section `addrprobe_extable_x86_64_v1`
 //! ```
 //!
+//! (arm64: `ldr`/`ldrb`/`ldp`, the flag in `x9`, the section `addrprobe_extable_aarch64_v1`.)
+//!
 //! A SIGSEGV/SIGBUS handler, installed once per process with `SA_SIGINFO | SA_ONSTACK` and a
 //! full `sa_mask`, takes a signal for a probe's fault only if the interrupted PC *equals* the
-//! load PC of an entry of the table (see the `extable` module for its format and why every linked object,
-//! a `cdylib` included, has its own) and the signal is that instruction's fault: `si_code > 0`
-//! (never `kill`, `tgkill` or `sigqueue`), not an asynchronous machine-check report
-//! (`BUS_MCEERR_AO`), and for `SI_KERNEL` only a general-protection fault (a non-canonical
-//! address). It then sets the flag register (`rcx`) to 1 and the PC to the continuation, and
-//! returns: the code after the load sees "faulted" and ignores the value register. The
-//! protocol is part of the section's name, so copies of the crate that share a table also
-//! share it. No global symbol is defined, so two copies of the crate link into one program.
+//! load PC of an entry of the table (see the `extable` module for its format and why every
+//! linked object, a `cdylib` included, has its own) and the signal is that instruction's fault:
+//! `si_code > 0` (never `kill`, `tgkill` or `sigqueue`), not an asynchronous report
+//! (`BUS_MCEERR_AO`; arm64: `SEGV_MTEAERR`), and for `SI_KERNEL` only an x86_64
+//! general-protection fault (a non-canonical address). It then sets the flag register to 1 and
+//! the PC to the continuation, and returns: the code after the load sees "faulted" and ignores
+//! the value register. The protocol is part of the section's name, so copies of the crate that
+//! share a table also share it. No global symbol is defined, so two copies of the crate link
+//! into one program.
 //!
 //! The cost of a load that does not fault is the load, a zeroed register and a test: no call,
 //! no memory besides the loaded bytes. [`GuardedLoads`] offers it directly ([`Prober::guarded`]);
 //! [`Prober::check`] and [`Prober::read`] of at most 16 bytes within one 4 KiB block take the
 //! same inline path (one byte load for `check`, one 8-byte load or one pair of them for `read`),
-//! and longer ranges make one load per page (check) or per 8 bytes (read). A
-//! fault costs a signal delivery (~2 µs). An x86_64 load that crosses a page boundary is one
-//! instruction too: the CPU either loads all its bytes or faults without writing the register,
-//! so it proves both pages (the kernel restarts a faulting instruction, it never completes one
-//! in part).
+//! and longer ranges make one load per page (check) or per 8 bytes (read). A fault costs a
+//! signal delivery (~2 µs). A load that crosses a page boundary is one instruction too: the CPU
+//! either loads all its bytes or faults, and a faulting instruction is not completed in part
+//! (x86_64: the register is not written; arm64: it is left unknown, and discarded), so `Some`
+//! proves both pages.
 //!
-//! Other architectures have no table yet: [`Backend::SignalGuard`](crate::Backend::SignalGuard)
-//! is [`Error::Unavailable`] there and [`Prober::guarded`] never returns a token.
+//! x86_64 and arm64 have a table (arm64 has been run under `qemu-aarch64` only). Other
+//! architectures have none yet: [`Backend::SignalGuard`](crate::Backend::SignalGuard) is
+//! [`Error::Unavailable`] there and [`Prober::guarded`] never returns a token.
 //!
 //! # Installing
 //!
@@ -50,7 +54,7 @@
 //! would have delivered it there*:
 //!
 //! - a handler gets the same three arguments (a one-argument handler reads only the first;
-//!   the kernel passes all three on x86_64 too) and runs with the thread's signal mask set to
+//!   the kernel passes all three in registers) and runs with the thread's signal mask set to
 //!   the interrupted context's mask (`uc_sigmask`) plus its `sa_mask` plus the signal itself
 //!   unless it has `SA_NODEFER`; our own mask is restored when it returns. So a crash handler
 //!   with `SA_NODEFER` can probe with `SignalGuard`, and a profiler's signal is not held back
@@ -117,6 +121,9 @@ cfg_if::cfg_if! {
     if #[cfg(target_arch = "x86_64")] {
         mod x86_64;
         use x86_64 as arch;
+    } else if #[cfg(target_arch = "aarch64")] {
+        mod aarch64;
+        use aarch64 as arch;
     } else {
         mod unsupported;
         use unsupported as arch;
@@ -124,7 +131,7 @@ cfg_if::cfg_if! {
 }
 
 cfg_if::cfg_if! {
-    if #[cfg(target_arch = "x86_64")] {
+    if #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))] {
         mod extable;
         mod handler;
         pub(crate) use handler::{Installed, install};
@@ -148,8 +155,8 @@ cfg_if::cfg_if! {
 /// Each method answers for the bytes `[addr, addr + N)`, at any alignment: `Some` with their
 /// value (native byte order) if the CPU could load them, `None` if not, and `None` without a
 /// load if they reach [`USER_SPACE_LIMIT`] (as [`Prober::check`] answers such ranges). Bytes
-/// that cross a page boundary are still one load: the CPU either loads them all or faults
-/// without writing the register (x86_64), so `Some` proves both pages.
+/// that cross a page boundary are still one load: the CPU either loads them all or faults, so
+/// `Some` proves both pages.
 ///
 /// ```
 /// use addrprobe::{Backend, Prober};
