@@ -154,6 +154,7 @@ pub mod testing;
 pub mod unwind;
 
 pub use auto::AutoOptions;
+pub use backend::signal_guard::GuardedLoads;
 pub use backend_kind::Backend;
 pub use error::{Error, UnknownBackend};
 pub use guarantee::Guarantee;

@@ -63,8 +63,17 @@ impl Prober {
     /// says for every byte; `Ok(false)` means some page is not so.
     ///
     /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
-    #[inline]
+    #[inline(always)]
     pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
+        // SignalGuard, at most 16 bytes within one 4 KiB block: inline guarded loads.
+        if let Some(answer) = self.guarded().and_then(|g| g.check_small(addr, len)) {
+            return Ok(answer);
+        }
+        self.check_range(addr, len)
+    }
+
+    /// [`check`](Self::check) of any range with any backend, out of line.
+    fn check_range(&self, addr: usize, len: usize) -> Result<bool, Error> {
         let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         match range::classify(addr, len, range::page_size())? {
             range::Classified::Empty => Ok(true),
@@ -81,8 +90,17 @@ impl Prober {
     /// Only backends with [`Guarantee::Readable`] can read; the others return
     /// [`Error::Unsupported`]. Async-signal-safe, allocation-free and lock-free; `errno` is
     /// preserved.
-    #[inline]
+    #[inline(always)]
     pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
+        // SignalGuard, at most 16 bytes within one 4 KiB block: inline guarded loads.
+        if let Some(answer) = self.guarded().and_then(|g| g.read_small(addr, dst)) {
+            return Ok(answer);
+        }
+        self.read_range(addr, dst)
+    }
+
+    /// [`read`](Self::read) of any range with any backend, out of line.
+    fn read_range(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
         let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
         if self.guarantee() != Guarantee::Readable {
             return Err(Error::Unsupported {

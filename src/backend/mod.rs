@@ -24,7 +24,7 @@ pub(crate) mod pipe;
 pub(crate) mod process;
 mod process_vm_readv;
 mod procmap_query;
-mod signal_guard;
+pub(crate) mod signal_guard;
 mod sigprocmask;
 
 /// The shape of a probing technique. Every method is a probe path: async-signal-safe, no
@@ -169,11 +169,7 @@ impl Technique for ProcessVmReadv {
     }
 }
 
-/// The guarded load: its process-wide handler is installed when the state is made.
-#[derive(Debug)]
-pub(crate) struct SignalGuard(());
-
-impl Technique for SignalGuard {
+impl Technique for signal_guard::Installed {
     const BACKEND: Backend = Backend::SignalGuard;
     // Its fault path only runs the crate's handler, which touches no `errno` when it
     // redirects a probe.
@@ -181,12 +177,12 @@ impl Technique for SignalGuard {
 
     #[inline]
     fn check(&self, r: &PageRange) -> Result<bool, Error> {
-        signal_guard::check(r)
+        signal_guard::check(*self, r)
     }
 
     #[inline]
     fn read(&self, r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
-        signal_guard::read(r, dst)
+        signal_guard::read(*self, r, dst)
     }
 }
 
@@ -208,7 +204,8 @@ pub(crate) enum State {
     Pipe(pipe::PipeUser),
     SigprocMask(sigprocmask::SigprocMask),
     ProcessVmReadv(ProcessVmReadv),
-    SignalGuard(SignalGuard),
+    /// Holds the proof that the handler is installed, which the guarded loads need.
+    SignalGuard(signal_guard::Installed),
     ProcmapQuery(procmap_query::ProcMaps),
 }
 
@@ -257,10 +254,7 @@ impl State {
             Backend::Pipe => State::Pipe(pipe::PipeUser::open(Backend::Pipe)?),
             Backend::SigprocMask => State::SigprocMask(sigprocmask::SigprocMask::open()),
             Backend::ProcessVmReadv => State::ProcessVmReadv(ProcessVmReadv),
-            Backend::SignalGuard => {
-                signal_guard::install()?;
-                State::SignalGuard(SignalGuard(()))
-            }
+            Backend::SignalGuard => State::SignalGuard(signal_guard::install()?),
             Backend::ProcmapQuery => State::ProcmapQuery(procmap_query::ProcMaps::open()?),
         })
     }
