@@ -23,6 +23,8 @@
 //!
 //! Options (environment): `FRAMEHOP_PROFILE_SAMPLES` (default 500, leaf samples to take; at
 //! most 60 CPU seconds are spent), `FRAMEHOP_PROFILE_QUIET=1` prints only the summary.
+//! `--bench [--quick]` runs the benchmark of `framehop_profile/bench.rs` instead (what the
+//! reader costs the unwind, on the thread's own stack and from a sigaltstack).
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_int, c_void};
@@ -327,7 +329,15 @@ fn name_of(modules: &[LoadedModule], addr: u64) -> String {
     }
 }
 
+#[path = "framehop_profile/bench.rs"]
+mod bench;
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--bench") {
+        bench::run(args.iter().any(|a| a == "--quick"));
+        return;
+    }
     let target: usize = std::env::var("FRAMEHOP_PROFILE_SAMPLES")
         .ok()
         .and_then(|s| s.parse().ok())
