@@ -14,13 +14,17 @@
 //!    is latched, so a broken backend is reported instead of looking like the end of the stack.
 //! 3. After the timer is disarmed, the samples are printed as folded stacks
 //!    (`module+offset` frames, root first) and a summary line that `tests/framehop_profiler.rs`
-//!    checks: `SUMMARY leaf_samples=.. complete=.. errors=.. samples=.. fp_max_depth=..`. A
-//!    leaf sample is complete when its unwind holds all [`DEPTH`] frames of the recursion;
-//!    `fp_max_depth` is the deepest walk the crate's frame-pointer unwinder made of the same
-//!    samples (a handful in a build without frame pointers).
+//!    checks: `SUMMARY leaf_samples=.. complete=.. errors=.. samples=.. fp_max_depth=..
+//!    fp_truncated=..`. A leaf sample is complete when its unwind holds all [`DEPTH`] frames
+//!    of the recursion; `fp_max_depth` is the deepest walk the crate's frame-pointer unwinder
+//!    made of the same samples (a handful in a build without frame pointers), and
+//!    `fp_truncated` counts the leaf samples whose frame-pointer walk `Walk::ending` reports
+//!    as probably truncated (all of them without frame pointers, none with).
 //!
 //! Options (environment): `FRAMEHOP_PROFILE_SAMPLES` (default 500, leaf samples to take; at
 //! most 60 CPU seconds are spent), `FRAMEHOP_PROFILE_QUIET=1` prints only the summary.
+//! `--bench [--quick]` runs the benchmark of `framehop_profile/bench.rs` instead (what the
+//! reader costs the unwind, on the thread's own stack and from a sigaltstack).
 
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_int, c_void};
@@ -30,7 +34,7 @@ use std::collections::HashMap;
 use addrprobe::Prober;
 use addrprobe::reader::StackReader;
 use addrprobe::stack_bounds::StackBounds;
-use addrprobe::unwind::{Frame, Start, Unwinder as FpUnwinder, regs_from_ucontext};
+use addrprobe::unwind::{Ending, Frame, Start, Unwinder as FpUnwinder, regs_from_ucontext};
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, Module, MustNotAllocateDuringUnwind, Unwinder};
 
@@ -54,6 +58,9 @@ struct Sample {
     /// Frames the crate's frame-pointer unwinder found for the same sample (few in a build
     /// without frame pointers: that is what this example is for).
     fp_depth: usize,
+    /// What that walk's end says ([`addrprobe::unwind::Walk::ending`]): in a build without frame pointers, a
+    /// leaf sample's chain breaks far below the worker's entry frames.
+    fp_ending: Ending,
 }
 
 type Memory = &'static [u8];
@@ -130,13 +137,14 @@ extern "C" fn on_sigprof(_sig: c_int, _info: *mut libc::siginfo_t, uc: *mut c_vo
     sample.clean_end = clean_end;
     sample.backend_error = reader.error().is_some();
     let mut fp_frames = [Frame::default(); MAX_FRAMES];
-    sample.fp_depth = match FpUnwinder::new(&prof.prober) {
+    let start = Start::Regs(regs);
+    (sample.fp_depth, sample.fp_ending) = match FpUnwinder::new(&prof.prober) {
         Ok(u) => {
-            u.with_fast_path(true)
-                .walk(Start::Regs(regs), &mut fp_frames, None)
-                .depth
+            let walk = u.with_fast_path(true).walk(start, &mut fp_frames, None);
+            let bounds = StackBounds::current();
+            (walk.depth, walk.ending(&start, &fp_frames, bounds.as_ref()))
         }
-        Err(_) => 0,
+        Err(_) => (0, Ending::Unknown),
     };
     prof.taken.store(i + 1, Ordering::Relaxed);
     if in_leaf && LEAF_TAKEN.fetch_add(1, Ordering::Relaxed) + 1 >= TARGET.load(Ordering::Relaxed) {
@@ -321,7 +329,15 @@ fn name_of(modules: &[LoadedModule], addr: u64) -> String {
     }
 }
 
+#[path = "framehop_profile/bench.rs"]
+mod bench;
+
 fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--bench") {
+        bench::run(args.iter().any(|a| a == "--quick"));
+        return;
+    }
     let target: usize = std::env::var("FRAMEHOP_PROFILE_SAMPLES")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -349,6 +365,7 @@ fn main() {
         clean_end: false,
         backend_error: false,
         fp_depth: 0,
+        fp_ending: Ending::Unknown,
     };
     let profiler: &'static Profiler = Box::leak(Box::new(Profiler {
         prober,
@@ -441,6 +458,7 @@ fn main() {
     let samples = &samples[..taken];
     let mut folded: HashMap<String, usize> = HashMap::new();
     let (mut leaf_samples, mut complete_samples, mut errors, mut fp_max) = (0, 0, 0, 0);
+    let mut fp_truncated = 0;
     for s in samples {
         let frames = &s.frames[..s.depth];
         errors += usize::from(s.backend_error);
@@ -448,6 +466,7 @@ fn main() {
         if s.in_leaf {
             leaf_samples += 1;
             complete_samples += usize::from(complete(frames));
+            fp_truncated += usize::from(matches!(s.fp_ending, Ending::ProbablyTruncated { .. }));
         }
         let mut stack: Vec<String> = frames.iter().rev().map(|&a| name_of(&modules, a)).collect();
         if !s.clean_end {
@@ -464,6 +483,6 @@ fn main() {
     }
     println!(
         "SUMMARY leaf_samples={leaf_samples} complete={complete_samples} errors={errors} \
-         samples={taken} fp_max_depth={fp_max}"
+         samples={taken} fp_max_depth={fp_max} fp_truncated={fp_truncated}"
     );
 }

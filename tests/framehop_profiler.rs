@@ -12,7 +12,9 @@
 //! - no sample latched a backend error;
 //! - the crate's own frame-pointer unwinder, run on the same samples, got far fewer than 64
 //!   frames: the build really has no frame pointers, so the first check is not a frame-pointer
-//!   walk in disguise.
+//!   walk in disguise;
+//! - every one of those short frame-pointer walks of a leaf sample is reported as probably
+//!   truncated (`Walk::ending`), not as a clean end of the stack.
 //!
 //! Requires the `framehop` feature (`cargo test --features framehop --test framehop_profiler`),
 //! so that a plain `cargo test` does not build a second copy of the crate.
@@ -95,11 +97,12 @@ fn framehop_unwinds_every_leaf_sample_without_frame_pointers() {
             .and_then(|v| v.parse().ok())
             .unwrap_or_else(|| panic!("no {name} in {line}"))
     };
-    let (leaf, complete, errors, fp_max) = (
+    let (leaf, complete, errors, fp_max, fp_truncated) = (
         field("leaf_samples"),
         field("complete"),
         field("errors"),
         field("fp_max_depth"),
+        field("fp_truncated"),
     );
     println!("{line}");
     assert!(leaf >= 100, "too few leaf samples to judge: {line}");
@@ -112,5 +115,10 @@ fn framehop_unwinds_every_leaf_sample_without_frame_pointers() {
         fp_max < 64,
         "the frame-pointer walk reached {fp_max} frames: the build has frame pointers, so \
          this test proves nothing about .eh_frame unwinding ({line})"
+    );
+    assert_eq!(
+        fp_truncated, leaf,
+        "every leaf sample's frame-pointer walk ends far below the worker's entry frames and \
+         must be reported as probably truncated ({line})"
     );
 }

@@ -288,7 +288,7 @@ impl SlowPath<'_, '_> {
             return self.read_batched(fp);
         }
         self.stats.probes += 1;
-        let got = self.unwinder.read_frame(fp)?;
+        let got = self.unwinder.probe_frame(fp)?;
         if got.is_some() {
             self.stats.probed += 1;
         }
