@@ -19,79 +19,20 @@
 // The fixture's stray loads and the table's section name are x86_64's.
 #![cfg(target_arch = "x86_64")]
 
-use std::io::Read;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 /// Building the fixture (release, fat LTO, a few small crates) on a busy 2-core machine takes
 /// about a minute; running it a second.
 const TIMEOUT: Duration = Duration::from_secs(900);
 const SECTION: &str = "addrprobe_extable_x86_64_v1";
 
-/// Runs `cmd` to completion within `TIMEOUT`; its status, stdout and stderr.
-fn run(mut cmd: Command, what: &str) -> (std::process::ExitStatus, String, String) {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} took more than {TIMEOUT:?}\n--- stdout\n{}\n--- stderr\n{}",
-                out_t.join().unwrap_or_default(),
-                err_t.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (
-        status,
-        out_t.join().unwrap_or_default(),
-        err_t.join().unwrap_or_default(),
-    )
-}
-
 /// Builds the fixture; the directory that holds `extable-host` and `libextable_fixture.so`.
 fn build_fixture() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/extable-fixture/Cargo.toml");
-    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("extable-fixture");
-    let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--offline", "--locked", "--quiet"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target_dir);
-    let (status, stdout, stderr) = run(cmd, "cargo build of tests/extable-fixture");
-    assert!(
-        status.success(),
-        "cargo build of tests/extable-fixture failed ({status:?}). If its lock file is out of \
-         date, regenerate it from the main one: `cp Cargo.lock tests/extable-fixture/ && cargo \
-         update --offline --workspace --manifest-path tests/extable-fixture/Cargo.toml`\n--- \
-         stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    target_dir.join("release")
+    support::cargo_fixture("extable-fixture", "build", &[], TIMEOUT).1
 }
 
 // ---------------------------------------------------------------------------------------
@@ -241,9 +182,14 @@ fn exception_tables_in_a_cdylib_and_under_fat_lto() {
         "the host's table has {host_entries} entries"
     );
 
-    let (status, stdout, stderr) = run(
+    let support::ChildResult {
+        status,
+        stdout,
+        stderr,
+    } = support::run_command(
         Command::new(dir.join("extable-host")),
         "tests/extable-fixture's host",
+        TIMEOUT,
     );
     print!("{stdout}");
     assert!(status.success(), "{status:?}\n{stdout}\n{stderr}");

@@ -21,67 +21,24 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 /// Building the project (release, 8 small crates) takes under a minute on a busy 2-core
 /// machine; the run a few seconds (it stops itself after 60 CPU seconds in any case).
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 fn run_profiler() -> String {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/framehop-nofp/Cargo.toml");
-    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("framehop-nofp");
-    let mut child = Command::new(cargo)
-        .args(["run", "--release", "--offline", "--locked", "--quiet"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .env("RUSTFLAGS", "-C force-frame-pointers=no")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env("FRAMEHOP_PROFILE_SAMPLES", "300")
-        .env("FRAMEHOP_PROFILE_QUIET", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cargo");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for cargo") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("cargo run of tests/framehop-nofp took more than {TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    assert!(
-        status.success(),
-        "cargo run of tests/framehop-nofp failed ({status:?}). If its lock file is out of date, \
-         regenerate it from the main one: `cp Cargo.lock tests/framehop-nofp/ && cargo update \
-         --offline --workspace --manifest-path tests/framehop-nofp/Cargo.toml`\n--- stdout\n\
-         {stdout}\n--- stderr\n{stderr}"
-    );
-    stdout
+    let env = [
+        ("RUSTFLAGS", Some("-C force-frame-pointers=no")),
+        ("CARGO_ENCODED_RUSTFLAGS", None),
+        ("FRAMEHOP_PROFILE_SAMPLES", Some("300")),
+        ("FRAMEHOP_PROFILE_QUIET", Some("1")),
+    ];
+    support::cargo_fixture("framehop-nofp", "run", &env, TIMEOUT)
+        .0
+        .stdout
 }
 
 #[test]

@@ -27,68 +27,17 @@
 // SignalGuard (and the project's stray loads) exist on x86_64 only.
 #![cfg(target_arch = "x86_64")]
 
-use std::io::Read;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 /// Building the project (release, 8 small crates) on a busy 2-core machine takes about a
 /// minute; running it a second.
 const TIMEOUT: Duration = Duration::from_secs(900);
 
 fn run_two_copies() -> (String, String) {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/two-copies/Cargo.toml");
-    // Under target/ (CARGO_TARGET_TMPDIR is <target>/tmp), apart from every other build.
-    let target_dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("two-copies");
-    let mut child = Command::new(cargo)
-        .args(["run", "--release", "--offline", "--locked", "--quiet"])
-        .arg("--manifest-path")
-        .arg(&manifest)
-        .env("CARGO_TARGET_DIR", &target_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cargo");
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err_t = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    let deadline = Instant::now() + TIMEOUT;
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait for cargo") {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "cargo run of tests/two-copies took more than {TIMEOUT:?}\n--- stdout\n{}\n--- stderr\n{}",
-                out_t.join().unwrap_or_default(),
-                err_t.join().unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let stdout = out_t.join().unwrap_or_default();
-    let stderr = err_t.join().unwrap_or_default();
-    assert!(
-        status.success(),
-        "cargo run of tests/two-copies failed ({status:?}). If its lock file is out of date or \
-         names a version that is not downloaded, regenerate it from the main one: \
-         `cp Cargo.lock tests/two-copies/ && cargo update --offline --workspace \
-         --manifest-path tests/two-copies/Cargo.toml`\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
-    (stdout, stderr)
+    let (r, _) = support::cargo_fixture("two-copies", "run", &[], TIMEOUT);
+    (r.stdout, r.stderr)
 }
 
 /// The `status=` of case `case`, and whether it printed READY and PROBES OK.

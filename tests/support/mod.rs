@@ -117,7 +117,7 @@ fn self_command(case: &str, env: &[(&str, &str)]) -> Command {
 /// Spawns `cmd`, collects its output and waits for it for at most `timeout`: `Err` (with
 /// what the killed child wrote) if it was still running then.
 fn wait_child(mut cmd: Command, timeout: Duration) -> Result<ChildResult, ChildResult> {
-    let mut child = cmd.spawn().expect("spawn the test binary");
+    let mut child = cmd.spawn().expect("spawn the child");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || {
@@ -147,6 +147,63 @@ fn wait_child(mut cmd: Command, timeout: Duration) -> Result<ChildResult, ChildR
         stderr: err_t.join().unwrap_or_default(),
     };
     if timed_out { Err(r) } else { Ok(r) }
+}
+
+/// Runs `cmd` (stdin closed, output captured) for at most `timeout`; panics, with what it
+/// wrote, if it was still running then. `what` names it in messages.
+pub fn run_command(mut cmd: Command, what: &str, timeout: Duration) -> ChildResult {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    wait_child(cmd, timeout).unwrap_or_else(|r| {
+        panic!(
+            "{what} took more than {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+            r.stdout, r.stderr
+        )
+    })
+}
+
+/// Builds (`cargo build`) or runs (`cargo run`) the release binary of `tests/<project>`, a
+/// standalone cargo project with its own workspace and lock file, with the cargo that runs the
+/// tests, offline and `--locked`, into its own target directory `<target>/tmp/<project>`, with
+/// `env` set (`("NAME", None)` removes a variable), for at most `timeout`. Panics unless cargo
+/// succeeds, saying how to regenerate an out-of-date lock file. Returns cargo's output and the
+/// project's release directory.
+pub fn cargo_fixture(
+    project: &str,
+    subcommand: &str,
+    env: &[(&str, Option<&str>)],
+    timeout: Duration,
+) -> (ChildResult, std::path::PathBuf) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(project);
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.args([subcommand, "--release", "--offline", "--locked", "--quiet"])
+        .arg("--manifest-path")
+        .arg(root.join("tests").join(project).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let r = run_command(
+        cmd,
+        &format!("cargo {subcommand} of tests/{project}"),
+        timeout,
+    );
+    assert!(
+        r.status.success(),
+        "cargo {subcommand} of tests/{project} failed ({:?}). If its lock file is out of date, \
+         regenerate it from the main one: `cp Cargo.lock tests/{project}/ && cargo update \
+         --offline --workspace --manifest-path tests/{project}/Cargo.toml`\n--- stdout\n{}\n\
+         --- stderr\n{}",
+        r.status,
+        r.stdout,
+        r.stderr
+    );
+    (r, target_dir.join("release"))
 }
 
 /// One case of a `harness = false` test binary: its name and the function a child runs.
