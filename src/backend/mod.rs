@@ -17,6 +17,41 @@ use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
 
+/// One-byte iovecs per syscall for the backends that hand the kernel one byte per page
+/// (`dev-null`, `pipe`, `process-vm-readv`): 64 pages per call, a 1 KiB array on the stack.
+pub(crate) const IOVECS: usize = 64;
+
+/// Calls `f` with the one-byte iovecs of `r`'s probe points (its first byte, then the first
+/// byte of every later page), at most [`IOVECS`] at a time, in address order. Stops at, and
+/// returns, the first `Ok(false)` or error; `Ok(true)` if every batch said yes. No allocation.
+#[inline]
+pub(crate) fn for_each_probe_batch(
+    r: &PageRange,
+    mut f: impl FnMut(&[libc::iovec]) -> Result<bool, Error>,
+) -> Result<bool, Error> {
+    const EMPTY: libc::iovec = libc::iovec {
+        iov_base: core::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [EMPTY; IOVECS];
+    let mut n = 0;
+    let mut points = r.probe_points().peekable();
+    while let Some(point) = points.next() {
+        iov[n] = libc::iovec {
+            iov_base: point as *mut libc::c_void,
+            iov_len: 1,
+        };
+        n += 1;
+        if n == IOVECS || points.peek().is_none() {
+            if !f(&iov[..n])? {
+                return Ok(false);
+            }
+            n = 0;
+        }
+    }
+    Ok(true)
+}
+
 mod dev_null;
 mod mincore;
 mod msync;

@@ -41,6 +41,7 @@
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::IOVECS;
 use super::process::{self, BUSY, FREE, NOT_CURRENT, PROCESS_CHANGED, Proc, STALE};
 use crate::backend_kind::Backend;
 use crate::error::Error;
@@ -475,38 +476,19 @@ fn read_out(backend: Backend, fds: Fds, dst: *mut u8, len: usize) -> Result<(), 
     }
 }
 
-/// One-byte iovecs per `writev`: 64 pages per syscall, a 1 KiB array on the stack.
-const IOVECS: usize = 64;
-
-const EMPTY_IOV: libc::iovec = libc::iovec {
-    iov_base: core::ptr::null_mut(),
-    iov_len: 0,
-};
-
 /// One byte per page of `r` through a pipe: one `writev` of up to [`IOVECS`] one-byte
 /// iovecs, then one `read` to drain the bytes.
 #[inline]
 pub(crate) fn check(backend: Backend, r: &PageRange) -> Result<bool, Error> {
     with_pipe(backend, |fds, refill| {
         let mut sink = [0u8; IOVECS];
-        let mut iov = [EMPTY_IOV; IOVECS];
-        let mut n = 0;
-        let mut points = r.probe_points().peekable();
-        while let Some(point) = points.next() {
-            iov[n] = libc::iovec {
-                iov_base: point as *mut libc::c_void,
-                iov_len: 1,
-            };
-            n += 1;
-            if n == IOVECS || points.peek().is_none() {
-                if !write_in(backend, fds, refill, &iov[..n], n)? {
-                    return Ok(false);
-                }
-                read_out(backend, fds, sink.as_mut_ptr(), n)?;
-                n = 0;
+        super::for_each_probe_batch(r, |iov| {
+            if !write_in(backend, fds, refill, iov, iov.len())? {
+                return Ok(false);
             }
-        }
-        Ok(true)
+            read_out(backend, fds, sink.as_mut_ptr(), iov.len())?;
+            Ok(true)
+        })
     })
 }
 

@@ -23,8 +23,8 @@ use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
 
-/// Remote iovecs per `process_vm_readv` call.
-pub const IOVECS: usize = 64;
+// Remote iovecs per `process_vm_readv` call.
+use super::IOVECS;
 
 const EMPTY_IOV: libc::iovec = libc::iovec {
     iov_base: core::ptr::null_mut(),
@@ -100,27 +100,14 @@ fn readv_count(pid: i32, local: libc::iovec, remote: &[libc::iovec]) -> Result<u
 pub fn check(r: &PageRange) -> Result<bool, Error> {
     let proc = this_process()?;
     let mut sink = [0u8; IOVECS];
-    let mut remote = [EMPTY_IOV; IOVECS];
-    let mut n = 0;
-    let mut points = r.probe_points().peekable();
-    while let Some(point) = points.next() {
-        remote[n] = libc::iovec {
-            iov_base: point as *mut libc::c_void,
-            iov_len: 1,
+    let answer = super::for_each_probe_batch(r, |remote| {
+        let local = libc::iovec {
+            iov_base: sink.as_mut_ptr().cast(),
+            iov_len: remote.len(),
         };
-        n += 1;
-        if n == IOVECS || points.peek().is_none() {
-            let local = libc::iovec {
-                iov_base: sink.as_mut_ptr().cast(),
-                iov_len: n,
-            };
-            if !readv(proc.pid, local, &remote[..n])? {
-                return confirmed(&proc, false);
-            }
-            n = 0;
-        }
-    }
-    confirmed(&proc, true)
+        readv(proc.pid, local, remote)
+    })?;
+    confirmed(&proc, answer)
 }
 
 /// Copies `r` into `dst`, one iovec per page-sized piece, [`IOVECS`] pieces per call.
