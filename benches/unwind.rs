@@ -10,7 +10,7 @@
 
 use std::hint::black_box;
 
-use addrprobe::unwind::{Frame, Unwinder, walk_chain};
+use addrprobe::unwind::{Frame, Start, Unwinder, walk_chain};
 use addrprobe::{AutoOptions, Backend, Guarantee, Prober};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 
@@ -49,7 +49,7 @@ fn bench_unwind(c: &mut Criterion) {
                 }
                 .with_max_depth(depth);
                 g.bench_function(BenchmarkId::from_parameter(name), |b| {
-                    b.iter(|| black_box(u.walk_current(&mut out)))
+                    b.iter(|| black_box(u.walk(Start::Current, &mut out, None)))
                 });
             }
         });

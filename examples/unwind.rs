@@ -12,7 +12,7 @@
 //!    tiny `unwind_with` below stands in for its `iter_frames(pc, regs, cache, &mut
 //!    read_stack)` loop.)
 
-use addrprobe::unwind::{Frame, Unwinder};
+use addrprobe::unwind::{Frame, Start, Unwinder};
 use addrprobe::{Prober, unwind};
 
 /// Stand-in for an external unwinder: walks frame pointers, reading memory only through
@@ -51,9 +51,9 @@ fn main() -> Result<(), addrprobe::Error> {
     deep(5, &mut || {
         // 1. The crate's unwinder, from the current frame.
         let mut frames = [Frame::default(); 32];
-        let walk = unwinder.walk_current(&mut frames);
+        let walk = unwinder.walk(Start::Current, &mut frames, None);
         println!(
-            "walk_current: {} frames, stopped: {:?}",
+            "walk(Start::Current): {} frames, stopped: {:?}",
             walk.depth, walk.stop
         );
         for f in &frames[..walk.depth.min(8)] {
@@ -78,8 +78,15 @@ fn main() -> Result<(), addrprobe::Error> {
             unwind_with(bad, &mut read_stack, &mut pcs);
         }
         let mut out = [Frame::default(); 4];
-        let w = unwinder.walk_from(0x1234, 0x7000_0000_0000, &mut out);
-        println!("walk_from a bogus fp: {:?}", w.stop);
+        let w = unwinder.walk(
+            Start::From {
+                pc: 0x1234,
+                fp: 0x7000_0000_0000,
+            },
+            &mut out,
+            None,
+        );
+        println!("walk from a bogus fp: {:?}", w.stop);
         assert!(
             matches!(w.stop, unwind::Stop::Unreadable { .. }),
             "a bogus frame pointer is unreadable"

@@ -17,9 +17,9 @@
 //! stack wants. Whether batching pays off is measured by `addrprobe bench` (see
 //! `docs/results/`): it trades one larger copy for the syscalls of the frames it covers.
 
-use crate::Prober;
 use crate::error::Error;
 use crate::guarantee::Guarantee;
+use crate::prober::Prober;
 use crate::range::{self, Classified};
 use crate::sys;
 

@@ -14,7 +14,7 @@
 //! | [`SigprocMask`](Backend::SigprocMask) | `rt_sigprocmask(~0, addr, NULL, 8)`: `EINVAL` = copied, `EFAULT` = not | the kernel could copy the bytes | [`Readable`](Guarantee::Readable) |
 //! | [`ProcessVmReadv`](Backend::ProcessVmReadv) | `process_vm_readv` on itself, one iovec per page | the kernel could copy the bytes (false negatives on write-only, exec-only, `VM_IO`/`VM_PFNMAP` and secretmem pages) | [`Readable`](Guarantee::Readable) |
 //! | [`SignalGuard`](Backend::SignalGuard) | one load at a known PC, SIGSEGV/SIGBUS handler jumps to a continuation | the CPU could load the bytes | [`Readable`](Guarantee::Readable) |
-//! | [`DevNull`](Backend::DevNull) | `write()` to `/dev/null` | nothing: the kernel never reads the buffer | [`Unsound`](Guarantee::Unsound) |
+//! | [`DevNull`](Backend::DevNull) | `writev()` of one byte per page to `/dev/null` | nothing: the kernel never reads the buffer | [`Unsound`](Guarantee::Unsound) |
 //!
 //! Every answer is a snapshot: another thread can unmap or `mprotect` the page right after.
 //! Use [`Prober::read`] with a [`Readable`](Guarantee::Readable) backend to copy the bytes
@@ -101,13 +101,32 @@
 //! - A SIGSEGV (SIGBUS) sent with `tgkill`/`pthread_kill` to a thread within the microseconds
 //!   between one of its `SignalGuard` probes' SIGSEGV (SIGBUS) faults and that fault's
 //!   delivery is merged with it by the kernel (standard signals do not queue) and lost.
-//! - Descriptors are identified by device and inode. If the application closes a descriptor
-//!   the crate holds, the backends that need it return [`Error::Unavailable`] (nothing is read,
-//!   written or closed through the reused number) until a new [`Prober`] opens a fresh one. An
-//!   application that itself opens `/dev/null` or `/proc/self/maps` at the very number the
-//!   crate held cannot be told apart: `DevNull` then writes into that `/dev/null` (which
-//!   discards everything) and `ProcmapQuery` issues its ioctl on that file (which neither reads
-//!   nor moves the file offset).
+//! - The crate's descriptors (`/dev/null`, `/proc/self/maps`, the pipe pool) sit at the lowest
+//!   free numbers at or above `min(1024, RLIMIT_NOFILE - 16)`, where an application's `open`
+//!   (lowest free number first) reaches them only when every number below is in use.
+//!   Before each use a descriptor is identified by device and inode (one `fstat`). If the
+//!   application closes or replaces it, the backends that need it return
+//!   [`Error::Unavailable`] (nothing is read, written or closed through the number) until a new
+//!   [`Prober`] opens a fresh one. The check and the use are separate syscalls: if another
+//!   thread closes the crate's number and puts its own file there in between (with `dup2`, or
+//!   once every lower number is taken), that probe uses the application's file: `DevNull`
+//!   writes one byte of the probed memory per page into it, `Pipe`'s `check` writes as many and
+//!   reads up to as many from it, and a `Pipe` or `SigprocMask` `read` writes the whole probed
+//!   range into it and may return the file's bytes as the copy. An application that itself
+//!   opens `/dev/null` or `/proc/self/maps` at the very number the crate held cannot be told
+//!   apart: `DevNull` then writes into that `/dev/null` (which discards everything) and
+//!   `ProcmapQuery` issues its ioctl on that file (which neither reads nor moves the file
+//!   offset). The `sys` module docs describe the window exactly.
+//! - A child process made by `fork()`, `_Fork()` or `clone` without `CLONE_VM` answers for its
+//!   own address space and shares no pipe with its parent, without a `pthread_atfork` handler:
+//!   the crate keeps its per-process state in a page mapped with `MADV_WIPEONFORK`, which the
+//!   kernel zeroes in every child, and the child's first probe replaces what it inherited
+//!   (another thread's probe answers `Unavailable` meanwhile). Without `MADV_WIPEONFORK`
+//!   (kernels before 4.14) the backends that keep per-process state call `getpid` on every
+//!   probe. Children that share memory with the parent (`vfork`, `CLONE_VM`) are not told
+//!   apart and must not probe. [`Prober::new`] and dropping a `Prober` take a lock, so in the
+//!   child of a multi-threaded parent (which may only call async-signal-safe functions) only
+//!   probes with probers made before the fork are allowed.
 //! - With no free descriptor (`RLIMIT_NOFILE` reached), `Pipe`, `DevNull` and `ProcmapQuery`
 //!   are unavailable, and `SigprocMask` checks but cannot `read` (it copies through the pipe
 //!   pool; [`Prober::supports_read`] says so). [`Prober::auto`] then returns
@@ -124,115 +143,22 @@ mod backend_kind;
 pub mod batch;
 mod error;
 mod guarantee;
+mod prober;
 pub mod range;
+pub mod reader;
 mod selftest;
 pub mod stack_bounds;
 mod sys;
-#[cfg(test)]
-mod testing;
+#[doc(hidden)]
+pub mod testing;
 pub mod unwind;
 
 pub use auto::AutoOptions;
+pub use backend::signal_guard::GuardedLoads;
 pub use backend_kind::Backend;
 pub use error::{Error, UnknownBackend};
 pub use guarantee::Guarantee;
-
-/// A self-tested probing backend. `Send + Sync`; share one per process (e.g. in a
-/// `static OnceLock<Prober>`) and call it from any thread or signal handler.
-///
-/// Dropping the last `Prober` of a descriptor-holding backend closes the crate's descriptors.
-/// A [`Backend::SignalGuard`] handler, once installed, stays installed for the life of the
-/// process (it chains every fault that is not a probe's to the previous disposition).
-#[derive(Debug)]
-pub struct Prober {
-    state: backend::State,
-}
-
-impl Prober {
-    /// Creates a prober for `backend` and proves it on this machine: it probes a readable
-    /// page, a `PROT_NONE` page, an unmapped page and a `MAP_SHARED` page beyond the end of
-    /// its file, all of which it makes, and returns [`Error::SelfTestFailed`] if an answer
-    /// contradicts the backend's guarantee ([`Backend::DevNull`], being
-    /// [`Guarantee::Unsound`], is only checked for availability).
-    ///
-    /// [`Backend::SignalGuard`] installs its SIGSEGV/SIGBUS handler here (once per process).
-    pub fn new(backend: Backend) -> Result<Prober, Error> {
-        crate::range::page_size();
-        let prober = Prober {
-            state: backend::State::open(backend)?,
-        };
-        selftest::run(&prober)?;
-        Ok(prober)
-    }
-
-    /// The fastest backend with [`Guarantee::Readable`] that passes its self-test here and can
-    /// also [`read`](Self::read), without installing a signal handler. See [`AutoOptions`] for the order and to allow
-    /// [`Backend::SignalGuard`].
-    pub fn auto() -> Result<Prober, Error> {
-        AutoOptions::new().build()
-    }
-
-    /// The backend this prober uses.
-    pub fn backend(&self) -> Backend {
-        self.state.backend()
-    }
-
-    /// What an `Ok(true)` from [`check`](Self::check) proves.
-    pub fn guarantee(&self) -> Guarantee {
-        self.backend().guarantee()
-    }
-
-    /// Whether [`read`](Self::read) can copy bytes with this prober: the guarantee is
-    /// [`Guarantee::Readable`] and what the copy needs is there (`SigprocMask` copies through
-    /// the pipe pool, which may have failed to open when no descriptor was free).
-    pub fn supports_read(&self) -> bool {
-        self.guarantee() == Guarantee::Readable && self.state.can_read()
-    }
-
-    /// Probes `[addr, addr + len)`. `Ok(true)` proves what [`guarantee`](Self::guarantee)
-    /// says for every byte; `Ok(false)` means some page is not so.
-    ///
-    /// Async-signal-safe, allocation-free and lock-free; `errno` is preserved.
-    #[inline]
-    pub fn check(&self, addr: usize, len: usize) -> Result<bool, Error> {
-        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
-        match range::classify(addr, len, range::page_size())? {
-            range::Classified::Empty => Ok(true),
-            range::Classified::OutsideUserSpace => Ok(false),
-            range::Classified::Probe(r) => self.state.check(&r),
-        }
-    }
-
-    /// Copies `dst.len()` bytes from `addr` into `dst` if, and only if, all of them are
-    /// readable; `Ok(false)` means some byte was not (the contents of `dst` are then
-    /// unspecified). The copy is race-free: it is done by the kernel or by guarded loads, never
-    /// by a check followed by a plain load.
-    ///
-    /// Only backends with [`Guarantee::Readable`] can read; the others return
-    /// [`Error::Unsupported`]. Async-signal-safe, allocation-free and lock-free; `errno` is
-    /// preserved.
-    #[inline]
-    pub fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, Error> {
-        let _errno = self.state.makes_syscalls().then(sys::ErrnoGuard::new);
-        if self.guarantee() != Guarantee::Readable {
-            return Err(Error::Unsupported {
-                backend: self.backend(),
-                operation: "read: only backends with the `readable` guarantee copy bytes; a check followed by a load could crash",
-            });
-        }
-        match range::classify(addr, dst.len(), range::page_size())? {
-            range::Classified::Empty => Ok(true),
-            range::Classified::OutsideUserSpace => Ok(false),
-            range::Classified::Probe(r) => self.state.read(&r, dst),
-        }
-    }
-}
-
-// The probe state is made of atomics and plain integers only.
-const _: () = {
-    const fn assert_send_sync<T: Send + Sync>() {}
-    assert_send_sync::<Prober>();
-};
+pub use prober::Prober;
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]

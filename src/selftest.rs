@@ -1,4 +1,5 @@
-//! The self-test that [`Prober::new`](crate::Prober::new) runs before handing out a prober.
+//! The self-test that `Prober::new` runs before handing out a prober. It probes through the
+//! prober's `check`, handed in as a function, so that it needs nothing above the backends.
 //!
 //! It builds four pages itself — a readable anonymous page, a `PROT_NONE` page, an unmapped
 //! page, and a `MAP_SHARED` page beyond the end of a one-page memfd (or temp file) — and
@@ -12,7 +13,7 @@
 //! that moment the page is no longer the self-test's: another thread's `mmap` may get it.
 //! So the mapping's record shrinks when the page is unmapped, and the cleanup unmaps only the
 //! pages the self-test still owns. The fixtures are placed in a quiet part of the address
-//! space ([`crate::sys::mmap_quiet`]) where other threads' `mmap`s do not land, but that part
+//! space ([`mmap_quiet`]) where other threads' `mmap`s do not land, but that part
 //! may already be taken (by ASan's shadow memory, a JVM heap), and then the kernel places them
 //! next to everybody else's mappings.
 //!
@@ -28,7 +29,7 @@
 //! `vm.mmap_min_addr` on every common configuration, where the kernel never places a mapping
 //! it chooses itself.
 
-use crate::Prober;
+use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::guarantee::Guarantee;
 
@@ -49,7 +50,7 @@ struct Owned {
 
 impl Owned {
     fn map(len: usize, prot: i32, flags: i32, fd: i32) -> Option<Owned> {
-        let addr = crate::sys::mmap_quiet(len, prot, flags, fd)?;
+        let addr = mmap_quiet(len, prot, flags, fd)?;
         Some(Owned { addr, len, fd })
     }
 
@@ -145,7 +146,11 @@ enum Outcome {
 
 const UNMAPPED: &str = "an unmapped page";
 
-fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
+fn attempt(
+    backend: Backend,
+    check: &impl Fn(usize, usize) -> Result<bool, Error>,
+    own_hole: bool,
+) -> Outcome {
     let ps = crate::range::page_size();
     let Some(mut anon) = Owned::map(
         3 * ps,
@@ -195,11 +200,11 @@ fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
         n = 4;
     }
     for &(fixture, at, mapped, region, readable) in &cases[..n] {
-        let got = match prober.check(at, 8) {
+        let got = match check(at, 8) {
             Ok(got) => got,
             Err(e) => return Outcome::Failed(e),
         };
-        let expected = match prober.guarantee() {
+        let expected = match backend.guarantee() {
             Guarantee::Mapped => mapped,
             Guarantee::RegionReadable => region,
             Guarantee::Readable => readable,
@@ -216,7 +221,7 @@ fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
             };
         }
         return Outcome::Failed(Error::SelfTestFailed {
-            backend: prober.backend(),
+            backend,
             fixture,
             expected,
             got,
@@ -225,11 +230,16 @@ fn attempt(prober: &Prober, own_hole: bool) -> Outcome {
     Outcome::Passed
 }
 
-/// Runs the self-test, repeating attempts whose hole another mapping took.
-pub(crate) fn run(prober: &Prober) -> Result<(), Error> {
+/// Runs the self-test of `backend`, probing through `check` (the prober's
+/// [`check`](crate::prober::Prober::check), which `Prober::new` passes in), and repeats the
+/// attempts whose hole another mapping took.
+pub(crate) fn run(
+    backend: Backend,
+    check: impl Fn(usize, usize) -> Result<bool, Error>,
+) -> Result<(), Error> {
     let mut lies = 0;
     for i in 0..ATTEMPTS {
-        match attempt(prober, i < OWN_HOLES) {
+        match attempt(backend, &check, i < OWN_HOLES) {
             Outcome::Passed => return Ok(()),
             Outcome::Failed(e) => return Err(e),
             Outcome::Lied => {
@@ -242,7 +252,7 @@ pub(crate) fn run(prober: &Prober) -> Result<(), Error> {
         }
     }
     Err(Error::SelfTestFailed {
-        backend: prober.backend(),
+        backend,
         fixture: if lies > 0 {
             UNMAPPED
         } else {
@@ -251,4 +261,44 @@ pub(crate) fn run(prober: &Prober) -> Result<(), Error> {
         expected: false,
         got: true,
     })
+}
+
+/// Maps `len` bytes in a quiet part of the address space: below the program, where the
+/// kernel's top-down `mmap` allocator does not reach while there is room above. A page that a
+/// fixture or self-test unmaps there stays a hole even while other threads call `mmap`, so the
+/// constructed truth "unmapped" cannot be invalidated by a concurrent allocation. Falls back to
+/// a kernel-chosen address. Not a probe path.
+fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> Option<usize> {
+    use core::sync::atomic::{AtomicUsize, Ordering};
+    // 16 GiB upward in 64 MiB steps; the cursor spreads concurrent callers apart.
+    static CURSOR: AtomicUsize = AtomicUsize::new(0);
+    const BASE: usize = 0x4_0000_0000;
+    const STEP: usize = 64 << 20;
+    for _ in 0..64 {
+        let slot = CURSOR.fetch_add(1, Ordering::Relaxed) % 1024;
+        let hint = BASE + slot * STEP;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; it fails instead.
+        let p = unsafe {
+            libc::mmap(
+                hint as *mut libc::c_void,
+                len,
+                prot,
+                flags | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            continue;
+        }
+        if p as usize == hint {
+            return Some(hint);
+        }
+        // Kernels before 4.17 treat the flag as a hint: not what we asked for.
+        // SAFETY: unmapping the mapping we just made.
+        unsafe { libc::munmap(p, len) };
+    }
+    // SAFETY: a fresh mapping at a kernel-chosen address.
+    let p = unsafe { libc::mmap(core::ptr::null_mut(), len, prot, flags, fd, 0) };
+    (p != libc::MAP_FAILED).then_some(p as usize)
 }

@@ -78,7 +78,7 @@
 //! suspended while the handler runs. [`StackBounds::read_unchecked`],
 //! [`load_word_unchecked`](StackBounds::load_word_unchecked),
 //! [`frame_window_unchecked`](StackBounds::frame_window_unchecked) and
-//! [`Unwinder::walk_from_regs_unchecked`](crate::unwind::Unwinder::walk_from_regs_unchecked)
+//! [`Unwinder::walk_trusted`](crate::unwind::Unwinder::walk_trusted)
 //! take such a stack pointer on trust instead of reading the real one; their `# Safety`
 //! sections state the contract. Even they load only inside `[sp, hi)` with `lo <= sp`: the
 //! registered, mapped range, never below it.
@@ -94,10 +94,10 @@
 //!   and its own stack pointer, are outside `[lo, hi)`: every safe walk and read from the
 //!   handler probes. A walk from the interrupted context (the `ucontext`'s stack and frame
 //!   pointers) is back on the thread's stack and uses the fast path through
-//!   [`walk_from_regs_unchecked`](crate::unwind::Unwinder::walk_from_regs_unchecked). A
-//!   handler *without* `SA_ONSTACK` runs on the thread's stack, below the interrupted frames,
-//!   and the safe [`walk_from_regs`](crate::unwind::Unwinder::walk_from_regs) reads them
-//!   with the fast path.
+//!   [`walk_trusted`](crate::unwind::Unwinder::walk_trusted). A handler *without*
+//!   `SA_ONSTACK` runs on the thread's stack, below the interrupted frames, and the safe
+//!   [`walk`](crate::unwind::Unwinder::walk) from
+//!   [`Start::Regs`](crate::unwind::Start::Regs) reads them with the fast path.
 //! - **Coroutines and green threads** with their own stacks (`mmap`'d, heap-allocated):
 //!   frames on such a stack, and a stack pointer on it, are outside `[lo, hi)`, so they are
 //!   probed, and so is a chain that goes from there back to the thread's stack (the walk's
@@ -159,6 +159,8 @@ use std::fmt;
 pub struct StackBounds {
     lo: usize,
     hi: usize,
+    /// The stack pointer at registration (see [`StackBounds::entry_sp`]).
+    entry: usize,
     kind: StackKind,
     _not_send: PhantomData<*const ()>,
 }
@@ -239,6 +241,7 @@ impl std::error::Error for StackBoundsError {}
 struct Slot {
     lo: AtomicUsize,
     hi: AtomicUsize,
+    entry: AtomicUsize,
     main: AtomicUsize,
 }
 
@@ -247,6 +250,7 @@ thread_local! {
         Slot {
             lo: AtomicUsize::new(0),
             hi: AtomicUsize::new(0),
+            entry: AtomicUsize::new(0),
             main: AtomicUsize::new(0),
         }
     };
@@ -292,12 +296,28 @@ impl StackBounds {
     /// `[stack]` mapping as it is now: frames below it (the stack grows on demand) are
     /// probed, so register where the thread has already used the stack it will need, or again
     /// later.
+    // Always inlined, so that `current_sp` reads the caller's stack pointer: the entry frames
+    // (`entry_sp`) are then exactly the caller's frame and those above it.
+    #[inline(always)]
     pub fn register_current_thread() -> Result<StackBounds, StackBoundsError> {
-        let bounds = Self::learn_current_thread()?;
+        Self::register_at(current_sp())
+    }
+
+    /// [`register_current_thread`](Self::register_current_thread) with the caller's stack
+    /// pointer `sp`.
+    #[inline(never)]
+    fn register_at(sp: usize) -> Result<StackBounds, StackBoundsError> {
+        let mut bounds = Self::learn_at(sp)?;
         SLOT.with(|s| {
+            // Registering again (e.g. deeper, to move the main thread's `lo` down) keeps the
+            // shallowest entry stack pointer: the frames above it are still the entry frames.
+            if s.hi.load(Ordering::Relaxed) == bounds.hi {
+                bounds.entry = bounds.entry.max(s.entry.load(Ordering::Relaxed));
+            }
             s.hi.store(0, Ordering::Relaxed);
             compiler_fence(Ordering::SeqCst);
             s.lo.store(bounds.lo, Ordering::Relaxed);
+            s.entry.store(bounds.entry, Ordering::Relaxed);
             s.main.store(
                 usize::from(bounds.kind == StackKind::Main),
                 Ordering::Relaxed,
@@ -328,6 +348,7 @@ impl StackBounds {
                 return None;
             }
             let lo = s.lo.load(Ordering::Relaxed);
+            let entry = s.entry.load(Ordering::Relaxed);
             let kind = if s.main.load(Ordering::Relaxed) != 0 {
                 StackKind::Main
             } else {
@@ -336,6 +357,7 @@ impl StackBounds {
             Some(StackBounds {
                 lo,
                 hi,
+                entry,
                 kind,
                 _not_send: PhantomData,
             })
@@ -345,8 +367,15 @@ impl StackBounds {
     }
 
     /// Learns the calling thread's stack without recording it. Not async-signal-safe.
+    #[inline(always)]
     pub fn learn_current_thread() -> Result<StackBounds, StackBoundsError> {
-        let sp = current_sp();
+        Self::learn_at(current_sp())
+    }
+
+    /// [`learn_current_thread`](Self::learn_current_thread) with the caller's stack pointer
+    /// `sp` (on the thread's stack, or registration fails).
+    #[inline(never)]
+    fn learn_at(sp: usize) -> Result<StackBounds, StackBoundsError> {
         let maps = Maps::read()?;
         let (lo, hi, kind) = if is_main_thread() {
             // What is mapped now, never what the stack may grow to.
@@ -369,6 +398,7 @@ impl StackBounds {
         Ok(StackBounds {
             lo,
             hi,
+            entry: sp,
             kind,
             _not_send: PhantomData,
         })
@@ -383,6 +413,20 @@ impl StackBounds {
     /// One past the highest address of the stack.
     pub const fn hi(&self) -> usize {
         self.hi
+    }
+
+    /// The stack pointer of the code that called
+    /// [`register_current_thread`](Self::register_current_thread) (or
+    /// [`learn_current_thread`](Self::learn_current_thread) for bounds that were only learned),
+    /// at the call; after several registrations of the same stack, the highest of them. The
+    /// frames at and above it were live when the thread registered: if
+    /// it registered where its code starts (the recommended place: first thing in the
+    /// thread's function, or in `main`), they are the thread's start code (`_start`,
+    /// `__libc_start_main`, `start_thread`, the Rust runtime's thread and `main` entry), which
+    /// is often compiled without frame pointers. [`Walk::ending`](crate::unwind::Walk::ending)
+    /// uses it to tell a frame-pointer chain that ended there from one that broke earlier.
+    pub const fn entry_sp(&self) -> usize {
+        self.entry
     }
 
     /// How the bounds were learned.
@@ -661,11 +705,26 @@ impl FrameWindow {
     }
 }
 
+#[cfg(test)]
+impl StackBounds {
+    /// Bounds for pure-arithmetic tests (fake stacks): never used to load.
+    pub(crate) fn for_test(lo: usize, hi: usize, entry: usize) -> StackBounds {
+        StackBounds {
+            lo,
+            hi,
+            entry,
+            kind: StackKind::Thread,
+            _not_send: PhantomData,
+        }
+    }
+}
+
 impl fmt::Debug for StackBounds {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StackBounds")
             .field("lo", &format_args!("{:#x}", self.lo))
             .field("hi", &format_args!("{:#x}", self.hi))
+            .field("entry", &format_args!("{:#x}", self.entry))
             .field("kind", &self.kind)
             .finish()
     }
@@ -786,6 +845,7 @@ mod tests {
         let b = StackBounds {
             lo: 0x1000,
             hi: 0x9000,
+            entry: 0x8000,
             kind: StackKind::Thread,
             _not_send: PhantomData,
         };
@@ -808,6 +868,7 @@ mod tests {
         let b = StackBounds {
             lo: 0x1000,
             hi: 0x9000,
+            entry: 0x8000,
             kind: StackKind::Thread,
             _not_send: PhantomData,
         };

@@ -413,3 +413,312 @@ fn thread_exit_leaks_no_fd() {
     out.assert_success();
     out.forward_figures();
 }
+
+fn nofile() -> u64 {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid struct.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) }, 0);
+    cur.rlim_cur
+}
+
+/// The crate's descriptors sit at the lowest free numbers at or above this (see `sys`).
+fn expected_floor(limit: u64) -> u64 {
+    1024.min(limit.saturating_sub(16))
+}
+
+/// Opens every backend and returns the numbers of the descriptors the crate added.
+fn crate_numbers(before: &[(i32, String)]) -> (Vec<Prober>, Vec<(i32, String)>) {
+    let probers = support::all_probers();
+    let fds = new_fds(before, &fd_list());
+    // /dev/null, four pooled pipes and (on 6.11+) /proc/self/maps.
+    assert!(fds.len() >= 5, "expected the crate's descriptors: {fds:?}");
+    (probers, fds)
+}
+
+fn child_fds_sit_high() {
+    let before = fd_list();
+    let limit = nofile();
+    for lim in [limit, 1024, 200] {
+        set_nofile(lim);
+        let floor = expected_floor(lim);
+        let (probers, fds) = crate_numbers(&before);
+        println!("RLIMIT_NOFILE {lim}: the crate holds {fds:?}");
+        for (n, target) in &fds {
+            assert!(
+                (floor..lim).contains(&(*n as u64)),
+                "RLIMIT_NOFILE {lim}: {target} sits at {n}, not in [{floor}, {lim})"
+            );
+        }
+        if lim >= 1024 + 16 {
+            assert!(fds.iter().all(|&(n, _)| n >= 1024));
+            figure("fds_high.lowest_crate_fd", fds[0].0);
+        }
+        // Every probe still works there.
+        let (r, bytes) = fixture();
+        for p in &probers {
+            assert_eq!(probe_ok(p, &r, &bytes), Some(true), "{}", p.backend());
+        }
+        drop(probers);
+        assert_eq!(fd_list(), before, "descriptors left open at limit {lim}");
+    }
+    set_nofile(limit);
+    figure("fds_high", "passed");
+}
+
+/// With `RLIMIT_NOFILE` above 1040 every descriptor of the crate sits at 1024 or above; with
+/// a lower limit, in the top 16 numbers it allows.
+#[test]
+fn crate_descriptors_sit_above_the_lowest_free_numbers() {
+    if is_child("crate_descriptors_sit_above_the_lowest_free_numbers") {
+        return child_fds_sit_high();
+    }
+    let out = run_child("crate_descriptors_sit_above_the_lowest_free_numbers");
+    out.assert_success();
+    out.forward_figures();
+}
+
+/// Bytes this thread has passed to `write`-like syscalls (`wchar` of /proc/thread-self/io).
+fn thread_wchar() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/io").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn child_dev_null_bytes() {
+    if thread_wchar().is_none() {
+        println!("note: /proc/thread-self/io is missing (no task I/O accounting): not measured");
+        return;
+    }
+    let p = Prober::new(Backend::DevNull).expect("dev-null");
+    let r = Region::anon(64);
+    let ps = ps();
+    let mut most = 0;
+    for (off, len, pages) in [
+        (0, 64 * ps, 64),
+        (ps / 2, 63 * ps, 64),
+        (100, 1, 1),
+        (0, ps, 1),
+        (ps - 1, 2, 2),
+    ] {
+        let w0 = thread_wchar().unwrap();
+        assert_eq!(p.check(r.addr + off, len), Ok(true));
+        let w1 = thread_wchar().unwrap();
+        let written = w1 - w0;
+        assert!(
+            (1..=pages as u64).contains(&written),
+            "dev-null wrote {written} bytes to probe {len} bytes over {pages} pages"
+        );
+        most = most.max(written);
+    }
+    figure("dev_null.bytes_written_per_64_pages", most);
+}
+
+/// dev-null's probe passes at most one byte per page to the kernel, so a descriptor lost to
+/// another file between the identity check and the write receives no more than that.
+#[test]
+fn dev_null_writes_at_most_one_byte_per_page() {
+    if is_child("dev_null_writes_at_most_one_byte_per_page") {
+        return child_dev_null_bytes();
+    }
+    let out = run_child("dev_null_writes_at_most_one_byte_per_page");
+    out.assert_success();
+    out.forward_figures();
+}
+
+const FLIPS: usize = 2_000_000;
+/// At most this many probe pairs; they stop once dev-null lost the race `HITS` times.
+const RACE_PROBES: usize = 100_000;
+const HITS: usize = 8;
+const RACE_PAGES: usize = 64;
+const INTERIOR: u8 = 0x55;
+
+fn marker(page: usize) -> u8 {
+    0x80 + page as u8
+}
+
+fn file_size(fd: i32) -> usize {
+    // SAFETY: fstat of our own descriptor into a zeroed struct.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        assert_eq!(libc::fstat(fd, &mut st), 0);
+        st.st_size as usize
+    }
+}
+
+/// An unlinked file of the application's, opened `O_APPEND`.
+fn app_file(name: &str) -> i32 {
+    let path = std::env::temp_dir().join(format!("addrprobe-{name}-{}", std::process::id()));
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: open with a NUL-terminated path; unlink it at once.
+    let fd = unsafe {
+        libc::open(
+            c.as_ptr(),
+            libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC | libc::O_APPEND | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    assert!(fd >= 0);
+    // SAFETY: as above.
+    unsafe { libc::unlink(c.as_ptr()) };
+    fd
+}
+
+/// The bytes in `fd`; panics if any of them is not a probe point's byte.
+fn landed(fd: i32, what: &str) -> usize {
+    let size = file_size(fd);
+    let mut got = vec![0u8; size];
+    // SAFETY: pread into our own buffer from our own file.
+    let n = unsafe { libc::pread(fd, got.as_mut_ptr().cast(), size, 0) };
+    assert_eq!(n as usize, size);
+    let interior = got.iter().filter(|&&b| b == INTERIOR).count();
+    assert_eq!(
+        interior, 0,
+        "{what}: {interior} bytes from the inside of probed pages landed in the application's file ({size} bytes in all): a lost race must cost at most the probed byte of each page"
+    );
+    assert!(
+        got.iter()
+            .all(|&b| (marker(0)..=marker(RACE_PAGES - 1)).contains(&b)),
+        "{what}: bytes that no probe point holds landed in the application's file"
+    );
+    size
+}
+
+fn child_lost_race() {
+    let before = fd_list();
+    let dev = Prober::new(Backend::DevNull).expect("dev-null");
+    let pipe = Prober::new(Backend::Pipe).expect("pipe");
+    let fds = new_fds(&before, &fd_list());
+    let null_n = fds
+        .iter()
+        .find(|(_, t)| t == "/dev/null")
+        .expect("/dev/null")
+        .0;
+    let pipe_n = fds
+        .iter()
+        .filter(|(_, t)| t.starts_with("pipe:"))
+        .map(|&(n, _)| n)
+        .min()
+        .expect("a pooled pipe");
+    // Our own /dev/null (same device and inode as the crate's) and our own copy of the
+    // crate's first pooled pipe: putting them back makes the identity check pass again.
+    // SAFETY: open with a static path.
+    let own_null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    // SAFETY: F_DUPFD_CLOEXEC of a number that holds the crate's pipe.
+    let own_pipe = unsafe { libc::fcntl(pipe_n, libc::F_DUPFD_CLOEXEC, 3) };
+    assert!(own_null >= 0 && own_pipe >= 0);
+    let (app_null, app_pipe) = (app_file("race-null"), app_file("race-pipe"));
+
+    // Every page holds INTERIOR bytes except its first byte, the one a probe point reads.
+    let r = Region::anon(RACE_PAGES);
+    for i in 0..RACE_PAGES {
+        let mut page = vec![INTERIOR; ps()];
+        page[0] = marker(i);
+        r.fill(i, &page);
+    }
+    let len = RACE_PAGES * ps();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let probes = AtomicUsize::new(0);
+    let (dev_unavailable, pipe_errors) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut rng = support::Rng(0x9e37_79b9_7f4a_7c15);
+            let dwell = |rng: &mut support::Rng| {
+                for _ in 0..rng.below(64) {
+                    core::hint::spin_loop();
+                }
+            };
+            for _ in 0..FLIPS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                // SAFETY: the application's own numbers games: each dup2 replaces what the
+                // number holds; the second of each pair puts the crate's file back.
+                unsafe {
+                    libc::dup2(app_null, null_n);
+                    dwell(&mut rng);
+                    libc::dup2(own_null, null_n);
+                    dwell(&mut rng);
+                    libc::dup2(app_pipe, pipe_n);
+                    dwell(&mut rng);
+                    libc::dup2(own_pipe, pipe_n);
+                    dwell(&mut rng);
+                }
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+        s.spawn(|| {
+            for i in 0..RACE_PROBES {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                if i % 64 == 0 && file_size(app_null) >= HITS * RACE_PAGES {
+                    break;
+                }
+                match dev.check(r.addr, len) {
+                    Ok(true) => {}
+                    Err(Error::Unavailable { .. }) => {
+                        dev_unavailable.fetch_add(1, Ordering::Relaxed);
+                    }
+                    other => panic!("dev-null: {other:?}"),
+                }
+                match pipe.check(r.addr, len) {
+                    Ok(true) => {}
+                    Ok(false) => panic!("pipe: a readable range said no"),
+                    Err(_) => {
+                        pipe_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                probes.fetch_add(1, Ordering::Relaxed);
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
+    });
+    let probes = probes.load(Ordering::Relaxed);
+    println!(
+        "{probes} probe pairs; bytes in the application's files: {} (dev-null's number), {} (the pipe's); dev-null unavailable {}, pipe errors {}",
+        file_size(app_null),
+        file_size(app_pipe),
+        dev_unavailable.load(Ordering::Relaxed),
+        pipe_errors.load(Ordering::Relaxed)
+    );
+    let null_bytes = landed(app_null, "dev-null");
+    let pipe_bytes = landed(app_pipe, "pipe");
+    if null_bytes == 0 {
+        println!("note: dev-null never lost the race in this run");
+    }
+    assert!(null_bytes <= probes * RACE_PAGES && pipe_bytes <= probes * RACE_PAGES);
+    // The crate's numbers hold its own files again, and it keeps answering.
+    assert_eq!(dev.check(r.addr, len), Ok(true));
+    drop((dev, pipe));
+    for fd in [own_null, own_pipe, app_null, app_pipe] {
+        // SAFETY: our own descriptors.
+        unsafe { libc::close(fd) };
+    }
+    assert_eq!(fd_list(), before, "descriptors left open");
+    figure("fd_race.probe_pairs", probes);
+    figure("fd_race.dev_null_lost_races", null_bytes / RACE_PAGES);
+    figure("fd_race.bytes_landed", null_bytes + pipe_bytes);
+    figure("fd_race.interior_bytes_landed", 0);
+}
+
+/// A thread keeps replacing the crate's /dev/null and first pooled pipe with a file of its own
+/// (dup2 onto their numbers) and putting them back, while another probes a 64-page range with
+/// dev-null and pipe. A probe that loses the race (its identity check passed, then the number
+/// changed) may write into the file, but only the one probed byte of each page.
+#[test]
+fn lost_descriptor_race_writes_at_most_one_byte_per_page() {
+    if is_child("lost_descriptor_race_writes_at_most_one_byte_per_page") {
+        return child_lost_race();
+    }
+    let out = support::run_child_env(
+        "lost_descriptor_race_writes_at_most_one_byte_per_page",
+        &[],
+        std::time::Duration::from_secs(60),
+    );
+    out.assert_success();
+    out.forward_figures();
+}

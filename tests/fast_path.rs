@@ -2,28 +2,26 @@
 //! frame reads in [`addrprobe::unwind`].
 //!
 //! Every case runs in its own child process: the binary re-executes itself with
-//! `ADDRPROBE_FAST_PATH_CASE=<name>` (this target has `harness = false`, so the case runs on
-//! the child's main thread, which some cases need). Cases install signal handlers, a seccomp
+//! `ADDRPROBE_CHILD=<name>` (`support::harness_main`; this target has `harness = false`, so the
+//! case runs on the child's main thread, which some cases need). Cases install signal handlers, a seccomp
 //! filter, alternate stacks and coroutine stacks; a crash of the child is a failure, reported
 //! with its signal, and no case can take the test binary down. Each child is killed after 15 s.
 //!
 //! Usage: `cargo test --test fast_path [-- NAME_SUBSTRING...]`.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use addrprobe::Backend;
 use addrprobe::Prober;
 use addrprobe::stack_bounds::{StackBounds, StackKind, current_sp};
-use addrprobe::unwind::{Frame, ReadStats, Regs, Stop, Unwinder, Walk};
+use addrprobe::unwind::{Frame, ReadStats, Regs, Start, Stop, Unwinder, Walk};
 
-const CASE_ENV: &str = "ADDRPROBE_FAST_PATH_CASE";
 const TIMEOUT: Duration = Duration::from_secs(15);
 const WORD: usize = core::mem::size_of::<usize>();
 
-type Case = (&'static str, fn());
-
-const CASES: &[Case] = &[
+const CASES: &[support::Case] = &[
     (
         "main_thread_bounds_are_the_mapped_stack",
         main_thread_bounds,
@@ -61,105 +59,7 @@ const CASES: &[Case] = &[
 ];
 
 fn main() {
-    if let Ok(name) = std::env::var(CASE_ENV) {
-        let case = CASES.iter().find(|(n, _)| *n == name);
-        match case {
-            Some((_, f)) => {
-                f();
-                std::process::exit(0);
-            }
-            None => {
-                eprintln!("unknown case {name:?}");
-                std::process::exit(2);
-            }
-        }
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in CASES {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let exe = std::env::current_exe().expect("current_exe");
-    let chosen: Vec<&Case> = CASES
-        .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
-        .collect();
-    let total = chosen.len();
-    println!("\nrunning {total} tests (each in a child process)");
-    let mut failed = Vec::new();
-    for (name, _) in chosen {
-        let (ok, detail) = run_child(&exe, name);
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            failed.push((name, detail));
-        }
-    }
-    for (name, detail) in &failed {
-        println!("\n---- {name} ----\n{detail}");
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        total - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
-}
-
-/// Runs one case in a child process; kills it after [`TIMEOUT`] times
-/// `ADDRPROBE_TIMEOUT_SCALE` (default 1; see `tests/support/mod.rs`: an emulated CPU is slower,
-/// the timeout only catches hangs).
-fn run_child(exe: &std::path::Path, name: &str) -> (bool, String) {
-    let scale = std::env::var("ADDRPROBE_TIMEOUT_SCALE")
-        .ok()
-        .and_then(|v| v.parse::<u32>().ok())
-        .unwrap_or(1)
-        .max(1);
-    let timeout = TIMEOUT * scale;
-    let mut child = Command::new(exe)
-        .env(CASE_ENV, name)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn the test binary");
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break Some(status);
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let out = child.wait_with_output().map(|o| {
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        )
-    });
-    let out = out.unwrap_or_default();
-    match status {
-        None => (false, format!("timed out after {timeout:?}\n{out}")),
-        Some(s) if s.success() => (true, out),
-        Some(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            let why = match s.signal() {
-                Some(sig) => format!("child killed by signal {sig}"),
-                None => format!("child exited with {s}"),
-            };
-            (false, format!("{why}\n{out}"))
-        }
-    }
+    support::harness_main(CASES, TIMEOUT);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,7 +224,7 @@ fn assert_fps_in_walk(frames: &[Frame], fps: &[usize], what: &str) {
 
 fn walk_here(unwinder: &Unwinder, stats: &mut ReadStats) -> (Walk, Vec<Frame>) {
     let mut out = vec![Frame::default(); 512];
-    let w = unwinder.walk_current_counted(&mut out, stats);
+    let w = unwinder.walk(Start::Current, &mut out, Some(stats));
     out.truncate(w.depth);
     (w, out)
 }
@@ -553,7 +453,7 @@ fn corrupt_fps_here() {
                         fp: r0,
                         sp: current_sp(),
                     };
-                    let walk = unwinder.walk_from_regs_counted(&regs, &mut out, &mut stats);
+                    let walk = unwinder.walk(Start::Regs(regs), &mut out, Some(&mut stats));
                     let ctx = format!("{what}, {}, batch {batch}, fast {fast}", prober.backend());
                     assert_eq!(walk, Walk { depth: 3, stop }, "{ctx}");
                     assert_eq!(
@@ -628,7 +528,7 @@ fn hand_made_coroutine() {
                 fp: frame(0),
                 sp: frame(0) - 64,
             };
-            let walk = unwinder.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let walk = unwinder.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             let ctx = format!("{}, batch {batch}", prober.backend());
             assert_eq!(
                 walk,
@@ -754,9 +654,9 @@ mod altstack {
     pub type WalkedFrom = ([Frame; 64], usize, ReadStats, usize);
 
     pub static mut OWN: Walked = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
-    /// The interrupted context walked with `walk_from_regs_unchecked`.
+    /// The interrupted context walked with `walk_trusted`.
     pub static mut INTERRUPTED: WalkedFrom = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats(), 0);
-    /// The interrupted context walked with the safe `walk_from_regs`.
+    /// The interrupted context walked with the safe `walk` from `Start::Regs`.
     pub static mut SAFE: Walked = ([Frame { pc: 0, fp: 0 }; 64], 0, zero_stats());
     pub static HANDLER_SP: AtomicUsize = AtomicUsize::new(0);
     /// The signal `recurse` raises.
@@ -783,18 +683,18 @@ mod altstack {
         // SAFETY: one thread at a time raises the signal (the others wait in join); only this
         // handler writes these statics. `regs` comes unmodified from this handler's ucontext,
         // and the interrupted context stays suspended during the walk, which is
-        // `walk_from_regs_unchecked`'s contract.
+        // `walk_trusted`'s contract.
         unsafe {
             let own = &mut *core::ptr::addr_of_mut!(OWN);
-            let w = unwinder.walk_current_counted(&mut own.0, &mut own.2);
+            let w = unwinder.walk(Start::Current, &mut own.0, Some(&mut own.2));
             own.1 = w.depth;
             let int = &mut *core::ptr::addr_of_mut!(INTERRUPTED);
             let safe = &mut *core::ptr::addr_of_mut!(SAFE);
             if let Some(regs) = addrprobe::unwind::regs_from_ucontext(uc) {
                 int.3 = regs.sp;
-                let w = unwinder.walk_from_regs_counted_unchecked(&regs, &mut int.0, &mut int.2);
+                let w = unwinder.walk_trusted(&regs, &mut int.0, Some(&mut int.2));
                 int.1 = w.depth;
-                let w = unwinder.walk_from_regs_counted(&regs, &mut safe.0, &mut safe.2);
+                let w = unwinder.walk(Start::Regs(regs), &mut safe.0, Some(&mut safe.2));
                 safe.1 = w.depth;
             }
         }
@@ -861,8 +761,8 @@ mod altstack {
 
 /// A SIGUSR1 handler with `SA_ONSTACK` runs on an alternate stack the test mapped. Its real
 /// stack pointer is off the thread's stack, so every safe walk from it probes every frame:
-/// from its own frame pointer and, through the safe `walk_from_regs`, from the interrupted
-/// registers. `walk_from_regs_unchecked`, vouching for the `ucontext`'s stack pointer, reads
+/// from its own frame pointer and, through the safe `walk` from `Start::Regs`, from the interrupted
+/// registers. `walk_trusted`, vouching for the `ucontext`'s stack pointer, reads
 /// the interrupted thread-stack frames with the fast path.
 fn sigaltstack_walk() {
     use core::sync::atomic::Ordering;
@@ -913,7 +813,7 @@ fn sigaltstack_walk() {
 }
 
 /// The profiler's normal case: a SIGPROF handler without `SA_ONSTACK` runs on the thread's
-/// own stack, below the interrupted frames, and the safe `walk_from_regs` reads those frames
+/// own stack, below the interrupted frames, and the safe `walk` from `Start::Regs` reads those frames
 /// with the fast path (so do the unchecked walk and the handler's walk of its own stack,
 /// whose chain continues into the interrupted frames). On the main thread and on a spawned
 /// thread.

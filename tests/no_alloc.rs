@@ -90,3 +90,57 @@ fn probes_do_not_allocate() {
     // SAFETY: our own mapping.
     unsafe { libc::munmap(readable as *mut libc::c_void, 4 * ps) };
 }
+
+#[test]
+fn stack_reader_does_not_allocate() {
+    use addrprobe::reader::StackReader;
+    use addrprobe::stack_bounds::{StackBounds, current_sp};
+    std::thread::spawn(|| {
+        let ps = addrprobe::range::page_size();
+        let mapping = addrprobe_lab::fixtures::map_anonymous(2 * ps).expect("mmap");
+        assert_eq!(
+            // SAFETY: the second page of our own mapping becomes PROT_NONE.
+            unsafe { libc::mprotect((mapping + ps) as *mut libc::c_void, ps, libc::PROT_NONE) },
+            0
+        );
+        let bounds = StackBounds::register_current_thread().expect("register");
+        let local = std::hint::black_box([3u64; 4]);
+        let on_stack = &local as *const [u64; 4] as u64;
+        let mut snapshot = vec![0u64; 1024];
+        let mut tested = 0;
+        for backend in [
+            Backend::SigprocMask,
+            Backend::ProcessVmReadv,
+            Backend::Pipe,
+            Backend::Msync,
+        ] {
+            let Ok(p) = Prober::new(backend) else {
+                continue;
+            };
+            let n = allocations_in(|| {
+                let sp = current_sp();
+                let r = StackReader::with_bounds(&p, sp, Some(bounds));
+                for addr in [on_stack, mapping as u64, (mapping + ps) as u64, 0, u64::MAX] {
+                    let _ = r.read_u64(addr);
+                    let _ = r.read_or_latch(addr);
+                }
+                let mut mem = r.memory();
+                let _ = mem(on_stack);
+                let _ = r.error();
+                if let Ok((r, _)) =
+                    StackReader::new(&p, mapping + ps - 64).with_snapshot(&mut snapshot)
+                {
+                    let _ = r.read_u64((mapping + ps - 8) as u64);
+                }
+            });
+            assert_eq!(n, 0, "{backend}: the reader allocated {n} times");
+            tested += 1;
+        }
+        assert!(tested >= 2, "only {tested} backends could be tested");
+        std::hint::black_box(&local);
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(mapping as *mut libc::c_void, 2 * ps) };
+    })
+    .join()
+    .unwrap();
+}

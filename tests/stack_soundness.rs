@@ -1,8 +1,8 @@
 //! Soundness of the stack-bounds fast path against made-up stack pointers and frame pointers.
 //!
 //! The safe functions of [`addrprobe::stack_bounds`] (`StackBounds::{read, load_word,
-//! load_pair, frame_window}`, `FrameWindow::load_pair`) and `Unwinder::walk_from_regs` take a
-//! stack pointer as an argument. A safe function must be sound for every argument, so each
+//! load_pair, frame_window}`, `FrameWindow::load_pair`) and `Unwinder::walk` from
+//! `Start::Regs` take a stack pointer as an argument. A safe function must be sound for every argument, so each
 //! case here calls them with made-up values (`lo`, `lo + page`, the main thread's
 //! `hi - RLIMIT_STACK`, just below the real stack pointer, `hi`, beyond `hi`, null, the top of
 //! user space) and asserts that the process neither crashes nor changes its memory map: no
@@ -11,7 +11,7 @@
 //! the argument would land: at the lowest address `RLIMIT_STACK` lets the main stack grow to,
 //! and at the bottom (dead part) of a spawned thread's registered stack.
 //!
-//! Every case runs in a child process (`support::run_child`): they change rlimits, map pages
+//! Every case runs in a child process (`support::harness_main`): they change rlimits, map pages
 //! below the stack and may crash. This target has `harness = false`, so a case runs on the
 //! child's main thread, which the main-thread cases need.
 //!
@@ -27,14 +27,12 @@ use std::hint::black_box;
 use std::io::Read;
 
 use addrprobe::stack_bounds::{StackBounds, current_sp};
-use addrprobe::unwind::{Frame, ReadStats, Regs, Stop, Unwinder, Walk};
+use addrprobe::unwind::{Frame, ReadStats, Regs, Start, Stop, Unwinder, Walk};
 use addrprobe::{Backend, Prober};
 
 const WORD: usize = core::mem::size_of::<usize>();
 
-type Case = (&'static str, fn());
-
-const CASES: &[Case] = &[
+const CASES: &[support::Case] = &[
     (
         "main_thread_made_up_sp_never_grows_the_stack",
         main_thread_made_up,
@@ -58,54 +56,7 @@ const CASES: &[Case] = &[
 ];
 
 fn main() {
-    for (name, f) in CASES {
-        if support::is_child(name) {
-            f();
-            std::process::exit(0);
-        }
-    }
-    if let Ok(name) = std::env::var(support::CHILD_ENV) {
-        eprintln!("unknown case {name:?}");
-        std::process::exit(2);
-    }
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--list") {
-        for (name, _) in CASES {
-            println!("{name}: test");
-        }
-        return;
-    }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    let chosen: Vec<&Case> = CASES
-        .iter()
-        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
-        .collect();
-    println!("\nrunning {} tests (each in a child process)", chosen.len());
-    let mut failed = Vec::new();
-    for (name, _) in &chosen {
-        let r = support::run_child(name);
-        let ok = r.status.success();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if !ok {
-            let why = match r.signal() {
-                Some(sig) => format!("child killed by signal {sig}"),
-                None => format!("child exited with {}", r.status),
-            };
-            failed.push((name, format!("{why}\n{}{}", r.stdout, r.stderr)));
-        }
-    }
-    for (name, detail) in &failed {
-        println!("\n---- {name} ----\n{detail}");
-    }
-    println!(
-        "\ntest result: {}. {} passed; {} failed",
-        if failed.is_empty() { "ok" } else { "FAILED" },
-        chosen.len() - failed.len(),
-        failed.len()
-    );
-    if !failed.is_empty() {
-        std::process::exit(101);
-    }
+    support::harness_main(CASES, std::time::Duration::from_secs(14));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -295,7 +246,7 @@ fn exercise_loaders(b: &StackBounds, sps: &[usize], addrs: &[usize], log: &mut V
 /// One made-up walk: the registers and what it did.
 type WalkLog = (Regs, Walk, ReadStats, [Frame; 8]);
 
-/// `walk_from_regs_counted` with every made-up `(sp, fp)` pair. Allocates nothing.
+/// `walk` from `Start::Regs` with every made-up `(sp, fp)` pair. Allocates nothing.
 #[inline(never)]
 fn exercise_walks(u: &Unwinder, sps: &[usize], fps: &[usize], log: &mut Vec<WalkLog>) {
     let mut out = [Frame::default(); 8];
@@ -303,7 +254,7 @@ fn exercise_walks(u: &Unwinder, sps: &[usize], fps: &[usize], log: &mut Vec<Walk
         for &fp in fps {
             let regs = Regs { pc: 0x1234, fp, sp };
             let mut stats = ReadStats::default();
-            let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             log.push((regs, w, stats, out));
         }
     }
@@ -424,11 +375,11 @@ fn assert_fast_path_still_used(b: &StackBounds) {
     let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
     let mut out = [Frame::default(); 64];
     let mut stats = ReadStats::default();
-    let walk = u.walk_current_counted(&mut out, &mut stats);
+    let walk = u.walk(Start::Current, &mut out, Some(&mut stats));
     assert!(walk.depth >= 3, "{walk:?}");
     assert!(
         stats.fast >= 2,
-        "walk_current took the fast path: {stats:?}"
+        "walk(Start::Current) took the fast path: {stats:?}"
     );
 }
 
@@ -536,7 +487,7 @@ fn main_thread_prot_none_at_rlimit_lo() {
     };
     let mut out = [Frame::default(); 4];
     let mut stats = ReadStats::default();
-    let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+    let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
     assert_eq!(
         w.stop,
         Stop::Unreadable {
@@ -588,7 +539,7 @@ fn spawned_thread_made_up() {
             };
             let mut out = [Frame::default(); 4];
             let mut stats = ReadStats::default();
-            let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             assert_eq!(w.stop, Stop::Unreadable { fp: lo + 2 * WORD });
             assert_eq!(stats.fast, 0, "{stats:?}");
             mprotect(lo, ps(), libc::PROT_READ | libc::PROT_WRITE);
@@ -708,7 +659,7 @@ fn walk_from(regs: Regs) -> (Walk, ReadStats, [Frame; 64]) {
     let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
     let mut out = [Frame::default(); 64];
     let mut stats = ReadStats::default();
-    let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+    let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
     (w, stats, out)
 }
 

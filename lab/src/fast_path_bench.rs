@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::bench::profiler::{self, Walker};
 
 use addrprobe::stack_bounds::StackBounds;
-use addrprobe::unwind::{Frame, Regs, Unwinder, Walk, walk_chain};
+use addrprobe::unwind::{Frame, Regs, Start, Unwinder, Walk, walk_chain};
 use addrprobe::{Backend, Prober};
 
 /// Frames per walk in [`own_stack_walks`] and [`batched_walks`].
@@ -175,7 +175,7 @@ pub fn own_stack_walks(quick: bool, allow_signal_guard: bool) -> Vec<WalkRow> {
                         black_box(walk_unvalidated(black_box(&mut out_base)));
                     },
                     &mut || {
-                        black_box(u.walk_current(black_box(&mut out)));
+                        black_box(u.walk(Start::Current, black_box(&mut out), None));
                     },
                 ));
             }
@@ -185,7 +185,7 @@ pub fn own_stack_walks(quick: bool, allow_signal_guard: bool) -> Vec<WalkRow> {
             p.sort_by(|a, b| a.1.total_cmp(&b.1));
             let (ns, ratio) = p[p.len() / 2];
             let mut stats = addrprobe::unwind::ReadStats::default();
-            let w = u.walk_current_counted(&mut out, &mut stats);
+            let w = u.walk(Start::Current, &mut out, Some(&mut stats));
             rows.push(WalkRow {
                 name,
                 ns_per_walk: ns,
@@ -254,10 +254,10 @@ pub fn batched_walks(quick: bool, spacing: usize) -> Vec<WalkRow> {
             };
             let mut out = [Frame::default(); FRAMES + 1];
             let ns = fixed_ns(reps, iters, || {
-                black_box(u.walk_from_regs(&regs, black_box(&mut out)));
+                black_box(u.walk(Start::Regs(regs), black_box(&mut out), None));
             });
             let mut stats = addrprobe::unwind::ReadStats::default();
-            let w = u.walk_from_regs_counted(&regs, &mut out, &mut stats);
+            let w = u.walk(Start::Regs(regs), &mut out, Some(&mut stats));
             if window == 0 {
                 per_frame = ns;
             }

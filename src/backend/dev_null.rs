@@ -8,12 +8,17 @@
 //! "no" (an `EFAULT` from `access_ok`, i.e. a kernel or non-canonical address) means
 //! something, and this crate already answers those ranges without a syscall.
 //!
-//! The backend writes the whole range in one call (the kernel reads none of it).
+//! The backend passes one byte per page to the kernel, [`IOVECS`](super::IOVECS) one-byte iovecs per
+//! `writev` (the probe points of the other backends). The answer is the same as for a write of
+//! the whole range, since the kernel reads none of it; but if the descriptor is replaced by
+//! another file between the identity check and the `writev` (see `sys::fd`), that file receives
+//! at most one byte per page instead of the whole range.
 
+use super::process::DEV_NULL;
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
-use crate::sys::{self, DEV_NULL, FD_REPLACED};
+use crate::sys::{self, FD_REPLACED};
 
 /// A registered user of the process-wide `/dev/null` descriptor.
 #[derive(Debug)]
@@ -29,7 +34,7 @@ impl DevNull {
         Ok(DevNull(()))
     }
 
-    /// One `write()` of the whole range to `/dev/null`.
+    /// One byte per page of the range, written to `/dev/null` with `writev`.
     #[inline]
     pub fn check(&self, r: &PageRange) -> Result<bool, Error> {
         let fd = DEV_NULL.verified().ok_or(Error::Unavailable {
@@ -37,16 +42,17 @@ impl DevNull {
             errno: Some(libc::EBADF),
             reason: FD_REPLACED,
         })?;
-        let len = r.last() - r.addr() + 1;
-        // SAFETY: the descriptor was verified to be our /dev/null, whose write method never
-        // reads the buffer; the kernel validates the pointer itself.
-        // (The raw syscall: sanitizers' `write` interceptors would inspect the buffer.)
-        let ret = unsafe { libc::syscall(libc::SYS_write, fd, r.addr(), len) };
-        match sys::check(ret) {
-            Ok(_) => Ok(true),
-            Err(libc::EFAULT) => Ok(false),
-            Err(e) => Err(Error::from_errno(Backend::DevNull, e, "write(/dev/null)")),
-        }
+        super::for_each_probe_batch(r, |iov| {
+            // SAFETY: the descriptor was verified to be our /dev/null, whose write method
+            // never reads the buffers; the kernel validates each iovec's base itself.
+            // (The raw syscall: sanitizers' `writev` interceptors would inspect them.)
+            let ret = unsafe { libc::syscall(libc::SYS_writev, fd, iov.as_ptr(), iov.len()) };
+            match sys::check(ret) {
+                Ok(_) => Ok(true),
+                Err(libc::EFAULT) => Ok(false),
+                Err(e) => Err(Error::from_errno(Backend::DevNull, e, "writev(/dev/null)")),
+            }
+        })
     }
 }
 

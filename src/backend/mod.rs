@@ -9,18 +9,57 @@
 //! `check()` answers for a validated [`PageRange`], and the
 //! [`Readable`](crate::Guarantee::Readable) ones have a race-free `read()`. Probe functions
 //! never allocate, never lock and are async-signal-safe.
+//!
+//! [`process`] holds what the backends keep per process: the page that tells a new process
+//! (`fork`, `_Fork`, `clone`) from its parent, and the process-wide descriptors they hold.
 
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
 
+/// One-byte iovecs per syscall for the backends that hand the kernel one byte per page
+/// (`dev-null`, `pipe`, `process-vm-readv`): 64 pages per call, a 1 KiB array on the stack.
+pub(crate) const IOVECS: usize = 64;
+
+/// Calls `f` with the one-byte iovecs of `r`'s probe points (its first byte, then the first
+/// byte of every later page), at most [`IOVECS`] at a time, in address order. Stops at, and
+/// returns, the first `Ok(false)` or error; `Ok(true)` if every batch said yes. No allocation.
+#[inline]
+pub(crate) fn for_each_probe_batch(
+    r: &PageRange,
+    mut f: impl FnMut(&[libc::iovec]) -> Result<bool, Error>,
+) -> Result<bool, Error> {
+    const EMPTY: libc::iovec = libc::iovec {
+        iov_base: core::ptr::null_mut(),
+        iov_len: 0,
+    };
+    let mut iov = [EMPTY; IOVECS];
+    let mut n = 0;
+    let mut points = r.probe_points().peekable();
+    while let Some(point) = points.next() {
+        iov[n] = libc::iovec {
+            iov_base: point as *mut libc::c_void,
+            iov_len: 1,
+        };
+        n += 1;
+        if n == IOVECS || points.peek().is_none() {
+            if !f(&iov[..n])? {
+                return Ok(false);
+            }
+            n = 0;
+        }
+    }
+    Ok(true)
+}
+
 mod dev_null;
 mod mincore;
 mod msync;
 pub(crate) mod pipe;
+pub(crate) mod process;
 mod process_vm_readv;
 mod procmap_query;
-mod signal_guard;
+pub(crate) mod signal_guard;
 mod sigprocmask;
 
 /// The shape of a probing technique. Every method is a probe path: async-signal-safe, no
@@ -140,7 +179,7 @@ impl Technique for sigprocmask::SigprocMask {
     }
 }
 
-/// `process_vm_readv` needs no state (the pid is kept current across `fork` by `sys`).
+/// `process_vm_readv` needs no state (the pid is kept current across `fork` by `process`).
 #[derive(Debug)]
 pub(crate) struct ProcessVmReadv;
 
@@ -165,11 +204,7 @@ impl Technique for ProcessVmReadv {
     }
 }
 
-/// The guarded load: its process-wide handler is installed when the state is made.
-#[derive(Debug)]
-pub(crate) struct SignalGuard(());
-
-impl Technique for SignalGuard {
+impl Technique for signal_guard::Installed {
     const BACKEND: Backend = Backend::SignalGuard;
     // Its fault path only runs the crate's handler, which touches no `errno` when it
     // redirects a probe.
@@ -177,12 +212,12 @@ impl Technique for SignalGuard {
 
     #[inline]
     fn check(&self, r: &PageRange) -> Result<bool, Error> {
-        signal_guard::check(r)
+        signal_guard::check(*self, r)
     }
 
     #[inline]
     fn read(&self, r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
-        signal_guard::read(r, dst)
+        signal_guard::read(*self, r, dst)
     }
 }
 
@@ -204,7 +239,8 @@ pub(crate) enum State {
     Pipe(pipe::PipeUser),
     SigprocMask(sigprocmask::SigprocMask),
     ProcessVmReadv(ProcessVmReadv),
-    SignalGuard(SignalGuard),
+    /// Holds the proof that the handler is installed, which the guarded loads need.
+    SignalGuard(signal_guard::Installed),
     ProcmapQuery(procmap_query::ProcMaps),
 }
 
@@ -245,7 +281,7 @@ fn batches_pages<T: Technique>(_: &T) -> bool {
 
 impl State {
     pub(crate) fn open(backend: Backend) -> Result<State, Error> {
-        crate::sys::register_atfork();
+        process::init();
         Ok(match backend {
             Backend::Msync => State::Msync(Msync),
             Backend::Mincore => State::Mincore(Mincore),
@@ -253,10 +289,7 @@ impl State {
             Backend::Pipe => State::Pipe(pipe::PipeUser::open(Backend::Pipe)?),
             Backend::SigprocMask => State::SigprocMask(sigprocmask::SigprocMask::open()),
             Backend::ProcessVmReadv => State::ProcessVmReadv(ProcessVmReadv),
-            Backend::SignalGuard => {
-                signal_guard::install()?;
-                State::SignalGuard(SignalGuard(()))
-            }
+            Backend::SignalGuard => State::SignalGuard(signal_guard::install()?),
             Backend::ProcmapQuery => State::ProcmapQuery(procmap_query::ProcMaps::open()?),
         })
     }

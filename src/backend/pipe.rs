@@ -19,9 +19,17 @@
 //! deadlock in a signal handler, and nothing is left behind when a thread exits.
 //!
 //! Each pooled pipe is one descriptor opened `O_RDWR` through `/proc/self/fd` (a pipe opened
-//! like a FIFO), so one `fstat` verifies it before use (see the crate's descriptor rules in
-//! `sys`); without `/proc` the slot keeps both ends and verifies both. A fork child gets fresh
-//! pipes under the same numbers from the atfork handler, so parent and child never share one.
+//! like a FIFO), moved above the lowest free numbers, so one `fstat` verifies it before use
+//! (see the crate's descriptor rules in `sys::fd`); without `/proc` the slot keeps both ends and
+//! verifies both. `read_out` asks for one byte more than the probe wrote: a pipe holding more
+//! than that held someone else's bytes, which are drained and the answer dropped.
+//!
+//! Whether a slot is free, taken, or not yet this process's is its word in the per-process
+//! page (`process::ProcPage`), which the kernel zeroes in every child (`MADV_WIPEONFORK`). The first
+//! probe in a child made by `fork`, `_Fork` or `clone` finds the words zeroed (stale), puts fresh
+//! pipes under the inherited numbers (`dup3`) before it uses one, and does the same for the
+//! other stale slots, so parent and child never share a pipe; no `pthread_atfork` handler is
+//! involved. A slot a parent thread held at the fork is free in the child.
 //!
 //! # The empty-slot bug of kernels 5.5–6.14
 //!
@@ -30,9 +38,11 @@
 //! empty slots, so on `EAGAIN` the probe drains the pipe and retries, and if that fails it
 //! replaces the pipe. Test `pipe_survives_many_faults` makes 1,000 faulting probes in a row.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use super::IOVECS;
+use super::process::{self, BUSY, FREE, NOT_CURRENT, PROCESS_CHANGED, Proc, STALE};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
@@ -41,13 +51,14 @@ use crate::sys::{self, FD_REPLACED};
 /// Pipes in the process-wide pool.
 pub const SLOTS: usize = 4;
 
+/// A pooled pipe's descriptors and identity. Whether it is this process's and who uses it is
+/// in the slot's word of the per-process page (`process::ProcPage::slots`).
 struct Slot {
     /// Read end; equal to `wfd` when the slot holds one `O_RDWR` descriptor.
     rfd: AtomicI32,
     wfd: AtomicI32,
     dev: AtomicU64,
     ino: AtomicU64,
-    busy: AtomicBool,
 }
 
 impl Slot {
@@ -57,7 +68,6 @@ impl Slot {
             wfd: AtomicI32::new(-1),
             dev: AtomicU64::new(0),
             ino: AtomicU64::new(0),
-            busy: AtomicBool::new(false),
         }
     }
 
@@ -84,9 +94,11 @@ impl Slot {
 
     /// Puts a new pipe into the slot. When the slot's numbers still hold its old pipe, the new
     /// pipe is `dup3`ed onto them, so the numbers a probe already loaded stay valid.
+    /// Async-signal-safe (raw syscalls only): a probe calls it to replace a full pipe, and the
+    /// first probe in a new process to replace inherited ones.
     fn fill(&self) -> Result<(), i32> {
         let ours = self.verified();
-        let fresh = new_pipe()?;
+        let fresh = new_pipe(true)?;
         let id = match sys::identity(fresh.wfd) {
             Ok(id) => id,
             Err(e) => {
@@ -150,8 +162,9 @@ impl Fds {
     }
 }
 
-/// A non-blocking, close-on-exec pipe, as one `O_RDWR` descriptor when `/proc` allows.
-fn new_pipe() -> Result<Fds, i32> {
+/// A non-blocking, close-on-exec pipe, as one `O_RDWR` descriptor when `/proc` allows; with
+/// `high`, moved above the lowest free numbers (`sys::move_high`). Async-signal-safe.
+fn new_pipe(high: bool) -> Result<Fds, i32> {
     let mut fds = [0i32; 2];
     // SAFETY: pipe2 writes two descriptors into the array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -182,13 +195,17 @@ fn new_pipe() -> Result<Fds, i32> {
         )
     };
     if rdwr < 0 {
-        return Ok(pair);
+        if !high {
+            return Ok(pair);
+        }
+        return Ok(Fds {
+            rfd: sys::move_high(pair.rfd),
+            wfd: sys::move_high(pair.wfd),
+        });
     }
     pair.close();
-    Ok(Fds {
-        rfd: rdwr,
-        wfd: rdwr,
-    })
+    let fd = if high { sys::move_high(rdwr) } else { rdwr };
+    Ok(Fds { rfd: fd, wfd: fd })
 }
 
 /// A registered user of the pipe pool; the pool is closed when the last user drops.
@@ -197,19 +214,35 @@ pub struct PipeUser(());
 
 impl PipeUser {
     pub(crate) fn open(backend: Backend) -> Result<PipeUser, Error> {
+        process::init();
         let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
-        for slot in &POOL {
-            if slot.verified().is_none()
-                && let Err(e) = slot.fill()
-            {
-                if *users == 0 {
-                    POOL.iter().for_each(Slot::empty);
+        let proc = process::current_waiting().ok_or(Error::Unavailable {
+            backend,
+            errno: None,
+            reason: NOT_CURRENT,
+        })?;
+        for (i, slot) in POOL.iter().enumerate() {
+            let w = &proc.page.slots[i];
+            // A slot a probe holds right now is left to it.
+            let Some(was) = take(w) else { continue };
+            let result = if was == FREE && slot.verified().is_some() {
+                Ok(())
+            } else {
+                slot.fill()
+            };
+            match result {
+                Ok(()) => w.store(FREE, Ordering::Release),
+                Err(e) => {
+                    w.store(was, Ordering::Release);
+                    if *users == 0 {
+                        empty_all(&proc);
+                    }
+                    return Err(Error::from_errno(
+                        backend,
+                        e,
+                        "pipe2 for the probe pipe pool",
+                    ));
                 }
-                return Err(Error::from_errno(
-                    backend,
-                    e,
-                    "pipe2 for the probe pipe pool",
-                ));
             }
         }
         *users += 1;
@@ -217,65 +250,135 @@ impl PipeUser {
     }
 }
 
+/// Takes a slot word that no probe holds (`FREE` or `STALE` to `BUSY`); returns what it was.
+fn take(w: &AtomicU32) -> Option<u32> {
+    [FREE, STALE].into_iter().find(|&was| {
+        w.compare_exchange(was, BUSY, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+/// Closes every slot's pipe that no probe holds (after the last user).
+fn empty_all(proc: &Proc) {
+    for (i, slot) in POOL.iter().enumerate() {
+        let w = &proc.page.slots[i];
+        // A slot still busy belongs to a probe of another (dropped) prober on another
+        // thread, which cannot exist in safe code; leave such a slot alone.
+        if take(w).is_some() {
+            slot.empty();
+            w.store(STALE, Ordering::Release);
+        }
+    }
+}
+
 impl Drop for PipeUser {
     fn drop(&mut self) {
         let mut users = USERS.lock().unwrap_or_else(|e| e.into_inner());
         *users = users.saturating_sub(1);
-        if *users == 0 {
-            for slot in &POOL {
-                // A slot still busy belongs to a probe of another (dropped) prober on another
-                // thread, which cannot exist in safe code; leave such a slot alone.
-                if !slot.busy.load(Ordering::Acquire) {
-                    slot.empty();
-                }
-            }
+        if *users == 0
+            && let Some(proc) = process::current_waiting()
+        {
+            empty_all(&proc);
         }
     }
 }
 
-/// Called in a fork child: fresh pipes under the same numbers, all slots free.
-pub(crate) fn after_fork_child() {
-    for slot in &POOL {
-        if slot.verified().is_some() {
-            if slot.fill().is_err() {
-                slot.empty();
-            }
-        } else {
-            slot.rfd.store(-1, Ordering::Release);
-            slot.wfd.store(-1, Ordering::Release);
+/// Makes every other stale slot's pipe this process's (a new process's first probe).
+#[cold]
+fn renew_stale(proc: &Proc, except: usize) {
+    for (i, slot) in POOL.iter().enumerate() {
+        let w = &proc.page.slots[i];
+        if i != except
+            && w.compare_exchange(STALE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        {
+            let now = if slot.fill().is_ok() { FREE } else { STALE };
+            w.store(now, Ordering::Release);
         }
-        slot.busy.store(false, Ordering::Release);
     }
 }
 
 /// Runs `f` with a pipe that no other probe uses right now.
+///
+/// A slot is taken with one compare-and-swap of its word in the per-process page. In a new
+/// process every word reads `STALE` (the kernel zeroed the page): the first probe there
+/// replaces the inherited pipes with pipes of its own (under the same numbers) before using
+/// one, so parent and child never share a pipe. The answer is dropped if the process changed
+/// while the probe ran.
 #[inline]
 fn with_pipe<R>(
     backend: Backend,
     f: impl FnOnce(Fds, &dyn Fn() -> Result<(), i32>) -> Result<R, Error>,
 ) -> Result<R, Error> {
-    for slot in &POOL {
-        if slot
-            .busy
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-        {
-            let result = match slot.verified() {
-                Some(fds) => f(fds, &|| slot.fill()),
-                None => Err(Error::Unavailable {
-                    backend,
-                    errno: Some(libc::EBADF),
-                    reason: FD_REPLACED,
-                }),
-            };
-            slot.busy.store(false, Ordering::Release);
-            return result;
+    let proc = process::current().ok_or(Error::Unavailable {
+        backend,
+        errno: None,
+        reason: NOT_CURRENT,
+    })?;
+    for (i, slot) in POOL.iter().enumerate() {
+        let w = &proc.page.slots[i];
+        match w.compare_exchange(FREE, BUSY, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => return run_slot(backend, &proc, slot, w, f),
+            Err(STALE) => {
+                if w.compare_exchange(STALE, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    if slot.fill().is_err() {
+                        w.store(STALE, Ordering::Release);
+                        continue;
+                    }
+                    renew_stale(&proc, i);
+                    return run_slot(backend, &proc, slot, w, f);
+                }
+            }
+            Err(_) => {}
         }
     }
-    // Every pooled pipe is in use: a private one, closed afterwards.
-    let fds = new_pipe().map_err(|e| Error::from_errno(backend, e, "pipe2"))?;
+    // Every pooled pipe is in use: a private one, closed afterwards. It is not moved above
+    // the lowest free numbers (two more syscalls for a pipe that lives for one probe).
+    let fds = new_pipe(false).map_err(|e| Error::from_errno(backend, e, "pipe2"))?;
     let result = f(fds, &|| Err(libc::EAGAIN));
     fds.close();
+    if !proc.still_current() {
+        return Err(changed(backend));
+    }
+    result
+}
+
+fn changed(backend: Backend) -> Error {
+    Error::Unavailable {
+        backend,
+        errno: None,
+        reason: PROCESS_CHANGED,
+    }
+}
+
+/// Runs `f` on a slot this probe took (`w` is `BUSY`), then frees it.
+#[inline]
+fn run_slot<R>(
+    backend: Backend,
+    proc: &Proc,
+    slot: &Slot,
+    w: &AtomicU32,
+    f: impl FnOnce(Fds, &dyn Fn() -> Result<(), i32>) -> Result<R, Error>,
+) -> Result<R, Error> {
+    let result = match slot.verified() {
+        Some(fds) => f(fds, &|| slot.fill()),
+        None => Err(Error::Unavailable {
+            backend,
+            errno: Some(libc::EBADF),
+            reason: FD_REPLACED,
+        }),
+    };
+    let same = proc.still_current();
+    // In a process made during the probe the word is no longer BUSY (the kernel zeroed it):
+    // leave it for that process to renew.
+    let freed = w
+        .compare_exchange(BUSY, FREE, Ordering::Release, Ordering::Relaxed)
+        .is_ok();
+    if !(same && freed) {
+        return Err(changed(backend));
+    }
     result
 }
 
@@ -328,11 +431,26 @@ fn write_in(
     }
 }
 
-/// Reads exactly `len` bytes back out of the pipe into `dst`.
+/// Reads exactly `len` bytes back out of the pipe into `dst`. The read asks for one byte
+/// more: the pipe holds exactly what this probe wrote, so a surplus means that bytes which are
+/// not this probe's were in it (its descriptor was replaced by another file during the probe,
+/// or bytes of an earlier such probe were left behind). The pipe is then drained and the
+/// answer dropped.
 #[inline]
 fn read_out(backend: Backend, fds: Fds, dst: *mut u8, len: usize) -> Result<(), Error> {
-    // SAFETY: `dst` points to `len` writable bytes owned by the caller.
-    let n = unsafe { libc::syscall(libc::SYS_read, fds.rfd, dst, len) };
+    let mut spare = [0u8; 1];
+    let iov = [
+        libc::iovec {
+            iov_base: dst.cast(),
+            iov_len: len,
+        },
+        libc::iovec {
+            iov_base: spare.as_mut_ptr().cast(),
+            iov_len: 1,
+        },
+    ];
+    // SAFETY: `dst` points to `len` writable bytes owned by the caller, `spare` to one of ours.
+    let n = unsafe { libc::syscall(libc::SYS_readv, fds.rfd, iov.as_ptr(), 2) };
     if n == len as libc::c_long {
         Ok(())
     } else if n < 0 {
@@ -341,6 +459,13 @@ fn read_out(backend: Backend, fds: Fds, dst: *mut u8, len: usize) -> Result<(), 
             sys::last_errno(),
             "read from the probe pipe",
         ))
+    } else if n > len as libc::c_long {
+        drain(fds);
+        Err(Error::Unavailable {
+            backend,
+            errno: None,
+            reason: "the probe pipe held bytes that this probe did not write (its descriptor was replaced during the probe); they were discarded",
+        })
     } else {
         drain(fds);
         Err(Error::Failed {
@@ -351,38 +476,19 @@ fn read_out(backend: Backend, fds: Fds, dst: *mut u8, len: usize) -> Result<(), 
     }
 }
 
-/// One-byte iovecs per `writev`: 64 pages per syscall, a 1 KiB array on the stack.
-const IOVECS: usize = 64;
-
-const EMPTY_IOV: libc::iovec = libc::iovec {
-    iov_base: core::ptr::null_mut(),
-    iov_len: 0,
-};
-
 /// One byte per page of `r` through a pipe: one `writev` of up to [`IOVECS`] one-byte
 /// iovecs, then one `read` to drain the bytes.
 #[inline]
 pub(crate) fn check(backend: Backend, r: &PageRange) -> Result<bool, Error> {
     with_pipe(backend, |fds, refill| {
         let mut sink = [0u8; IOVECS];
-        let mut iov = [EMPTY_IOV; IOVECS];
-        let mut n = 0;
-        let mut points = r.probe_points().peekable();
-        while let Some(point) = points.next() {
-            iov[n] = libc::iovec {
-                iov_base: point as *mut libc::c_void,
-                iov_len: 1,
-            };
-            n += 1;
-            if n == IOVECS || points.peek().is_none() {
-                if !write_in(backend, fds, refill, &iov[..n], n)? {
-                    return Ok(false);
-                }
-                read_out(backend, fds, sink.as_mut_ptr(), n)?;
-                n = 0;
+        super::for_each_probe_batch(r, |iov| {
+            if !write_in(backend, fds, refill, iov, iov.len())? {
+                return Ok(false);
             }
-        }
-        Ok(true)
+            read_out(backend, fds, sink.as_mut_ptr(), iov.len())?;
+            Ok(true)
+        })
     })
 }
 

@@ -9,39 +9,69 @@
 //! than requested) means a later iovec faulted.
 //!
 //! One call carries up to [`IOVECS`] one-byte iovecs, one per page; a 256-page range takes 4
-//! calls. The iovec arrays live on the stack (1 KiB). The pid is this process's, kept current
-//! across `fork()` by the atfork handler: a child must not read its parent.
+//! calls. The iovec arrays live on the stack (1 KiB).
+//!
+//! The pid is this process's, taken from the per-process page (`process::current`): a child made
+//! by `fork`, `_Fork` or `clone` finds that page zeroed by the kernel (`MADV_WIPEONFORK`) and
+//! looks its own pid up before its first probe, so it never reads its parent. An answer is
+//! dropped (`Unavailable`) if the process changed while the probe ran. Without
+//! `MADV_WIPEONFORK` (kernels before 4.14) every probe calls `getpid` twice instead.
 
+use super::process::{self, NOT_CURRENT, PROCESS_CHANGED, Proc};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys;
 
-/// Remote iovecs per `process_vm_readv` call.
-pub const IOVECS: usize = 64;
+// Remote iovecs per `process_vm_readv` call.
+use super::IOVECS;
 
 const EMPTY_IOV: libc::iovec = libc::iovec {
     iov_base: core::ptr::null_mut(),
     iov_len: 0,
 };
 
+/// This process, or `Unavailable` (no `Prober` yet, or a new process being set up).
+#[inline]
+fn this_process() -> Result<Proc, Error> {
+    process::current().ok_or(Error::Unavailable {
+        backend: Backend::ProcessVmReadv,
+        errno: None,
+        reason: NOT_CURRENT,
+    })
+}
+
+/// `answer` if the process is still the one whose pid the probe used.
+#[inline]
+fn confirmed<T>(proc: &Proc, answer: T) -> Result<T, Error> {
+    if proc.still_current() {
+        Ok(answer)
+    } else {
+        Err(Error::Unavailable {
+            backend: Backend::ProcessVmReadv,
+            errno: None,
+            reason: PROCESS_CHANGED,
+        })
+    }
+}
+
 /// Runs one `process_vm_readv` of `n` remote iovecs into `local`. `Ok(false)`: a fault.
 #[inline]
-fn readv(local: libc::iovec, remote: &[libc::iovec]) -> Result<bool, Error> {
+fn readv(pid: i32, local: libc::iovec, remote: &[libc::iovec]) -> Result<bool, Error> {
     let want: usize = remote.iter().map(|v| v.iov_len).sum();
-    Ok(readv_count(local, remote)? == want)
+    Ok(readv_count(pid, local, remote)? == want)
 }
 
 /// Runs one `process_vm_readv` of `n` remote iovecs into `local` and returns the bytes
 /// copied: fewer than requested (0 for `EFAULT`) means the byte after them faulted.
 #[inline]
-fn readv_count(local: libc::iovec, remote: &[libc::iovec]) -> Result<usize, Error> {
+fn readv_count(pid: i32, local: libc::iovec, remote: &[libc::iovec]) -> Result<usize, Error> {
     // SAFETY: `local` describes a writable buffer of the caller's; the kernel validates the
     // remote addresses and reports faults as EFAULT or a short count.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_process_vm_readv,
-            sys::pid() as libc::c_long,
+            pid as libc::c_long,
             &local as *const libc::iovec,
             1 as libc::c_ulong,
             remote.as_ptr(),
@@ -68,28 +98,16 @@ fn readv_count(local: libc::iovec, remote: &[libc::iovec]) -> Result<usize, Erro
 /// One byte per page of `r`, [`IOVECS`] pages per call.
 #[inline]
 pub fn check(r: &PageRange) -> Result<bool, Error> {
+    let proc = this_process()?;
     let mut sink = [0u8; IOVECS];
-    let mut remote = [EMPTY_IOV; IOVECS];
-    let mut n = 0;
-    let mut points = r.probe_points().peekable();
-    while let Some(point) = points.next() {
-        remote[n] = libc::iovec {
-            iov_base: point as *mut libc::c_void,
-            iov_len: 1,
+    let answer = super::for_each_probe_batch(r, |remote| {
+        let local = libc::iovec {
+            iov_base: sink.as_mut_ptr().cast(),
+            iov_len: remote.len(),
         };
-        n += 1;
-        if n == IOVECS || points.peek().is_none() {
-            let local = libc::iovec {
-                iov_base: sink.as_mut_ptr().cast(),
-                iov_len: n,
-            };
-            if !readv(local, &remote[..n])? {
-                return Ok(false);
-            }
-            n = 0;
-        }
-    }
-    Ok(true)
+        readv(proc.pid, local, remote)
+    })?;
+    confirmed(&proc, answer)
 }
 
 /// Copies `r` into `dst`, one iovec per page-sized piece, [`IOVECS`] pieces per call.
@@ -103,6 +121,7 @@ pub fn read(r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
 /// `dst.len()` must be the length of `r`. Used by [`crate::batch::read_prefix`].
 #[inline]
 pub fn read_prefix(r: &PageRange, dst: &mut [u8]) -> Result<usize, Error> {
+    let proc = this_process()?;
     let mut remote = [EMPTY_IOV; IOVECS];
     let mut n = 0;
     let mut batch_start = 0;
@@ -121,13 +140,13 @@ pub fn read_prefix(r: &PageRange, dst: &mut [u8]) -> Result<usize, Error> {
                 iov_base: dst[batch_start..off].as_mut_ptr().cast(),
                 iov_len: want,
             };
-            let got = readv_count(local, &remote[..n])?;
+            let got = readv_count(proc.pid, local, &remote[..n])?;
             if got < want {
-                return Ok(batch_start + got);
+                return confirmed(&proc, batch_start + got);
             }
             n = 0;
             batch_start = off;
         }
     }
-    Ok(off)
+    confirmed(&proc, off)
 }

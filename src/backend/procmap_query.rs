@@ -9,13 +9,17 @@
 //! `MADV_GUARD_INSTALL` (6.13+), lies in a readable VMA and still raises a fault when loaded.
 //!
 //! Kernels before 6.11 answer `ENOTTY`: the backend is then unavailable, never "unreadable".
-//! The descriptor is `/proc/self/maps`, opened once and reopened in fork children (an
-//! inherited one keeps describing the parent's address space).
+//! The descriptor is `/proc/self/maps`, opened once per process. An inherited one keeps
+//! describing the parent's address space, so the first probe in a new process (`fork`,
+//! `_Fork`, `clone`; noticed through the per-process page, see `process`) opens the child's own
+//! and puts it under the same number; other threads' probes answer `Unavailable` meanwhile.
+//! An answer is dropped if the process changed while the probe ran.
 
+use super::process::{self, NOT_CURRENT, PROC_MAPS, PROCESS_CHANGED};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
-use crate::sys::{self, FD_REPLACED, PROC_MAPS};
+use crate::sys::{self, FD_REPLACED};
 use linux_raw_sys::general::{procmap_query, procmap_query_flags};
 
 /// `_IOWR('f', 17, struct procmap_query)` from `include/uapi/linux/fs.h`.
@@ -41,11 +45,22 @@ impl ProcMaps {
     /// Walks the VMAs covering `r`; each must be readable.
     #[inline]
     pub fn check(&self, r: &PageRange) -> Result<bool, Error> {
-        let fd = PROC_MAPS.verified().ok_or(Error::Unavailable {
+        let unavailable = |reason| Error::Unavailable {
             backend: Backend::ProcmapQuery,
-            errno: Some(libc::EBADF),
-            reason: FD_REPLACED,
-        })?;
+            errno: (reason == FD_REPLACED).then_some(libc::EBADF),
+            reason,
+        };
+        let proc = process::current().ok_or(unavailable(NOT_CURRENT))?;
+        let fd = PROC_MAPS.for_probe(&proc).map_err(unavailable)?;
+        let answer = Self::walk(fd, r);
+        if !proc.still_current() {
+            return Err(unavailable(PROCESS_CHANGED));
+        }
+        answer
+    }
+
+    #[inline]
+    fn walk(fd: i32, r: &PageRange) -> Result<bool, Error> {
         let mut cur = r.addr();
         loop {
             // SAFETY: procmap_query is a plain C struct of integers; all-zero is valid.

@@ -1,27 +1,44 @@
 //! A guarded load (HotSpot `SafeFetch` style): proves the **CPU could load** the bytes.
 //!
-//! The probe is one load instruction at a known PC. The loads and their continuation live in
-//! one naked function's body and are reached through the addresses of local labels:
+//! A probe is one load instruction, inlined where it is used (an `asm!` block), whose PC and
+//! continuation are recorded in an exception table, as the Linux kernel records its
+//! `get_user` instructions. On x86_64:
 //!
 //! ```text
-//! u8_entry:     endbr64
-//! u8_load:      movzx eax, byte ptr [rdi]   ; the only instruction that can fault
-//!               xor   edx, edx              ; "no fault"
-//!               ret
-//! continuation: xor   eax, eax
-//!               mov   edx, 1                ; "fault"
-//!               ret
+//!               xor   ecx, ecx                 ; "no fault" (the compiler sets it up)
+//! load:         mov   rax, qword ptr [rdi]     ; the only instruction that can fault
+//! continuation:                                ; the next instruction; the code goes on
+//!                                              ; and tests ecx
+//! table entry:  (load, continuation)           ; in the section `addrprobe_extable_x86_64_v1`
 //! ```
 //!
-//! (and the same with an 8-byte `mov` for `read`). A SIGSEGV/SIGBUS handler, installed once
-//! per process with `SA_SIGINFO | SA_ONSTACK` and a full `sa_mask`, takes a signal for a
-//! probe's fault only if the interrupted PC *equals* one of the two load instructions (no
-//! window around a function's start) and the signal is that instruction's fault: `si_code > 0`
-//! (never `kill`, `tgkill` or `sigqueue`), not an asynchronous machine-check report
-//! (`BUS_MCEERR_AO`), and for `SI_KERNEL` only a general-protection fault (a non-canonical
-//! address). It then sets the PC to the continuation, which returns "fault" to the load's
-//! caller (the stack is exactly as it was at the load). No global symbol is defined, so two
-//! copies of the crate link into one program.
+//! (arm64: `ldr`/`ldrb`/`ldp`, the flag in `x9`, the section `addrprobe_extable_aarch64_v1`.)
+//!
+//! A SIGSEGV/SIGBUS handler, installed once per process with `SA_SIGINFO | SA_ONSTACK` and a
+//! full `sa_mask`, takes a signal for a probe's fault only if the interrupted PC *equals* the
+//! load PC of an entry of the table (see the `extable` module for its format and why every
+//! linked object, a `cdylib` included, has its own) and the signal is that instruction's fault:
+//! `si_code > 0` (never `kill`, `tgkill` or `sigqueue`), not an asynchronous report
+//! (`BUS_MCEERR_AO`; arm64: `SEGV_MTEAERR`), and for `SI_KERNEL` only an x86_64
+//! general-protection fault (a non-canonical address). It then sets the flag register to 1 and
+//! the PC to the continuation, and returns: the code after the load sees "faulted" and ignores
+//! the value register. The protocol is part of the section's name, so copies of the crate that
+//! share a table also share it. No global symbol is defined, so two copies of the crate link
+//! into one program.
+//!
+//! The cost of a load that does not fault is the load, a zeroed register and a test: no call,
+//! no memory besides the loaded bytes. [`GuardedLoads`] offers it directly ([`Prober::guarded`]);
+//! [`Prober::check`] and [`Prober::read`] of at most 16 bytes within one 4 KiB block take the
+//! same inline path (one byte load for `check`, one 8-byte load or one pair of them for `read`),
+//! and longer ranges make one load per page (check) or per 8 bytes (read). A fault costs a
+//! signal delivery (~2 µs). A load that crosses a page boundary is one instruction too: the CPU
+//! either loads all its bytes or faults, and a faulting instruction is not completed in part
+//! (x86_64: the register is not written; arm64: it is left unknown, and discarded), so `Some`
+//! proves both pages.
+//!
+//! x86_64 and arm64 have a table (arm64 has been run under `qemu-aarch64` only). Other
+//! architectures have none yet: [`Backend::SignalGuard`](crate::Backend::SignalGuard) is
+//! [`Error::Unavailable`] there and [`Prober::guarded`] never returns a token.
 //!
 //! # Installing
 //!
@@ -37,7 +54,7 @@
 //! would have delivered it there*:
 //!
 //! - a handler gets the same three arguments (a one-argument handler reads only the first;
-//!   the kernel passes all three on x86_64 too) and runs with the thread's signal mask set to
+//!   the kernel passes all three in registers) and runs with the thread's signal mask set to
 //!   the interrupted context's mask (`uc_sigmask`) plus its `sa_mask` plus the signal itself
 //!   unless it has `SA_NODEFER`; our own mask is restored when it returns. So a crash handler
 //!   with `SA_NODEFER` can probe with `SignalGuard`, and a profiler's signal is not held back
@@ -70,9 +87,6 @@
 //! *sent* SIGSEGV or SIGBUS that interrupts a slow syscall restarts it as if the previous
 //! handler had `SA_RESTART` (faults interrupt no syscall).
 //!
-//! The non-fault path costs an indirect call and one load; a fault costs a signal delivery
-//! (~2 µs). Other architectures compile and report unavailable.
-//!
 //! # Caveats (the first four are also in the crate docs)
 //!
 //! - A thread that blocks SIGSEGV or SIGBUS is killed by the kernel on the first faulting
@@ -94,30 +108,249 @@
 //!   signal) arriving exactly at a load instruction of a thread whose last trap was a
 //!   general-protection fault is taken for the load's fault.
 
+//! - A shared object whose copy of the crate installed the handler must stay loaded: after a
+//!   `dlclose` the kernel would call a handler that is no longer mapped (open it with
+//!   `RTLD_NODELETE`, or link it with `-z nodelete`).
+
+use core::marker::PhantomData;
+
+use crate::range::{PageRange, USER_SPACE_LIMIT};
+use crate::{Error, Prober};
+
 cfg_if::cfg_if! {
     if #[cfg(target_arch = "x86_64")] {
         mod x86_64;
-        pub(crate) use x86_64::{check, install, read};
+        use x86_64 as arch;
+    } else if #[cfg(target_arch = "aarch64")] {
+        mod aarch64;
+        use aarch64 as arch;
     } else {
-        use crate::range::PageRange;
-        use crate::backend_kind::Backend;
-        use crate::error::Error;
+        mod unsupported;
+        use unsupported as arch;
+    }
+}
 
-        /// This architecture has no guarded load yet.
-        pub(crate) fn install() -> Result<(), Error> {
-            Err(Error::Unavailable {
-                backend: Backend::SignalGuard,
-                errno: Some(libc::ENOSYS),
-                reason: "no guarded load is implemented for this architecture",
-            })
-        }
+cfg_if::cfg_if! {
+    if #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))] {
+        mod extable;
+        mod handler;
+        pub(crate) use handler::{Installed, install};
+    } else {
+        pub(crate) use unsupported::{Installed, install};
+    }
+}
 
-        pub(crate) fn check(_r: &PageRange) -> Result<bool, Error> {
-            install().map(|_| false)
-        }
+/// The guarded loads of a [`Prober`] whose backend is
+/// [`Backend::SignalGuard`](crate::Backend::SignalGuard): loads that answer `None` instead of
+/// crashing when the bytes cannot be loaded (HotSpot's `SafeFetch`).
+///
+/// A `GuardedLoads` exists only while this copy of the crate's SIGSEGV/SIGBUS handler is
+/// installed (get one from [`Prober::guarded`]), which makes every load sound for any address.
+/// Each method is one load instruction inlined at the call site, plus a compare; nothing is
+/// called, no `errno` is touched, and a load that faults costs one signal delivery. Like
+/// every probe, they are async-signal-safe, allocation-free and lock-free, and subject to the
+/// `SignalGuard` caveats (crate docs, "Limits"): a thread that blocks SIGSEGV or SIGBUS is
+/// killed by the kernel at the first load that faults.
+///
+/// Each method answers for the bytes `[addr, addr + N)`, at any alignment: `Some` with their
+/// value (native byte order) if the CPU could load them, `None` if not, and `None` without a
+/// load if they reach [`USER_SPACE_LIMIT`] (as [`Prober::check`] answers such ranges). Bytes
+/// that cross a page boundary are still one load: the CPU either loads them all or faults, so
+/// `Some` proves both pages.
+///
+/// ```
+/// use addrprobe::{Backend, Prober};
+///
+/// let prober = Prober::new(Backend::SignalGuard)?;
+/// let loads = prober.guarded().expect("a SignalGuard prober");
+/// let value = 0x1234_5678_9abc_def0_u64;
+/// assert_eq!(loads.load_u64(&value as *const u64 as usize), Some(value));
+/// assert_eq!(loads.load_u64(0), None); // NULL
+/// # Ok::<(), addrprobe::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct GuardedLoads<'a> {
+    installed: Installed,
+    _prober: PhantomData<&'a Prober>,
+}
 
-        pub(crate) fn read(_r: &PageRange, _dst: &mut [u8]) -> Result<bool, Error> {
-            install().map(|_| false)
+/// The widest guarded load.
+const MAX_LOAD: usize = 8;
+/// The most bytes `check` and `read` answer inline: one load (check) or one pair (read).
+const MAX_SMALL: usize = 16;
+/// A block that lies within one page whatever the page size (Linux pages are 4 KiB or a
+/// multiple), so a range inside one needs no page size to be known to be inside one page.
+const BLOCK: usize = 4096;
+
+impl Prober {
+    /// The guarded loads of this prober, if its backend is
+    /// [`Backend::SignalGuard`](crate::Backend::SignalGuard) (whose handler is then installed):
+    /// `None` for every other backend.
+    #[inline(always)]
+    pub fn guarded(&self) -> Option<GuardedLoads<'_>> {
+        match self.state {
+            crate::backend::State::SignalGuard(installed) => Some(GuardedLoads {
+                installed,
+                _prober: PhantomData,
+            }),
+            _ => None,
         }
     }
+}
+
+impl GuardedLoads<'_> {
+    /// The byte at `addr`, if the CPU could load it.
+    #[inline(always)]
+    pub fn load_u8(self, addr: usize) -> Option<u8> {
+        if addr > USER_SPACE_LIMIT - 1 {
+            return None;
+        }
+        arch::load_u8(self.installed, addr)
+    }
+
+    /// The 4 bytes at `addr` (any alignment), if the CPU could load them.
+    #[inline(always)]
+    pub fn load_u32(self, addr: usize) -> Option<u32> {
+        if addr > USER_SPACE_LIMIT - 4 {
+            return None;
+        }
+        arch::load_u32(self.installed, addr)
+    }
+
+    /// The 8 bytes at `addr` (any alignment), if the CPU could load them.
+    #[inline(always)]
+    pub fn load_u64(self, addr: usize) -> Option<u64> {
+        if addr > USER_SPACE_LIMIT - 8 {
+            return None;
+        }
+        arch::load_u64(self.installed, addr)
+    }
+
+    /// The 16 bytes at `addr` (any alignment) as two `u64`s, those at `addr` and at
+    /// `addr + 8`, if the CPU could load them all: a frame record (saved frame pointer, return
+    /// address) in one call. Two load instructions with one flag, so it costs less than two
+    /// [`load_u64`](Self::load_u64); a fault of either is one signal delivery.
+    #[inline(always)]
+    pub fn load_u64_pair(self, addr: usize) -> Option<[u64; 2]> {
+        if addr > USER_SPACE_LIMIT - 16 {
+            return None;
+        }
+        arch::load_u64_pair(self.installed, addr)
+    }
+
+    /// Whether `[addr, addr + len)` is 1 to 16 bytes inside one 4 KiB block below
+    /// `USER_SPACE_LIMIT`: the ranges [`Prober::check`] and [`Prober::read`] answer inline.
+    /// (`addr + len` cannot wrap then.)
+    #[inline(always)]
+    fn small(addr: usize, len: usize) -> bool {
+        len.wrapping_sub(1) < MAX_SMALL
+            && addr < USER_SPACE_LIMIT - MAX_SMALL
+            && (addr & (BLOCK - 1)) + len <= BLOCK
+    }
+
+    /// [`Prober::check`] of a small range (see `small`): one byte load at `addr`, which
+    /// answers for its page (the crate's rule: one byte per page, the first at `addr`).
+    /// `None` for any other range.
+    #[inline(always)]
+    pub(crate) fn check_small(self, addr: usize, len: usize) -> Option<bool> {
+        if !Self::small(addr, len) {
+            return None;
+        }
+        Some(arch::load_u8(self.installed, addr).is_some())
+    }
+
+    /// [`Prober::read`] of a small range (see `small`): one 8-byte load (up to 8 bytes) or one
+    /// pair (9 to 16) of the window of the 4 KiB block that holds the range (its bytes share
+    /// the range's page). `None` for any other range.
+    #[inline(always)]
+    pub(crate) fn read_small(self, addr: usize, dst: &mut [u8]) -> Option<bool> {
+        let len = dst.len();
+        if !Self::small(addr, len) {
+            return None;
+        }
+        // The window holds the range and stays in its block.
+        let block_last = addr | (BLOCK - 1);
+        if len <= MAX_LOAD {
+            if let Ok(dst8) = <&mut [u8; MAX_LOAD]>::try_from(&mut *dst) {
+                // Inside the block: the window is the range itself.
+                let v = arch::load_u64(self.installed, addr);
+                return Some(v.map(|v| *dst8 = v.to_ne_bytes()).is_some());
+            }
+            let window = addr.min(block_last - (MAX_LOAD - 1));
+            let Some(v) = arch::load_u64(self.installed, window) else {
+                return Some(false);
+            };
+            let off = addr - window;
+            dst.copy_from_slice(&v.to_ne_bytes()[off..off + len]);
+        } else {
+            if let Ok(dst16) = <&mut [u8; MAX_SMALL]>::try_from(&mut *dst) {
+                // Inside the block: the window is the range itself.
+                let Some([lo, hi]) = arch::load_u64_pair(self.installed, addr) else {
+                    return Some(false);
+                };
+                dst16[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
+                dst16[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
+                return Some(true);
+            }
+            let window = addr.min(block_last - (MAX_SMALL - 1));
+            let Some([lo, hi]) = arch::load_u64_pair(self.installed, window) else {
+                return Some(false);
+            };
+            let mut bytes = [0u8; MAX_SMALL];
+            bytes[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
+            bytes[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
+            let off = addr - window;
+            dst.copy_from_slice(&bytes[off..off + len]);
+        }
+        Some(true)
+    }
+}
+
+/// One guarded byte load per page of `r`.
+#[inline]
+pub(crate) fn check(installed: Installed, r: &PageRange) -> Result<bool, Error> {
+    for point in r.probe_points() {
+        if arch::load_u8(installed, point).is_none() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Copies `r` into `dst` with guarded loads, 8 bytes at a time, each inside one page: a page's
+/// last 1 to 7 bytes come from the 8-byte window that ends where the piece ends (or, for a
+/// piece shorter than 8 bytes, from the window of its page that holds it).
+#[inline]
+pub(crate) fn read(installed: Installed, r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
+    let mut off = 0;
+    for (start, len) in r.page_chunks() {
+        let end = start + len;
+        let mut a = start;
+        while end - a >= MAX_LOAD {
+            let Some(v) = arch::load_u64(installed, a) else {
+                return Ok(false);
+            };
+            dst[off..off + MAX_LOAD].copy_from_slice(&v.to_ne_bytes());
+            a += MAX_LOAD;
+            off += MAX_LOAD;
+        }
+        if a < end {
+            let tail = end - a;
+            // The window ends at `end` if the piece is long enough, else at the end of the
+            // page or at `a + 8`, whichever comes first: inside the page either way.
+            let page_last = a | (r.page_size() - 1);
+            let window = if len >= MAX_LOAD {
+                end - MAX_LOAD
+            } else {
+                a.min(page_last - (MAX_LOAD - 1))
+            };
+            let Some(v) = arch::load_u64(installed, window) else {
+                return Ok(false);
+            };
+            let skip = a - window;
+            dst[off..off + tail].copy_from_slice(&v.to_ne_bytes()[skip..skip + tail]);
+            off += tail;
+        }
+    }
+    Ok(true)
 }

@@ -5,8 +5,10 @@
 //! Cargo runs the tests of one binary as threads of one process, so a case that changes
 //! something process-wide (rlimits, seccomp, signal dispositions, `close_range`) or that
 //! may kill the process runs in a child: the test binary re-executes itself with
-//! `--exact <test> --nocapture` and `ADDRPROBE_CHILD=<test>`, and the parent asserts on the
-//! child's exit status, signal and output.
+//! `--exact <test> --nocapture` and `ADDRPROBE_CHILD=<test>` ([`run_child`]), and the parent
+//! asserts on the child's exit status, signal and output. A `harness = false` binary whose
+//! cases need the main thread of a fresh process uses [`harness_main`] as its `main`, which
+//! runs each case through [`run_case_env`]. Every child is killed after a timeout.
 
 #![allow(dead_code)]
 
@@ -77,17 +79,43 @@ pub fn timeout_scale() -> u32 {
 }
 
 /// Re-executes this test binary to run only `test` with `ADDRPROBE_CHILD=test`, kills it
-/// after `timeout` (times [`timeout_scale`]), and returns what it did.
+/// after 14 s (times [`timeout_scale`]), and returns what it did.
 pub fn run_child(test: &str) -> ChildResult {
     run_child_env(test, &[], Duration::from_secs(14))
 }
 
-/// Like [`run_child`], with extra environment variables and a timeout.
+/// Like [`run_child`], with extra environment variables and a timeout. Panics if the child
+/// hangs past `timeout` (it is killed first).
 pub fn run_child_env(test: &str, env: &[(&str, &str)], timeout: Duration) -> ChildResult {
+    let mut cmd = self_command(test, env);
+    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"]);
+    match wait_child(cmd, timeout) {
+        Ok(r) => r,
+        Err(r) => panic!(
+            "child {test} hung for more than {timeout:?} and was killed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
+            r.status, r.stdout, r.stderr
+        ),
+    }
+}
+
+/// For a `harness = false` test binary: re-executes it with `ADDRPROBE_CHILD=case` and the
+/// extra environment variables, without arguments (its `main` picks the case from the
+/// variable, see [`harness_main`]), kills it after `timeout` and returns what it did: `Err`
+/// if it had to be killed.
+pub fn run_case_env(
+    case: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<ChildResult, ChildResult> {
+    wait_child(self_command(case, env), timeout)
+}
+
+/// This test binary, set up to run `case` in a child: `ADDRPROBE_CHILD=case`, no backtraces,
+/// stdin closed, stdout and stderr captured.
+fn self_command(case: &str, env: &[(&str, &str)]) -> Command {
     let exe = std::env::current_exe().expect("current_exe");
     let mut cmd = Command::new(exe);
-    cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, test)
+    cmd.env(CHILD_ENV, case)
         .env("RUST_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -95,7 +123,13 @@ pub fn run_child_env(test: &str, env: &[(&str, &str)], timeout: Duration) -> Chi
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn the test binary");
+    cmd
+}
+
+/// Spawns `cmd`, collects its output and waits for it for at most `timeout`: `Err` (with
+/// what the killed child wrote) if it was still running then.
+fn wait_child(mut cmd: Command, timeout: Duration) -> Result<ChildResult, ChildResult> {
+    let mut child = cmd.spawn().expect("spawn the child");
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || {
@@ -110,25 +144,147 @@ pub fn run_child_env(test: &str, env: &[(&str, &str)], timeout: Duration) -> Chi
     });
     let timeout = timeout * timeout_scale();
     let deadline = Instant::now() + timeout;
-    let status = loop {
+    let (status, timed_out) = loop {
         if let Some(st) = child.try_wait().expect("wait for the child") {
-            break st;
+            break (st, false);
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            let st = child.wait().expect("wait for the killed child");
-            panic!(
-                "child {test} hung for more than {timeout:?} and was killed ({st:?})\n--- stdout\n{}\n--- stderr\n{}",
-                out_t.join().unwrap_or_default(),
-                err_t.join().unwrap_or_default()
-            );
+            break (child.wait().expect("wait for the killed child"), true);
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    ChildResult {
+    let r = ChildResult {
         status,
         stdout: out_t.join().unwrap_or_default(),
         stderr: err_t.join().unwrap_or_default(),
+    };
+    if timed_out { Err(r) } else { Ok(r) }
+}
+
+/// Runs `cmd` (stdin closed, output captured) for at most `timeout`; panics, with what it
+/// wrote, if it was still running then. `what` names it in messages.
+pub fn run_command(mut cmd: Command, what: &str, timeout: Duration) -> ChildResult {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    wait_child(cmd, timeout).unwrap_or_else(|r| {
+        panic!(
+            "{what} took more than {timeout:?}\n--- stdout\n{}\n--- stderr\n{}",
+            r.stdout, r.stderr
+        )
+    })
+}
+
+/// Builds (`cargo build`) or runs (`cargo run`) the release binary of `tests/<project>`, a
+/// standalone cargo project with its own workspace and lock file, with the cargo that runs the
+/// tests, offline and `--locked`, into its own target directory `<target>/tmp/<project>`, with
+/// `env` set (`("NAME", None)` removes a variable), for at most `timeout`. Panics unless cargo
+/// succeeds, saying how to regenerate an out-of-date lock file. Returns cargo's output and the
+/// project's release directory.
+pub fn cargo_fixture(
+    project: &str,
+    subcommand: &str,
+    env: &[(&str, Option<&str>)],
+    timeout: Duration,
+) -> (ChildResult, std::path::PathBuf) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(project);
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.args([subcommand, "--release", "--offline", "--locked", "--quiet"])
+        .arg("--manifest-path")
+        .arg(root.join("tests").join(project).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target_dir);
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let r = run_command(
+        cmd,
+        &format!("cargo {subcommand} of tests/{project}"),
+        timeout,
+    );
+    assert!(
+        r.status.success(),
+        "cargo {subcommand} of tests/{project} failed ({:?}). If its lock file is out of date, \
+         regenerate it from the main one: `cp Cargo.lock tests/{project}/ && cargo update \
+         --offline --workspace --manifest-path tests/{project}/Cargo.toml`\n--- stdout\n{}\n\
+         --- stderr\n{}",
+        r.status,
+        r.stdout,
+        r.stderr
+    );
+    (r, target_dir.join("release"))
+}
+
+/// One case of a `harness = false` test binary: its name and the function a child runs.
+pub type Case = (&'static str, fn());
+
+/// The `main` of a `harness = false` test binary whose every case runs on the main thread of
+/// its own child process.
+///
+/// In a child (`ADDRPROBE_CHILD=<case>`) it runs that case and exits 0; a panic or a crash
+/// of the case is the child's exit status or signal. In the parent it runs the cases whose
+/// names contain one of the arguments that do not start with `-` (all of them without such
+/// arguments; `--list` lists them), each in a child killed after `timeout`, prints a
+/// libtest-like report and exits 101 if any failed.
+pub fn harness_main(cases: &[Case], timeout: Duration) {
+    if let Ok(name) = std::env::var(CHILD_ENV) {
+        match cases.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => {
+                f();
+                std::process::exit(0);
+            }
+            None => {
+                eprintln!("unknown case {name:?}");
+                std::process::exit(2);
+            }
+        }
+    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--list") {
+        for (name, _) in cases {
+            println!("{name}: test");
+        }
+        return;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    let chosen: Vec<&Case> = cases
+        .iter()
+        .filter(|(n, _)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str())))
+        .collect();
+    println!("\nrunning {} tests (each in a child process)", chosen.len());
+    let mut failed = Vec::new();
+    for (name, _) in &chosen {
+        let why = match run_case_env(name, &[], timeout) {
+            Ok(r) if r.status.success() => None,
+            Ok(r) => Some(match r.signal() {
+                Some(sig) => (format!("child killed by signal {sig}"), r),
+                None => (format!("child exited with {}", r.status), r),
+            }),
+            Err(r) => Some((format!("timed out after {timeout:?}"), r)),
+        };
+        println!(
+            "test {name} ... {}",
+            if why.is_none() { "ok" } else { "FAILED" }
+        );
+        if let Some((why, r)) = why {
+            failed.push((name, format!("{why}\n{}{}", r.stdout, r.stderr)));
+        }
+    }
+    for (name, detail) in &failed {
+        println!("\n---- {name} ----\n{detail}");
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        chosen.len() - failed.len(),
+        failed.len()
+    );
+    if !failed.is_empty() {
+        std::process::exit(101);
     }
 }
 
@@ -276,9 +432,9 @@ pub const AUDIT_ARCH: u32 = {
     }
 };
 
-/// Whether this architecture has `SignalGuard`'s guarded load (x86_64 only for now). On the
+/// Whether this architecture has `SignalGuard`'s guarded load (x86_64 and aarch64). On the
 /// others the backend is [`Error::Unavailable`] and the tests that need it skip.
-pub const SIGNAL_GUARD_ARCH: bool = cfg!(target_arch = "x86_64");
+pub const SIGNAL_GUARD_ARCH: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
 /// `true`, after saying that `test` is skipped, on an architecture without `SignalGuard`'s
 /// guarded load. It asserts that the backend really is unavailable there, so that a port to a

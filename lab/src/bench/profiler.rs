@@ -35,7 +35,7 @@ use std::hint::black_box;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use addrprobe::unwind::{Frame, Unwinder, regs_from_ucontext, walk_chain};
+use addrprobe::unwind::{Frame, Start, Unwinder, regs_from_ucontext, walk_chain};
 use addrprobe::{Backend, Guarantee, Prober};
 
 /// How the signal handler walks the stack.
@@ -238,7 +238,7 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
             // SAFETY: set before any timer is armed and cleared after all are deleted.
             let prober = unsafe { &*PROBER.load(Ordering::Relaxed) };
             match Unwinder::new(prober) {
-                Ok(u) => u.with_fast_path(true).walk_from_regs(&regs, out),
+                Ok(u) => u.with_fast_path(true).walk(Start::Regs(regs), out, None),
                 Err(_) => return,
             }
         }

@@ -28,6 +28,9 @@ trait Probe: Send + Sync {
     fn read(&self, addr: usize, dst: &mut [u8]) -> Result<bool, String>;
     /// The guarantee's name: "mapped", "region-readable", "readable" or "unsound".
     fn guarantee_name(&self) -> &'static str;
+    /// The guarded loads of 1, 4 and 8 bytes at `addr` (as u64), if this is a SignalGuard
+    /// prober; `None` for any other.
+    fn guarded(&self, addr: usize) -> Option<[Option<u64>; 3]>;
     fn readable(&self) -> bool {
         self.guarantee_name() == "readable"
     }
@@ -47,6 +50,14 @@ macro_rules! impl_probe {
             }
             fn guarantee_name(&self) -> &'static str {
                 self.guarantee().name()
+            }
+            fn guarded(&self, addr: usize) -> Option<[Option<u64>; 3]> {
+                let g = $krate::Prober::guarded(self)?;
+                Some([
+                    g.load_u8(addr).map(u64::from),
+                    g.load_u32(addr).map(u64::from),
+                    g.load_u64(addr),
+                ])
             }
         }
     };
@@ -106,8 +117,11 @@ struct Fixtures {
 
 fn fixtures() -> Fixtures {
     let page = ps();
+    // The hole is the lowest page of a 64-page gap under a PROT_NONE fence: the kernel's
+    // top-down allocator fills a gap from its top, so the crates' own later mappings (each
+    // copy's per-process page) cannot land on the probed page.
     let base = mmap(
-        3 * page,
+        67 * page,
         libc::PROT_READ | libc::PROT_WRITE,
         libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
         -1,
@@ -121,7 +135,15 @@ fn fixtures() -> Fixtures {
             0
         );
         assert_eq!(
-            libc::munmap((base + 2 * page) as *mut libc::c_void, page),
+            libc::munmap((base + 2 * page) as *mut libc::c_void, 64 * page),
+            0
+        );
+        assert_eq!(
+            libc::mprotect(
+                (base + 66 * page) as *mut libc::c_void,
+                page,
+                libc::PROT_NONE
+            ),
             0
         );
     }
@@ -188,6 +210,33 @@ fn probe_all(probers: &[Box<dyn Probe>], fx: &Fixtures, rounds: usize) -> Vec<St
                         p.label()
                     ));
                 }
+            }
+            if p.label().ends_with("signal-guard") {
+                // Both copies' loads are in the one table of this executable: whichever
+                // handler the kernel calls first resolves them.
+                let le = |at: usize, n: usize| {
+                    let mut b = [0u8; 8];
+                    b[..n].copy_from_slice(&fx.pattern[at..at + n]);
+                    Some(u64::from_le_bytes(b))
+                };
+                for (what, addr, want) in [
+                    ("valid+13", fx.valid + 13, [le(13, 1), le(13, 4), le(13, 8)]),
+                    ("valid end", fx.prot_none - 3, [le(page - 3, 1), None, None]),
+                    ("PROT_NONE", fx.prot_none, [None; 3]),
+                    ("unmapped", fx.unmapped + 8, [None; 3]),
+                    ("beyond EOF", fx.beyond_eof, [None; 3]),
+                    ("NULL", 0, [None; 3]),
+                ] {
+                    let got = p.guarded(addr);
+                    if got != Some(want) {
+                        wrong.push(format!(
+                            "round {round}: {} guarded loads at {what}: {got:?}, want {want:?}",
+                            p.label()
+                        ));
+                    }
+                }
+            } else if p.guarded(fx.valid).is_some() {
+                wrong.push(format!("{} has guarded loads", p.label()));
             }
         }
     }

@@ -9,7 +9,7 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use addrprobe::unwind::{Frame, Unwinder, walk_chain};
+use addrprobe::unwind::{Frame, Start, Unwinder, walk_chain};
 use addrprobe::{AutoOptions, Backend, Guarantee, Prober};
 use addrprobe_lab::bench::profiler::{self, Walker};
 use addrprobe_lab::bench::{Arena, Budget, Case, Floors, len_label, lengths, ns_per_call};
@@ -384,7 +384,7 @@ fn unwind_costs(b: Budget, probers: &[Prober], auto: &Prober) -> Vec<(String, us
                 }
                 .with_max_depth(depth);
                 let ns = ns_per_call(b, || {
-                    black_box(u.walk_current(&mut out));
+                    black_box(u.walk(Start::Current, &mut out, None));
                 });
                 let name = if std::ptr::eq(p, auto) {
                     format!("auto ({})", p.backend())

@@ -17,10 +17,12 @@
 
 use core::mem::MaybeUninit;
 
-use super::{Frame, Regs, Unwinder, WORD, Walk, current_fp_sp, walk_chain};
+use super::{Frame, Unwinder, WORD, Walk, walk_chain};
+use crate::backend_kind::Backend;
 use crate::batch;
-use crate::stack_bounds::{FrameWindow, StackBounds, current_sp};
-use crate::{Backend, Error, Prober};
+use crate::error::Error;
+use crate::prober::Prober;
+use crate::stack_bounds::{FrameWindow, StackBounds};
 
 /// The largest batch window [`Unwinder::with_batch_window`] accepts (it lives on the walking
 /// thread's stack, which may be a small sigaltstack).
@@ -50,14 +52,13 @@ impl<'p> Unwinder<'p> {
     /// [`StackBounds::register_current_thread`] benefit; on others every frame is probed as
     /// before.
     ///
-    /// The lower bound is the walker's real stack pointer, read from the register, raised to
-    /// the caller's stack pointer ([`walk_current`](Self::walk_current)) or the interrupted
-    /// context's ([`walk_from_regs`](Self::walk_from_regs), when it lies on the registered
-    /// stack; otherwise no frame takes the fast path). A `Regs::sp` that is made up can
-    /// therefore only narrow the fast path. A handler on a sigaltstack runs off the thread's
-    /// stack, so its safe walks probe every frame; it gets the fast path for the interrupted
-    /// frames through [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked), vouching
-    /// for the `ucontext`'s stack pointer.
+    /// The lower bound is the stack pointer of [`walk`](Self::walk) itself, read from the
+    /// register, raised for [`Start::Regs`](super::Start::Regs) to the interrupted context's
+    /// (when it lies on the registered stack; otherwise no frame takes the fast path). A
+    /// `Regs::sp` that is made up can therefore only narrow the fast path. A handler on a
+    /// sigaltstack runs off the thread's stack, so its safe walks probe every frame; it gets
+    /// the fast path for the interrupted frames through
+    /// [`walk_trusted`](Self::walk_trusted), vouching for the `ucontext`'s stack pointer.
     pub fn with_fast_path(mut self, on: bool) -> Self {
         self.fast_path = on;
         self
@@ -83,119 +84,45 @@ impl<'p> Unwinder<'p> {
     pub fn batch_window(&self) -> usize {
         self.batch
     }
+}
 
-    /// Walks from a signal's interrupted registers ([`regs_from_ucontext`](super::regs_from_ucontext)).
-    /// Like [`walk_from`](Self::walk_from), but the fast path starts at `regs.sp` instead of
-    /// the walker's own stack pointer, so the interrupted frames (a handler on the thread's
-    /// own stack runs below them) are read without probes. Any `regs` is sound: the fast path
-    /// is taken only when both `regs.sp` and the walker's real stack pointer are on the
-    /// registered stack, and never below the real one. Async-signal-safe, no allocation.
-    pub fn walk_from_regs(&self, regs: &Regs, out: &mut [Frame]) -> Walk {
-        self.walk_from_regs_counted(regs, out, &mut ReadStats::default())
-    }
-
-    /// [`walk_from_regs`](Self::walk_from_regs), also reporting how the frames were read.
-    pub fn walk_from_regs_counted(
-        &self,
-        regs: &Regs,
-        out: &mut [Frame],
-        stats: &mut ReadStats,
-    ) -> Walk {
-        // The walk's lower bound is never below this function's own stack pointer, so that
-        // the window stays live for the whole walk (`FrameReader::read`).
-        let own = current_sp();
-        let fast = window(self, |b| {
-            if b.contains_sp(regs.sp) {
-                b.frame_window(regs.sp.max(own))
-            } else {
-                None
-            }
-        });
-        self.walk_regs_with(fast, regs, out, stats)
-    }
-
-    /// [`walk_from_regs`](Self::walk_from_regs) for a handler running on a sigaltstack: the
-    /// fast path trusts `regs.sp` instead of the walker's real stack pointer (which is off the
-    /// thread's stack there), so the interrupted thread-stack frames are read without probes.
-    /// Frames are still read with plain loads only inside `[regs.sp, hi)` of the registered
-    /// stack, none if `regs.sp` is not on it. Async-signal-safe, no allocation.
-    ///
-    /// # Safety
-    ///
-    /// `regs.sp` must be the stack pointer of a context of the calling thread that stays
-    /// suspended for the whole walk, so that every byte between it and the top of the
-    /// thread's registered stack is live stack: in practice, `regs` is what
-    /// [`regs_from_ucontext`](super::regs_from_ucontext) read, unmodified, from the
-    /// `ucontext` of the signal whose handler is running this walk on this thread. A made-up
-    /// `regs.sp` can make the walk load dead stack below the live stack pointer, which a
-    /// program may have made unreadable (a guard zone): undefined behaviour, a crash.
-    /// [`StackBounds::frame_window_unchecked`] states the same contract.
-    pub unsafe fn walk_from_regs_unchecked(&self, regs: &Regs, out: &mut [Frame]) -> Walk {
-        // SAFETY: the caller's contract is this function's.
-        unsafe { self.walk_from_regs_counted_unchecked(regs, out, &mut ReadStats::default()) }
-    }
-
-    /// [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked), also reporting how the
-    /// frames were read.
-    ///
-    /// # Safety
-    ///
-    /// As for [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked).
-    pub unsafe fn walk_from_regs_counted_unchecked(
-        &self,
-        regs: &Regs,
-        out: &mut [Frame],
-        stats: &mut ReadStats,
-    ) -> Walk {
-        // SAFETY: the caller vouches that `regs.sp` is the stack pointer of a context of this
-        // thread suspended for the whole walk, which is `frame_window_unchecked`'s contract;
-        // the window lives only for this walk.
-        let fast = window(self, |b| unsafe { b.frame_window_unchecked(regs.sp) });
-        self.walk_regs_with(fast, regs, out, stats)
-    }
-
-    #[inline(always)]
-    fn walk_regs_with(
-        &self,
-        fast: Option<FrameWindow>,
-        regs: &Regs,
-        out: &mut [Frame],
-        stats: &mut ReadStats,
-    ) -> Walk {
-        let limit = out.len().min(self.max_depth);
-        if limit == 0 {
+/// Runs one walk: `first` (if any) into `out[0]`, then the chain from `fp`, each frame pointer
+/// above `prev` (`0` for no bound), read through `window` (the fast path), a batch window and
+/// the prober; the read statistics go to `stats` if given. Always inlined into the walk
+/// function that made `window`, so the window is used only while that function runs.
+#[inline(always)]
+pub(super) fn run(
+    unwinder: &Unwinder<'_>,
+    window: Option<FrameWindow>,
+    first: Option<Frame>,
+    fp: usize,
+    prev: usize,
+    out: &mut [Frame],
+    stats: Option<&mut ReadStats>,
+) -> Walk {
+    let limit = out.len().min(unwinder.max_depth);
+    let start = match first {
+        Some(_) if limit == 0 => {
             return Walk {
                 depth: 0,
                 stop: super::Stop::MaxDepth,
             };
         }
-        out[0] = Frame {
-            pc: regs.pc,
-            fp: regs.fp,
-        };
-        let mut slot = WindowSlot::new();
-        let (mut reader, mut slow) = reader(self, fast, &mut slot);
-        let walk = walk_chain(regs.fp, 0, &mut out[..limit], 1, |fp| {
-            reader.read(&mut slow, fp)
-        });
+        Some(frame) => {
+            out[0] = frame;
+            1
+        }
+        None => 0,
+    };
+    let mut slot = WindowSlot::new();
+    let (mut reader, mut slow) = reader(unwinder, window, &mut slot);
+    let walk = walk_chain(fp, prev, &mut out[..limit], start, |fp| {
+        reader.read(&mut slow, fp)
+    });
+    if let Some(stats) = stats {
         *stats = reader.stats(&slow);
-        walk
     }
-
-    /// [`walk_current`](Self::walk_current), also reporting how the frames were read.
-    #[inline(never)]
-    pub fn walk_current_counted(&self, out: &mut [Frame], stats: &mut ReadStats) -> Walk {
-        let limit = out.len().min(self.max_depth);
-        let (fp, sp) = current_fp_sp();
-        let mut slot = WindowSlot::new();
-        let fast = window(self, |b| b.frame_window(sp));
-        let (mut reader, mut slow) = reader(self, fast, &mut slot);
-        let walk = walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
-            reader.read(&mut slow, fp)
-        });
-        *stats = reader.stats(&slow);
-        walk
-    }
+    walk
 }
 
 /// The last batch window a walk copied.
@@ -342,7 +269,7 @@ impl FrameReader {
         if let Some(window) = self.fast
             // SAFETY: every walk makes its window (`window`) in the function that runs the
             // walk, from `frame_window` with a stack pointer at or above that function's own,
-            // or from `frame_window_unchecked` under `walk_from_regs_unchecked`'s contract,
+            // or from `frame_window_unchecked` under `walk_trusted`'s contract,
             // and the reader lives only for that walk.
             && let Some(words) = unsafe { window.load_pair_in_frame(fp) }
         {
@@ -361,7 +288,7 @@ impl SlowPath<'_, '_> {
             return self.read_batched(fp);
         }
         self.stats.probes += 1;
-        let got = self.unwinder.read_frame(fp)?;
+        let got = self.unwinder.probe_frame(fp)?;
         if got.is_some() {
             self.stats.probed += 1;
         }

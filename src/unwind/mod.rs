@@ -10,9 +10,11 @@
 //!
 //! On x86_64 and aarch64 a function compiled with frame pointers stores, at its frame pointer
 //! `fp`, the caller's frame pointer, and at `fp + size_of::<usize>()` the return address into
-//! the caller. [`Unwinder::walk_from`] starts from an explicit `(pc, fp)` (e.g. taken from a
-//! signal's `ucontext` with [`regs_from_ucontext`]); [`Unwinder::walk_current`] starts from its
-//! caller. Both fill a caller-provided `&mut [Frame]` and never allocate, so they can run in a
+//! the caller. [`Unwinder::walk`] starts from its caller ([`Start::Current`]), from an explicit
+//! `(pc, fp)` ([`Start::From`]) or from a signal's interrupted registers ([`Start::Regs`], taken
+//! from its `ucontext` with [`regs_from_ucontext`]); [`Unwinder::walk_trusted`] is its `unsafe`
+//! variant for a handler on a sigaltstack. Both fill a caller-provided `&mut [Frame]`, can
+//! report how each frame was read ([`ReadStats`]) and never allocate, so they can run in a
 //! signal handler.
 //!
 //! # How reads are validated
@@ -39,6 +41,11 @@
 //! [`Unwinder::max_depth`] frames, or when the output slice is full. Strict increase means a
 //! loop in the chain always terminates.
 //!
+//! A chain that ends is not necessarily a whole stack: a function without a frame pointer
+//! breaks it. [`Walk::ending`] tells, by a heuristic it documents exactly, a chain that
+//! reached the thread's entry frames ([`StackBounds::entry_sp`], recorded when the thread
+//! registered) from one that probably lost its outer frames ([`Ending::ProbablyTruncated`]).
+//!
 //! # Requirements
 //!
 //! Only code compiled with frame pointers (`-C force-frame-pointers=yes`, this repository's
@@ -48,9 +55,11 @@
 
 use core::mem::size_of;
 
-use crate::{Error, Guarantee, Prober};
+use crate::error::Error;
+use crate::guarantee::Guarantee;
+use crate::prober::Prober;
+use crate::stack_bounds::{StackBounds, current_sp};
 
-#[path = "unwind_fast.rs"]
 mod fast;
 pub use fast::{MAX_BATCH_WINDOW, ReadStats};
 
@@ -60,8 +69,8 @@ const WORD: usize = size_of::<usize>();
 /// One frame of a walk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Frame {
-    /// The frame's program counter: the start `pc` for the first frame of
-    /// [`Unwinder::walk_from`], a return address (the instruction after the call) for every
+    /// The frame's program counter: the start `pc` for the first frame of a
+    /// walk from [`Start::From`] or [`Start::Regs`], a return address (the instruction after the call) for every
     /// other frame. Symbolizers usually look up `pc - 1` for return addresses.
     pub pc: usize,
     /// The frame pointer of the function that `pc` lies in (`0` for the outermost frame).
@@ -81,7 +90,7 @@ pub enum Stop {
         fp: usize,
     },
     /// A frame pointer was not strictly above the previous one (or, for
-    /// [`Unwinder::walk_current`], below the current stack pointer).
+    /// [`Start::Current`], not above the walker's stack pointer).
     NotIncreasing {
         /// The previous frame pointer (or stack pointer).
         prev: usize,
@@ -104,6 +113,142 @@ pub struct Walk {
     pub depth: usize,
     /// Why the walk stopped.
     pub stop: Stop,
+}
+
+/// Where a walk's end lies relative to the calling thread's known stack bottom: see
+/// [`Walk::ending`]. A heuristic, not a proof.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The chain ended ([`Stop::EndOfChain`], [`Stop::Unreadable`], [`Stop::NotIncreasing`]
+    /// or [`Stop::Misaligned`]) inside the thread's entry frames: at or above
+    /// [`StackBounds::entry_sp`], below `hi`. The walk reached the bottom of the stack as far
+    /// as the thread's registration can tell.
+    Bottom,
+    /// The chain is intact from its start up to `reached`, on the thread's registered stack
+    /// below its entry frames, and the frames between `reached` and
+    /// [`StackBounds::entry_sp`] are missing: the chain ended there, or jumped from there
+    /// into the entry frames (a function without a frame pointer, a corrupt record).
+    ProbablyTruncated {
+        /// Where the intact part of the chain ends: the last frame pointer whose record the
+        /// walk read, or the interrupted stack pointer of [`Start::Regs`] (see
+        /// [`Walk::ending`]).
+        reached: usize,
+        /// [`StackBounds::entry_sp`] of the thread.
+        entry: usize,
+    },
+    /// Cannot tell: the thread has no registered bounds, or the walk verified no address on
+    /// them (it ran on a sigaltstack or a coroutine stack, or read no record at all).
+    Unknown,
+    /// The walk did not stop at the end of its chain: [`Stop::MaxDepth`] (more frames may
+    /// follow) or [`Stop::Error`] (the backend failed; the stop says so).
+    NotAtEnd,
+}
+
+impl Walk {
+    /// Whether this walk, of `out[..self.depth]` from `start`, reached the bottom of the
+    /// calling thread's stack or probably lost its outer frames: a heuristic for profilers,
+    /// which should count or mark a sample whose frame-pointer chain broke early instead of
+    /// taking its few frames for a whole stack. `bounds` is the calling thread's
+    /// [`StackBounds::current`] (call it on the thread that walked, e.g. in the same signal
+    /// handler). Async-signal-safe, no memory access beyond `out`.
+    ///
+    /// Exactly:
+    ///
+    /// - [`Ending::NotAtEnd`] if the walk stopped at [`Stop::MaxDepth`] or [`Stop::Error`].
+    /// - Otherwise `reached` is the higher of two addresses, each taken only if it lies on
+    ///   the registered stack `[lo, hi)`: the last frame pointer whose record the walk read
+    ///   (`out[depth - 2].fp`, or `out[depth - 1].fp` when the chain ended on a zero return
+    ///   address read there) and, for [`Start::Regs`], `regs.sp`. [`Ending::Unknown`] if
+    ///   `bounds` is `None` or neither address is on the stack (the walk ran on a sigaltstack
+    ///   or a coroutine stack, or read no record and had no `sp`). A chain that left the
+    ///   stack (a record read off `[lo, hi)` after a start on it) counts only its start.
+    /// - [`Ending::ProbablyTruncated`] with `reached = regs.sp` if the walk started from
+    ///   [`Start::Regs`] below the entry frames (`lo <= regs.sp < entry_sp`) and the first
+    ///   record it read at or above `regs.sp` on the stack lies in the entry frames: the chain
+    ///   jumped from the interrupted context straight into the thread's start code, skipping
+    ///   every frame in between. This is what a build without frame pointers looks like: the
+    ///   frame-pointer register still holds the frame pointer of the last code that set one
+    ///   up, often the thread's start code.
+    /// - Otherwise [`Ending::Bottom`] if `entry_sp <= reached < hi`,
+    ///   [`Ending::ProbablyTruncated`] if `lo <= reached < entry_sp`.
+    ///
+    /// Why it is only a heuristic: the entry frames are those that were live when the thread
+    /// registered ([`StackBounds::entry_sp`]); a thread that registered deep in its code has
+    /// a large entry region and gets `Bottom` for chains that broke inside it (a false "clean
+    /// end"), and a chain whose last record was corrupt but pointed into the entry region
+    /// looks clean too. In the other direction, a chain that really ended below the entry
+    /// frames (code that deliberately zeroes its frame pointer to mark an outermost frame,
+    /// a stack switched to and back) is reported as truncated. A frame-pointer chain that
+    /// skips frames without ending (the interrupted function's `fp` still holds a caller's
+    /// frame pointer, or a function without frame pointers left an older frame pointer in
+    /// the register) is not detected at all: the chain ends normally, only with frames
+    /// missing in the middle, except for the jump from [`Start::Regs`] described above. The
+    /// jump rule misfires when the interrupted function was called directly by the function
+    /// that registered the thread and had not set up its frame pointer yet (or never does):
+    /// one frame is really missing then, but the rest of the chain is whole.
+    pub fn ending(&self, start: &Start, out: &[Frame], bounds: Option<&StackBounds>) -> Ending {
+        if matches!(self.stop, Stop::MaxDepth | Stop::Error(_)) {
+            return Ending::NotAtEnd;
+        }
+        let Some(bounds) = bounds else {
+            return Ending::Unknown;
+        };
+        let (hi, entry) = (bounds.hi(), bounds.entry_sp());
+        let on_stack = |a: usize| bounds.lo() <= a && a < hi;
+        let frames = &out[..self.depth.min(out.len())];
+        // The records read are at each frame's fp but the last one's, and at the last one's
+        // too when the chain ended on a zero return address read there.
+        let read = match frames {
+            [.., last] if self.stop == Stop::EndOfChain && last.fp != 0 => frames,
+            [head @ .., _] => head,
+            [] => frames,
+        };
+        let sp = match start {
+            Start::Regs(regs) if on_stack(regs.sp) => Some(regs.sp),
+            _ => None,
+        };
+        // A chain from interrupted registers below the entry frames whose first record on the
+        // stack lies in the entry frames skipped every frame in between.
+        if let Some(sp) = sp
+            && sp < entry
+            && read
+                .iter()
+                .map(|f| f.fp)
+                .find(|&fp| on_stack(fp) && fp >= sp)
+                .is_some_and(|fp| fp >= entry)
+        {
+            return Ending::ProbablyTruncated { reached: sp, entry };
+        }
+        let last_read = read.last().map(|f| f.fp);
+        let Some(reached) = [last_read, sp]
+            .into_iter()
+            .flatten()
+            .filter(|&a| on_stack(a))
+            .max()
+        else {
+            return Ending::Unknown;
+        };
+        if reached >= entry {
+            Ending::Bottom
+        } else {
+            Ending::ProbablyTruncated { reached, entry }
+        }
+    }
+
+    /// `matches!(self.ending(start, out, bounds), Ending::ProbablyTruncated { .. })`: see
+    /// [`ending`](Self::ending) for exactly when, and why it is a heuristic.
+    pub fn probably_truncated(
+        &self,
+        start: &Start,
+        out: &[Frame],
+        bounds: Option<&StackBounds>,
+    ) -> bool {
+        matches!(
+            self.ending(start, out, bounds),
+            Ending::ProbablyTruncated { .. }
+        )
+    }
 }
 
 /// How an [`Unwinder`] validates its reads.
@@ -200,9 +345,24 @@ impl<'p> Unwinder<'p> {
     }
 
     /// Reads the `(saved fp, return address)` pair at `fp`: `Ok(None)` if unreadable.
-    /// This is the unwinder's whole memory access; async-signal-safe.
+    /// This is the unwinder's whole memory access; async-signal-safe. With
+    /// [`with_fast_path`](Self::with_fast_path), a pair between the calling code's real stack
+    /// pointer and the top of the thread's registered stack is loaded directly
+    /// ([`StackBounds::load_pair`]), anything else goes through the prober.
     #[inline]
     pub fn read_frame(&self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
+        if self.fast_path
+            && let Some(words) = StackBounds::current().and_then(|b| b.load_pair(current_sp(), fp))
+        {
+            return Ok(Some(words));
+        }
+        self.probe_frame(fp)
+    }
+
+    /// [`read_frame`](Self::read_frame) through the prober alone (the walk's slow path, after
+    /// its own fast path said no).
+    #[inline]
+    fn probe_frame(&self, fp: usize) -> Result<Option<[usize; 2]>, Error> {
         let mut buf = [0u8; 2 * WORD];
         match self.mode {
             ReadMode::Read => {
@@ -235,8 +395,22 @@ impl<'p> Unwinder<'p> {
     /// `Ok(None)` if unreadable. This is the shape of an external unwinder's memory-read
     /// callback (framehop's `read_stack`, libunwind's `access_mem`); see
     /// `examples/unwind.rs`. Async-signal-safe.
+    ///
+    /// With [`with_fast_path`](Self::with_fast_path), a word between the calling code's real
+    /// stack pointer and the top of the thread's registered stack is loaded directly, with no
+    /// probe ([`StackBounds::load_word`], or [`StackBounds::read`] when unaligned; sound for
+    /// every `addr`, see [`crate::stack_bounds`]): a handler on the thread's own stack reads
+    /// the frames it interrupted for the cost of a thread-local load and a few compares.
+    /// Anything else (a sigaltstack, a coroutine stack, below the real stack pointer, an
+    /// unregistered thread) goes through the prober. [`StackReader`](crate::reader::StackReader)
+    /// does the same for one sample, with a snapshot and error latching on top.
     #[inline]
     pub fn read_word(&self, addr: usize) -> Result<Option<usize>, Error> {
+        if self.fast_path
+            && let Some(w) = StackBounds::current().and_then(|b| own_stack_word(&b, addr))
+        {
+            return Ok(Some(w));
+        }
         let mut buf = [0u8; WORD];
         match self.mode {
             ReadMode::Read => Ok(self.prober.read(addr, &mut buf)?.then(|| word(&buf))),
@@ -253,39 +427,120 @@ impl<'p> Unwinder<'p> {
         }
     }
 
-    /// Walks from an explicit program counter and frame pointer, e.g. those of an interrupted
-    /// thread ([`regs_from_ucontext`]). `out[0]` is `Frame { pc, fp }`; each later frame is a
-    /// return address and its function's frame pointer. Async-signal-safe, no allocation.
-    pub fn walk_from(&self, pc: usize, fp: usize, out: &mut [Frame]) -> Walk {
-        let limit = out.len().min(self.max_depth);
-        if limit == 0 {
-            return Walk {
-                depth: 0,
-                stop: Stop::MaxDepth,
-            };
+    /// Walks a stack from `start` into `out`, and, if `stats` is given, reports there how the
+    /// frames were read. Async-signal-safe, no allocation. Sound for every argument: a made-up
+    /// `pc`, `fp` or [`Regs`] can only end the walk early or make it probe more frames.
+    ///
+    /// - [`Start::Current`] walks the calling thread's stack, starting with the return
+    ///   address into the caller of `walk` (so `out[0].pc` lies in the caller; this function is
+    ///   never inlined). Needs the caller and this crate to be compiled with frame pointers.
+    /// - [`Start::From`] starts from an explicit program counter and frame pointer: `out[0]` is
+    ///   `Frame { pc, fp }`; each later frame is a return address and its function's frame
+    ///   pointer.
+    /// - [`Start::Regs`] starts from a signal's interrupted registers
+    ///   ([`regs_from_ucontext`]) like `From`, but the fast path
+    ///   ([`with_fast_path`](Self::with_fast_path)) starts at `regs.sp` instead of the walker's
+    ///   own stack pointer, so the interrupted frames (a handler on the thread's own stack runs
+    ///   below them) are read without probes. It is taken only when both `regs.sp` and the
+    ///   walker's real stack pointer are on the registered stack, and never below the real one.
+    ///   A handler on a sigaltstack gets it through [`walk_trusted`](Self::walk_trusted).
+    ///
+    /// ```
+    /// use addrprobe::unwind::{Frame, ReadStats, Start, Unwinder};
+    /// use addrprobe::{Backend, Prober};
+    ///
+    /// let prober = Prober::new(Backend::ProcessVmReadv).unwrap();
+    /// let unwinder = Unwinder::new(&prober).unwrap();
+    /// let mut out = [Frame::default(); 64];
+    /// let walk = unwinder.walk(Start::Current, &mut out, None);
+    /// let mut stats = ReadStats::default();
+    /// let bogus = unwinder.walk(Start::From { pc: 1, fp: 0x10 }, &mut out, Some(&mut stats));
+    /// assert_eq!(bogus.depth, 1);
+    /// # let _ = walk;
+    /// ```
+    // Never inlined: `Start::Current` starts from this function's own frame, and the fast
+    // path's window is made here, at or above this function's own stack pointer, and used only
+    // while this function runs (`fast::FrameReader::read`).
+    #[inline(never)]
+    pub fn walk(&self, start: Start, out: &mut [Frame], stats: Option<&mut ReadStats>) -> Walk {
+        let (own_fp, own_sp) = current_fp_sp();
+        match start {
+            Start::Current => {
+                let window = fast::window(self, |b| b.frame_window(own_sp));
+                fast::run(self, window, None, own_fp, own_sp, out, stats)
+            }
+            Start::From { pc, fp } => {
+                let window = fast::window(self, |b| b.frame_window(own_sp));
+                fast::run(self, window, Some(Frame { pc, fp }), fp, 0, out, stats)
+            }
+            Start::Regs(regs) => {
+                let window = fast::window(self, |b| {
+                    if b.contains_sp(regs.sp) {
+                        b.frame_window(regs.sp.max(own_sp))
+                    } else {
+                        None
+                    }
+                });
+                let first = Frame {
+                    pc: regs.pc,
+                    fp: regs.fp,
+                };
+                fast::run(self, window, Some(first), regs.fp, 0, out, stats)
+            }
         }
-        out[0] = Frame { pc, fp };
-        let sp = crate::stack_bounds::current_sp();
-        let mut slot = fast::WindowSlot::new();
-        let window = fast::window(self, |b| b.frame_window(sp));
-        let (mut reader, mut slow) = fast::reader(self, window, &mut slot);
-        walk_chain(fp, 0, &mut out[..limit], 1, |fp| reader.read(&mut slow, fp))
     }
 
-    /// Walks the calling thread's stack, starting with the return address into the caller of
-    /// `walk_current` (so `out[0].pc` lies in the caller). Needs the caller and this crate to
-    /// be compiled with frame pointers. Async-signal-safe, no allocation.
-    #[inline(never)]
-    pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
-        let limit = out.len().min(self.max_depth);
-        let (fp, sp) = current_fp_sp();
-        let mut slot = fast::WindowSlot::new();
-        let window = fast::window(self, |b| b.frame_window(sp));
-        let (mut reader, mut slow) = fast::reader(self, window, &mut slot);
-        walk_chain(fp, sp, &mut out[..limit], 0, |fp| {
-            reader.read(&mut slow, fp)
-        })
+    /// [`walk`](Self::walk) from `Start::Regs(*regs)` for a handler running on a sigaltstack:
+    /// the fast path trusts `regs.sp` instead of the walker's real stack pointer (which is off
+    /// the thread's stack there), so the interrupted thread-stack frames are read without
+    /// probes. Frames are still read with plain loads only inside `[regs.sp, hi)` of the
+    /// registered stack, none if `regs.sp` is not on it. Async-signal-safe, no allocation.
+    ///
+    /// # Safety
+    ///
+    /// `regs.sp` must be the stack pointer of a context of the calling thread that stays
+    /// suspended for the whole walk, so that every byte between it and the top of the
+    /// thread's registered stack is live stack: in practice, `regs` is what
+    /// [`regs_from_ucontext`] read, unmodified, from the `ucontext` of the signal whose
+    /// handler is running this walk on this thread. A made-up `regs.sp` can make the walk load
+    /// dead stack below the live stack pointer, which a program may have made unreadable (a
+    /// guard zone): undefined behaviour, a crash.
+    /// [`StackBounds::frame_window_unchecked`](crate::stack_bounds::StackBounds::frame_window_unchecked)
+    /// states the same contract.
+    pub unsafe fn walk_trusted(
+        &self,
+        regs: &Regs,
+        out: &mut [Frame],
+        stats: Option<&mut ReadStats>,
+    ) -> Walk {
+        // SAFETY: the caller vouches that `regs.sp` is the stack pointer of a context of this
+        // thread suspended for the whole walk, which is `frame_window_unchecked`'s contract;
+        // the window lives only for this walk.
+        let window = fast::window(self, |b| unsafe { b.frame_window_unchecked(regs.sp) });
+        let first = Frame {
+            pc: regs.pc,
+            fp: regs.fp,
+        };
+        fast::run(self, window, Some(first), regs.fp, 0, out, stats)
     }
+}
+
+/// Where [`Unwinder::walk`] starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The calling thread's stack, from the return address into the caller of
+    /// [`Unwinder::walk`]. Every frame pointer must lie above the walker's stack pointer.
+    Current,
+    /// An explicit program counter and frame pointer, e.g. those of an interrupted thread.
+    From {
+        /// The first frame's program counter, recorded as `out[0].pc`.
+        pc: usize,
+        /// The frame pointer the chain starts at.
+        fp: usize,
+    },
+    /// A signal's interrupted registers ([`regs_from_ucontext`]): `pc` and `fp` as for
+    /// [`From`](Start::From), and `sp` as where the fast path may start.
+    Regs(Regs),
 }
 
 /// The generic walk under [`Unwinder`]: starting at frame pointer `fp`, with `out[..start]`
@@ -357,6 +612,18 @@ pub fn walk_chain(
         prev = fp;
         fp = next;
     }
+}
+
+/// The word at `addr` if the safe own-stack loaders of `bounds` accept it (at or above the real
+/// stack pointer of the code this is inlined into): `None` means "probe it".
+#[inline(always)]
+fn own_stack_word(bounds: &StackBounds, addr: usize) -> Option<usize> {
+    let sp = current_sp();
+    if addr.is_multiple_of(WORD) {
+        return bounds.load_word(sp, addr);
+    }
+    let mut buf = [0u8; WORD];
+    bounds.read(sp, addr, &mut buf).then(|| word(&buf))
 }
 
 #[inline]
@@ -439,7 +706,7 @@ pub unsafe fn regs_from_ucontext(uc: *const libc::c_void) -> Option<Regs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::backend_kind::Backend;
 
     fn readable_probers() -> Vec<Prober> {
         [Backend::Pipe, Backend::SigprocMask, Backend::ProcessVmReadv]
@@ -506,7 +773,7 @@ mod tests {
         for prober in readable_probers() {
             let unwinder = Unwinder::new(&prober).unwrap();
             let mut out = [Frame::default(); 16];
-            let walk = unwinder.walk_from(0xaaaa, f1, &mut out);
+            let walk = unwinder.walk(Start::From { pc: 0xaaaa, fp: f1 }, &mut out, None);
             assert_eq!(
                 walk.stop,
                 Stop::Unreadable { fp: guard },
@@ -555,7 +822,7 @@ mod tests {
             // unmapped hole, which every backend refuses.
             let unwinder = unsafe { Unwinder::check_then_load(&prober) };
             let mut out = [Frame::default(); 8];
-            let walk = unwinder.walk_from(1, f1, &mut out);
+            let walk = unwinder.walk(Start::From { pc: 1, fp: f1 }, &mut out, None);
             assert_eq!(walk.stop, Stop::Unreadable { fp: hole_addr }, "{backend}");
             assert_eq!(walk.depth, 3);
             assert_eq!(
@@ -578,28 +845,32 @@ mod tests {
 
         // Backwards pointer (a loop a -> b -> a would be caught the same way).
         region.put(a, b, 7);
-        let w = unwinder.walk_from(1, a, &mut out);
+        let w = unwinder.walk(Start::From { pc: 1, fp: a }, &mut out, None);
         assert_eq!(w.stop, Stop::NotIncreasing { prev: a, fp: b });
         assert_eq!(w.depth, 2);
 
         // Self loop.
         region.put(a, a, 7);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out).stop,
+            unwinder
+                .walk(Start::From { pc: 1, fp: a }, &mut out, None)
+                .stop,
             Stop::NotIncreasing { prev: a, fp: a }
         );
 
         // Misaligned.
         region.put(a, a + 3 + 64, 7);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out).stop,
+            unwinder
+                .walk(Start::From { pc: 1, fp: a }, &mut out, None)
+                .stop,
             Stop::Misaligned { fp: a + 67 }
         );
 
         // Zero return address ends the chain without a frame; zero fp after a frame too.
         region.put(a, a + 64, 0);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out),
+            unwinder.walk(Start::From { pc: 1, fp: a }, &mut out, None),
             Walk {
                 depth: 1,
                 stop: Stop::EndOfChain
@@ -607,7 +878,7 @@ mod tests {
         );
         region.put(a, 0, 9);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out),
+            unwinder.walk(Start::From { pc: 1, fp: a }, &mut out, None),
             Walk {
                 depth: 2,
                 stop: Stop::EndOfChain
@@ -617,7 +888,9 @@ mod tests {
         // Kernel address and NULL-page frame pointers.
         region.put(a, 0xffff_ffff_8000_0000, 9);
         assert_eq!(
-            unwinder.walk_from(1, a, &mut out).stop,
+            unwinder
+                .walk(Start::From { pc: 1, fp: a }, &mut out, None)
+                .stop,
             Stop::Unreadable {
                 fp: 0xffff_ffff_8000_0000
             }
@@ -627,7 +900,9 @@ mod tests {
         region.put(a, a + 64, 9);
         region.put(a + 64, a + 128, 9);
         region.put(a + 128, a + 192, 9);
-        let w = unwinder.with_max_depth(2).walk_from(1, a, &mut out);
+        let w = unwinder
+            .with_max_depth(2)
+            .walk(Start::From { pc: 1, fp: a }, &mut out, None);
         assert_eq!(
             w,
             Walk {
@@ -636,7 +911,7 @@ mod tests {
             }
         );
         assert_eq!(
-            unwinder.walk_from(1, a, &mut []),
+            unwinder.walk(Start::From { pc: 1, fp: a }, &mut [], None),
             Walk {
                 depth: 0,
                 stop: Stop::MaxDepth
@@ -648,6 +923,284 @@ mod tests {
             Unwinder::new(&msync),
             Err(Error::Unsupported { .. })
         ));
+    }
+
+    /// A fake stack of two pages (then a `PROT_NONE` page) with fake bounds
+    /// `[base, base + 2 pages)` whose entry region starts at `base + 2 pages - 256`: a chain
+    /// that ends below it is reported as probably truncated, one that reaches it as a clean
+    /// end.
+    #[test]
+    fn ending_tells_a_broken_chain_from_one_that_reached_the_entry_frames() {
+        let ps = crate::range::page_size();
+        let region = Region::new(3, 2);
+        let (lo, hi) = (region.base, region.base + 2 * ps);
+        let entry = hi - 256;
+        let bounds = StackBounds::for_test(lo, hi, entry);
+        let prober = Prober::new(Backend::SigprocMask).unwrap();
+        let unwinder = Unwinder::new(&prober).unwrap();
+        let mut out = [Frame::default(); 16];
+        let (f1, f2, f3, top) = (lo + 64, lo + 512, lo + ps + 64, hi - 128);
+        let from = Start::From { pc: 1, fp: f1 };
+
+        // fp = 0 in the middle of the stack: truncated, reached = the last record read.
+        region.put(f1, f2, 0x11);
+        region.put(f2, 0, 0x22);
+        let w = unwinder.walk(from, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 3,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(
+            w.ending(&from, &out, Some(&bounds)),
+            Ending::ProbablyTruncated { reached: f2, entry }
+        );
+        assert!(w.probably_truncated(&from, &out, Some(&bounds)));
+        // Without bounds nobody can tell.
+        assert_eq!(w.ending(&from, &out, None), Ending::Unknown);
+
+        // The same chain continued into the entry region, ending at fp = 0 there: clean.
+        region.put(f2, f3, 0x22);
+        region.put(f3, top, 0x33);
+        region.put(top, 0, 0x44);
+        let w = unwinder.walk(from, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 5,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(w.ending(&from, &out, Some(&bounds)), Ending::Bottom);
+        assert!(!w.probably_truncated(&from, &out, Some(&bounds)));
+
+        // Ending on a zero return address read in the entry region: clean; mid-stack: not.
+        region.put(top, top + 64, 0);
+        let w = unwinder.walk(from, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 4,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(w.ending(&from, &out, Some(&bounds)), Ending::Bottom);
+        region.put(f3, top, 0);
+        let w = unwinder.walk(from, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 3,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(
+            w.ending(&from, &out, Some(&bounds)),
+            Ending::ProbablyTruncated { reached: f3, entry }
+        );
+
+        // A chain that goes backwards mid-stack, or into unreadable memory: truncated.
+        region.put(f3, f2, 0x33);
+        let w = unwinder.walk(from, &mut out, None);
+        assert_eq!(w.stop, Stop::NotIncreasing { prev: f3, fp: f2 });
+        assert_eq!(
+            w.ending(&from, &out, Some(&bounds)),
+            Ending::ProbablyTruncated { reached: f3, entry }
+        );
+        region.put(f3, hi + 16, 0x33);
+        let w = unwinder.walk(from, &mut out, None);
+        assert_eq!(w.stop, Stop::Unreadable { fp: hi + 16 });
+        assert!(w.probably_truncated(&from, &out, Some(&bounds)));
+
+        // Max depth is not the end of the chain.
+        let w = unwinder.with_max_depth(2).walk(from, &mut out, None);
+        assert_eq!(w.stop, Stop::MaxDepth);
+        assert_eq!(w.ending(&from, &out, Some(&bounds)), Ending::NotAtEnd);
+
+        // From interrupted registers whose fp is garbage (a build without frame pointers):
+        // no record is read, and the interrupted sp decides.
+        let regs = |sp| {
+            Start::Regs(Regs {
+                pc: 1,
+                fp: 0x13,
+                sp,
+            })
+        };
+        for (sp, want) in [
+            (
+                f1 - 32,
+                Ending::ProbablyTruncated {
+                    reached: f1 - 32,
+                    entry,
+                },
+            ),
+            (entry + 8, Ending::Bottom),
+            (hi + 64, Ending::Unknown),
+        ] {
+            let start = regs(sp);
+            let w = unwinder.walk(start, &mut out, None);
+            assert_eq!(
+                w,
+                Walk {
+                    depth: 1,
+                    stop: Stop::Misaligned { fp: 0x13 }
+                }
+            );
+            assert_eq!(w.ending(&start, &out, Some(&bounds)), want, "sp {sp:#x}");
+        }
+        // From interrupted registers below the entry frames: a chain that climbs through
+        // records below them to the entry frames is whole; one whose first record is in the
+        // entry frames skipped everything in between (a build without frame pointers).
+        region.put(f1, f2, 0x11);
+        region.put(f2, f3, 0x22);
+        region.put(f3, top, 0x33);
+        region.put(top, 0, 0x44);
+        let whole = Start::Regs(Regs {
+            pc: 1,
+            fp: f1,
+            sp: f1 - 32,
+        });
+        let w = unwinder.walk(whole, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 5,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(w.ending(&whole, &out, Some(&bounds)), Ending::Bottom);
+        let jump = Start::Regs(Regs {
+            pc: 1,
+            fp: top,
+            sp: f1 - 32,
+        });
+        let w = unwinder.walk(jump, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 2,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(
+            w.ending(&jump, &out, Some(&bounds)),
+            Ending::ProbablyTruncated {
+                reached: f1 - 32,
+                entry
+            }
+        );
+        // The same jump from an explicit (pc, fp) has no stack pointer to tell.
+        let from_top = Start::From { pc: 1, fp: top };
+        let w = unwinder.walk(from_top, &mut out, None);
+        assert_eq!(w.ending(&from_top, &out, Some(&bounds)), Ending::Bottom);
+
+        // A chain that leaves the stack from a start on it counts only its start.
+        let off = Region::new(1, 1);
+        off.put(off.base + 64, 0, 0x55);
+        let start = Start::Regs(Regs {
+            pc: 1,
+            fp: off.base + 64,
+            sp: f1,
+        });
+        let w = unwinder.walk(start, &mut out, None);
+        assert_eq!(
+            w,
+            Walk {
+                depth: 2,
+                stop: Stop::EndOfChain
+            }
+        );
+        assert_eq!(
+            w.ending(&start, &out, Some(&bounds)),
+            Ending::ProbablyTruncated { reached: f1, entry }
+        );
+        // ... and a walk entirely off the stack is unknown.
+        let from_off = Start::From {
+            pc: 1,
+            fp: off.base + 64,
+        };
+        let w = unwinder.walk(from_off, &mut out, None);
+        assert_eq!(w.ending(&from_off, &out, Some(&bounds)), Ending::Unknown);
+    }
+
+    /// A registered thread's own walk from deep in a recursion ends in its entry frames.
+    #[test]
+    fn own_walk_of_a_registered_thread_reaches_its_entry_frames() {
+        std::thread::spawn(|| {
+            let bounds = StackBounds::register_current_thread().unwrap();
+            assert!(bounds.lo() < bounds.entry_sp() && bounds.entry_sp() < bounds.hi());
+            let prober = Prober::new(Backend::SigprocMask).unwrap();
+            let unwinder = Unwinder::new(&prober).unwrap();
+            let mut fps = Vec::new();
+            let (walk, frames) = recurse(20, &mut fps, &mut || {
+                let mut out = vec![Frame::default(); 256];
+                let w = unwinder.walk(Start::Current, &mut out, None);
+                (w, out)
+            });
+            assert!(walk.depth > 20, "{walk:?}");
+            let current = StackBounds::current();
+            assert_eq!(
+                walk.ending(&Start::Current, &frames, current.as_ref()),
+                Ending::Bottom,
+                "{walk:?} {current:?} {:x?}",
+                &frames[..walk.depth]
+            );
+            // Registering again deeper keeps the shallowest entry.
+            let again = recurse(4, &mut Vec::new(), &mut || {
+                let b = StackBounds::register_current_thread().unwrap();
+                (
+                    Walk {
+                        depth: b.entry_sp(),
+                        stop: Stop::MaxDepth,
+                    },
+                    Vec::new(),
+                )
+            });
+            assert_eq!(again.0.depth, bounds.entry_sp());
+        })
+        .join()
+        .unwrap();
+    }
+
+    /// With the fast path, `read_word` and `read_frame` load the thread's own live stack
+    /// directly: a prober that cannot read at all is never asked.
+    #[test]
+    fn read_word_and_read_frame_use_the_own_stack_fast_path() {
+        std::thread::spawn(|| {
+            let msync = Prober::new(Backend::Msync).unwrap();
+            // A Read-mode unwinder over a prober whose `read` always fails (only possible
+            // inside the crate): any read that reaches the prober is an error.
+            let u = Unwinder {
+                prober: &msync,
+                mode: ReadMode::Read,
+                max_depth: DEFAULT_MAX_DEPTH,
+                fast_path: false,
+                batch: 0,
+            };
+            let x = core::hint::black_box([0x1111_2222_3333_4444usize, 0x5555]);
+            let a = &x as *const [usize; 2] as usize;
+            assert!(u.read_word(a).is_err(), "no fast path: the prober");
+            let fast = u.with_fast_path(true);
+            assert!(
+                fast.read_word(a).is_err(),
+                "unregistered thread: the prober"
+            );
+            let b = StackBounds::register_current_thread().unwrap();
+            assert_eq!(fast.read_word(a), Ok(Some(0x1111_2222_3333_4444)));
+            assert_eq!(fast.read_word(a + 4), Ok(Some(0x5555_1111_2222)));
+            assert_eq!(
+                fast.read_frame(a),
+                Ok(Some([0x1111_2222_3333_4444, 0x5555]))
+            );
+            // Below the real stack pointer: never loaded directly.
+            assert!(fast.read_word(b.lo()).is_err());
+            assert!(fast.read_frame(b.lo()).is_err());
+            core::hint::black_box(&x);
+        })
+        .join()
+        .unwrap();
     }
 
     type WalkResult = (Walk, Vec<Frame>);
@@ -678,7 +1231,7 @@ mod tests {
             let mut fps = Vec::new();
             let (walk, frames) = recurse(DEPTH, &mut fps, &mut || {
                 let mut out = vec![Frame::default(); 256];
-                let w = unwinder.walk_current(&mut out);
+                let w = unwinder.walk(Start::Current, &mut out, None);
                 out.truncate(w.depth);
                 (w, out)
             });
@@ -754,7 +1307,14 @@ mod tests {
             };
             // SAFETY: only this handler touches FRAMES, and the child is single-threaded.
             let out = unsafe { &mut *core::ptr::addr_of_mut!(FRAMES) };
-            let walk = unwinder.walk_from(regs.pc, regs.fp, out);
+            let walk = unwinder.walk(
+                Start::From {
+                    pc: regs.pc,
+                    fp: regs.fp,
+                },
+                out,
+                None,
+            );
             DEPTH.store(walk.depth, Ordering::Release);
         }
 

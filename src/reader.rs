@@ -1,0 +1,429 @@
+//! [`StackReader`]: what an unwinder calls to read the stack of one sample.
+//!
+//! A DWARF unwinder (framehop, libunwind's `access_mem`, a hand-written CFI interpreter)
+//! asks for one word of stack memory at a time: the saved return address at `CFA - 8`, a
+//! callee-saved register's slot, a frame pointer. A [`StackReader`] answers those questions
+//! for one sample, built from the interrupted context's stack pointer and, if the thread
+//! registered them, its [`StackBounds`]:
+//!
+//! 1. **Snapshot** (optional, [`StackReader::with_snapshot`]): `[sp, sp + N)` copied once with
+//!    one batched [`batch::read_prefix`] into a buffer the caller owns. Reads inside the
+//!    copied prefix are served from it. This is for stacks the fast path cannot cover: a
+//!    handler on a sigaltstack walking a coroutine's stack, a green thread, a stack sampled
+//!    from another thread that is suspended.
+//! 2. **Own-stack fast path**: [`StackBounds::load_word`] with the sample's `sp`. It loads
+//!    only between the *real* stack pointer of the code doing the load and the top of the
+//!    registered stack (see [`crate::stack_bounds`]); a SIGPROF handler running on the
+//!    thread's own stack sits below the interrupted frames, so all of them are covered with
+//!    plain loads. A made-up `sp` only narrows what is accepted.
+//! 3. **The prober**: [`Prober::read`] of the 8 bytes, race-free (the kernel's copy or a
+//!    guarded load).
+//!
+//! Every path is sound by construction: no safe function of this module loads an address
+//! whose readability rests on an argument nobody checked. The snapshot is a copy made by the
+//! prober; the fast path checks the real stack pointer; the rest is the prober's own copy.
+//! The one `unsafe` constructor, [`StackReader::trusting_sp`], takes `sp` on trust for a
+//! handler on a sigaltstack reading the thread stack it interrupted, exactly like
+//! [`StackBounds::load_word_unchecked`].
+//!
+//! Everything here is async-signal-safe: no allocation, no lock, `errno` preserved (the
+//! prober saves and restores it), and the buffer of the snapshot is the caller's.
+//!
+//! # Errors are not the end of the stack
+//!
+//! [`read_u64`](StackReader::read_u64) returns `Ok(None)` for memory that is not readable and
+//! `Err` when the backend failed (a seccomp filter, a descriptor the application closed).
+//! External unwinders only know `Result<u64, ()>`: [`StackReader::memory`] (and, with the
+//! `framehop` feature, `StackReader::framehop_memory`) hands them that shape and latches
+//! the first `Err` so that the caller can tell "the stack ended" from "the backend broke"
+//! with [`StackReader::error`] after the walk.
+
+use core::cell::Cell;
+
+use crate::batch;
+use crate::error::Error;
+use crate::prober::Prober;
+use crate::stack_bounds::StackBounds;
+
+/// Bytes in one word read by [`StackReader::read_u64`].
+const WORD: usize = 8;
+
+/// Reads the stack of one sample: snapshot, own-stack fast path, then the prober. See the
+/// [module docs](self). Not `Send`: it may hold the thread's [`StackBounds`].
+#[derive(Debug)]
+pub struct StackReader<'a> {
+    prober: &'a Prober,
+    sp: usize,
+    bounds: Option<StackBounds>,
+    /// `sp` was vouched for by the caller of [`StackReader::trusting_sp`].
+    trusted: bool,
+    /// The copied prefix of `[sp, sp + N)` and its start address.
+    snapshot: &'a [u8],
+    snapshot_base: usize,
+    error: Cell<Option<Error>>,
+    stats: Cell<ReaderStats>,
+}
+
+/// Where the reads of a [`StackReader`] were served from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    /// Words served from the snapshot.
+    pub snapshot: usize,
+    /// Words loaded with the own-stack fast path.
+    pub fast: usize,
+    /// Words read through the prober (readable or not, or failed).
+    pub probed: usize,
+}
+
+impl<'a> StackReader<'a> {
+    /// A reader for a sample whose stack pointer is `sp` (the interrupted context's, from
+    /// [`regs_from_ucontext`](crate::unwind::regs_from_ucontext), or the caller's own), using
+    /// the calling thread's registered bounds ([`StackBounds::current`]) if any.
+    /// Async-signal-safe: one thread-local load.
+    #[inline]
+    pub fn new(prober: &'a Prober, sp: usize) -> Self {
+        Self::with_bounds(prober, sp, StackBounds::current())
+    }
+
+    /// A reader with explicit bounds (`None`: no fast path). The bounds are the calling
+    /// thread's own ([`StackBounds`] cannot leave its thread), and the fast path still checks
+    /// the real stack pointer at each load.
+    #[inline]
+    pub fn with_bounds(prober: &'a Prober, sp: usize, bounds: Option<StackBounds>) -> Self {
+        StackReader {
+            prober,
+            sp,
+            bounds,
+            trusted: false,
+            snapshot: &[],
+            snapshot_base: 0,
+            error: Cell::new(None),
+            stats: Cell::new(ReaderStats::default()),
+        }
+    }
+
+    /// Takes `sp` on trust for the fast path instead of the real stack pointer: for a handler
+    /// on a sigaltstack, whose own stack pointer is off the thread's stack, reading the frames
+    /// of the context it interrupted with plain loads. Reads are still accepted only inside
+    /// `[sp, hi)` of the registered bounds.
+    ///
+    /// # Safety
+    ///
+    /// As for [`StackBounds::load_word_unchecked`]: for as long as the reader is used, every
+    /// byte of `[sp, hi)` must be live stack of the calling thread, i.e. `sp` must be the
+    /// stack pointer the kernel saved in the `ucontext` of the signal whose handler is
+    /// running on this thread (and the reader must not outlive the handler), or the stack
+    /// pointer of a function of this thread that is still running.
+    #[inline]
+    pub unsafe fn trusting_sp(mut self) -> Self {
+        self.trusted = true;
+        self
+    }
+
+    /// Copies the readable prefix of `[sp, sp + 8 * buf.len())` into `buf` with one batched
+    /// read ([`batch::read_prefix`]: one `process_vm_readv` per 64 pages, or one
+    /// [`Prober::read`] per page) and serves later reads inside that prefix from the copy.
+    /// Returns how many bytes were copied (fewer when the stack ends or a page is not
+    /// readable). The copy is a snapshot of the sample's stack, which an unwinder of an
+    /// interrupted or suspended stack wants anyway.
+    ///
+    /// Worth it for stacks the fast path does not cover (a sigaltstack, a coroutine stack);
+    /// on the thread's own stack the fast path is cheaper. Async-signal-safe; the buffer is
+    /// the caller's (e.g. a `static` or a preallocated array), nothing is allocated.
+    pub fn with_snapshot(mut self, buf: &'a mut [u64]) -> Result<(Self, usize), Error> {
+        let len = buf.len() * WORD;
+        // SAFETY: `buf` is `len` bytes of initialised `u64`s, exclusively borrowed for 'a;
+        // viewing them as bytes (alignment 1, every bit pattern valid both ways) is sound.
+        let bytes: &'a mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), len) };
+        let copied = batch::read_prefix(self.prober, self.sp, bytes)?;
+        self.snapshot = &bytes[..copied];
+        self.snapshot_base = self.sp;
+        Ok((self, copied))
+    }
+
+    /// The sample's stack pointer.
+    pub fn sp(&self) -> usize {
+        self.sp
+    }
+
+    /// The prober behind the slow path.
+    pub fn prober(&self) -> &'a Prober {
+        self.prober
+    }
+
+    /// The bytes the snapshot holds (empty without one).
+    pub fn snapshot_len(&self) -> usize {
+        self.snapshot.len()
+    }
+
+    /// Where the reads so far were served from.
+    pub fn stats(&self) -> ReaderStats {
+        self.stats.get()
+    }
+
+    /// Reads the 8 bytes at `addr` (any alignment): `Ok(Some(word))` if readable, `Ok(None)`
+    /// if not, `Err` if the backend failed (which is not an answer). Snapshot first, then the
+    /// own-stack fast path, then [`Prober::read`]. Async-signal-safe.
+    #[inline]
+    pub fn read_u64(&self, addr: u64) -> Result<Option<u64>, Error> {
+        // A word that wraps past the end of the address space is unreadable, not an error
+        // (a corrupt CFA must end the walk like any other bad address).
+        let Some(addr) = usize::try_from(addr)
+            .ok()
+            .filter(|a| a.checked_add(WORD).is_some())
+        else {
+            return Ok(None);
+        };
+        if let Some(w) = self.in_snapshot(addr) {
+            self.count(|s| s.snapshot += 1);
+            return Ok(Some(w));
+        }
+        if let Some(w) = self.fast(addr) {
+            self.count(|s| s.fast += 1);
+            return Ok(Some(w));
+        }
+        self.count(|s| s.probed += 1);
+        let mut buf = [0u8; WORD];
+        Ok(self
+            .prober
+            .read(addr, &mut buf)?
+            .then(|| u64::from_ne_bytes(buf)))
+    }
+
+    /// [`read_u64`](Self::read_u64) in the shape external unwinders take
+    /// (`FnMut(u64) -> Result<u64, ()>`): unreadable memory and a failed backend both become
+    /// `Err(())`, and the first backend error is latched for [`error`](Self::error).
+    // `Result<u64, ()>` is the callback shape framehop and other unwinders take.
+    #[allow(clippy::result_unit_err)]
+    #[inline]
+    pub fn read_or_latch(&self, addr: u64) -> Result<u64, ()> {
+        match self.read_u64(addr) {
+            Ok(Some(w)) => Ok(w),
+            Ok(None) => Err(()),
+            Err(e) => {
+                if self.error.get().is_none() {
+                    self.error.set(Some(e));
+                }
+                Err(())
+            }
+        }
+    }
+
+    /// A memory callback for an external unwinder: `FnMut(u64) -> Result<u64, ()>`, latching
+    /// the first backend error (see [`error`](Self::error)). Borrows the reader, which stays
+    /// usable for [`error`](Self::error) and [`stats`](Self::stats) once the closure is dropped.
+    #[inline]
+    pub fn memory(&self) -> impl FnMut(u64) -> Result<u64, ()> + '_ {
+        move |addr| self.read_or_latch(addr)
+    }
+
+    /// The first backend error a callback from [`memory`](Self::memory) turned into `Err(())`,
+    /// if any: `Some` means a walk that ended early may have been cut short by the backend,
+    /// not by the end of the stack.
+    pub fn error(&self) -> Option<Error> {
+        self.error.get()
+    }
+
+    /// Forgets the latched error (to reuse the reader for another walk of the same sample).
+    pub fn clear_error(&self) {
+        self.error.set(None);
+    }
+
+    #[inline(always)]
+    fn count(&self, f: impl FnOnce(&mut ReaderStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+
+    #[inline(always)]
+    fn in_snapshot(&self, addr: usize) -> Option<u64> {
+        let off = addr.checked_sub(self.snapshot_base)?;
+        let bytes = self.snapshot.get(off..off.checked_add(WORD)?)?;
+        let mut w = [0u8; WORD];
+        w.copy_from_slice(bytes);
+        Some(u64::from_ne_bytes(w))
+    }
+
+    #[inline(always)]
+    fn fast(&self, addr: usize) -> Option<u64> {
+        let bounds = self.bounds.as_ref()?;
+        let mut w = [0u8; WORD];
+        if self.trusted {
+            if addr.is_multiple_of(WORD) {
+                // SAFETY: the caller of `trusting_sp` vouched that `[sp, hi)` is live stack
+                // of this thread while the reader is used; `load_word_unchecked` loads only
+                // inside it.
+                return unsafe { bounds.load_word_unchecked(self.sp, addr) }.map(|w| w as u64);
+            }
+            // SAFETY: as above; `read_unchecked` copies only inside `[sp, hi)`.
+            return unsafe { bounds.read_unchecked(self.sp, addr, &mut w) }
+                .then(|| u64::from_ne_bytes(w));
+        }
+        if addr.is_multiple_of(WORD) {
+            return bounds.load_word(self.sp, addr).map(|w| w as u64);
+        }
+        bounds
+            .read(self.sp, addr, &mut w)
+            .then(|| u64::from_ne_bytes(w))
+    }
+}
+
+#[cfg(feature = "framehop")]
+impl StackReader<'_> {
+    /// framehop's `read_stack` callback (`FnMut(u64) -> Result<u64, ()>`), for
+    /// `Unwinder::iter_frames(pc, regs, cache, &mut read_stack)` and `unwind_frame`. The first
+    /// backend error is latched: after the walk, [`error`](Self::error) returning `Some` means
+    /// the walk's `Err` came from a broken backend, not from the end of the stack.
+    #[inline]
+    pub fn framehop_memory(&self) -> impl FnMut(u64) -> Result<u64, ()> + '_ {
+        self.memory()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Backend;
+    use crate::range::page_size;
+
+    /// Two readable pages filled with their own addresses, then a PROT_NONE page.
+    struct Fixture {
+        base: usize,
+        ps: usize,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let ps = page_size();
+            // SAFETY: a fresh private anonymous mapping.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    3 * ps,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            let base = p as usize;
+            for a in (base..base + 2 * ps).step_by(8) {
+                // SAFETY: inside the two writable pages just mapped.
+                unsafe { *(a as *mut u64) = a as u64 };
+            }
+            // SAFETY: the third page is ours.
+            let r = unsafe { libc::mprotect((base + 2 * ps) as *mut _, ps, libc::PROT_NONE) };
+            assert_eq!(r, 0);
+            Fixture { base, ps }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            // SAFETY: our own mapping.
+            unsafe { libc::munmap(self.base as *mut _, 3 * self.ps) };
+        }
+    }
+
+    fn probers() -> Vec<Prober> {
+        [Backend::SigprocMask, Backend::ProcessVmReadv, Backend::Pipe]
+            .into_iter()
+            .filter_map(|b| Prober::new(b).ok())
+            .collect()
+    }
+
+    #[test]
+    fn reads_through_the_prober_off_the_stack() {
+        let f = Fixture::new();
+        for p in probers() {
+            let r = StackReader::with_bounds(&p, f.base, None);
+            assert_eq!(r.read_u64(f.base as u64 + 16), Ok(Some(f.base as u64 + 16)));
+            // Unaligned: the high bytes of one word and the low bytes of the next.
+            let a = f.base + 8;
+            let want = ((a as u64) >> 24) | ((a as u64 + 8) << 40);
+            assert_eq!(r.read_u64(a as u64 + 3), Ok(Some(want)));
+            assert_eq!(r.read_u64((f.base + 2 * f.ps) as u64), Ok(None));
+            assert_eq!(
+                r.read_u64((f.base + 2 * f.ps - 4) as u64),
+                Ok(None),
+                "straddles"
+            );
+            assert_eq!(r.read_u64(0), Ok(None));
+            assert_eq!(r.read_u64(u64::MAX - 3), Ok(None));
+            assert_eq!(
+                r.stats().probed,
+                5,
+                "the wrapping word is refused before any probe"
+            );
+            assert_eq!(r.stats().fast + r.stats().snapshot, 0);
+        }
+    }
+
+    #[test]
+    fn snapshot_serves_its_prefix_and_stops_at_the_unreadable_page() {
+        let f = Fixture::new();
+        for p in probers() {
+            let mut buf = [0u64; 1024];
+            let sp = f.base + f.ps - 64;
+            let (r, copied) = StackReader::with_bounds(&p, sp, None)
+                .with_snapshot(&mut buf)
+                .unwrap();
+            assert_eq!(copied, 64 + f.ps, "{}", p.backend());
+            assert_eq!(r.snapshot_len(), copied);
+            for a in (sp..sp + copied).step_by(8) {
+                assert_eq!(r.read_u64(a as u64), Ok(Some(a as u64)));
+            }
+            assert_eq!(r.stats().snapshot, copied / 8);
+            // Past the copy: the prober, which says no for the PROT_NONE page.
+            assert_eq!(r.read_u64((sp + copied) as u64), Ok(None));
+            // Below sp: not in the snapshot, read through the prober.
+            assert_eq!(r.read_u64(f.base as u64), Ok(Some(f.base as u64)));
+            assert_eq!(r.stats().probed, 2);
+        }
+    }
+
+    #[test]
+    fn fast_path_never_reads_below_the_real_stack_pointer() {
+        std::thread::spawn(|| {
+            let b = StackBounds::register_current_thread().unwrap();
+            let p = Prober::new(Backend::SigprocMask).unwrap();
+            let x = core::hint::black_box([11u64, 13u64]);
+            let a = &x as *const [u64; 2] as usize;
+            // A made-up sp at `lo` claims the whole stack: only what is above the real stack
+            // pointer is loaded directly; `lo` itself goes to the prober.
+            let r = StackReader::with_bounds(&p, b.lo(), Some(b));
+            assert_eq!(r.read_u64(a as u64), Ok(Some(11)));
+            assert_eq!(r.read_u64(a as u64 + 8), Ok(Some(13)));
+            assert_eq!(r.stats().fast, 2);
+            let _ = r.read_u64(b.lo() as u64);
+            assert_eq!(r.stats().probed, 1, "below the real sp: probed");
+            core::hint::black_box(&x);
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn memory_latches_the_first_backend_error() {
+        // Msync cannot read: every read is `Err(Unsupported)`, which must not look like
+        // the end of the stack.
+        let p = Prober::new(Backend::Msync).unwrap();
+        let x = 5u64;
+        let r = StackReader::with_bounds(&p, 0, None);
+        let mut mem = r.memory();
+        assert_eq!(mem(&x as *const u64 as u64), Err(()));
+        assert_eq!(mem(0), Err(()));
+        drop(mem);
+        assert!(matches!(r.error(), Some(Error::Unsupported { .. })));
+        r.clear_error();
+        assert_eq!(r.error(), None);
+        // An unreadable address is not an error.
+        let q = Prober::new(Backend::SigprocMask).unwrap();
+        let r = StackReader::with_bounds(&q, 0, None);
+        assert_eq!(r.read_or_latch(0), Err(()));
+        assert_eq!(r.error(), None);
+    }
+}
