@@ -161,7 +161,7 @@ def main():
         md.append("### Test binaries\n")
         md.append("✓ N: the binary exited 0 after N passing tests (its libtest summaries; the "
                   "`harness = false` binaries print none); \"skipped\" counts the tests that say "
-                  "why they cannot run here (SignalGuard has no guarded load on aarch64 yet).\n")
+                  "why they cannot run here (`skipped: ...` lines).\n")
         md.append("| test binary | " + " | ".join(esc(k["meta"].get("uname") or k["id"]) for k in kernels) + " |")
         md.append("|---|" + "---|" * len(kernels))
         for n in test_names:
