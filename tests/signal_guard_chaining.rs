@@ -722,15 +722,22 @@ fn too_small_alternate_stack_dies_of_sigsegv() {
     if is_child(NAME) {
         no_core_dumps();
         let p = guard();
-        let r = Region::anon(3);
-        r.protect(0, libc::PROT_NONE);
-        r.protect(2, libc::PROT_NONE);
+        // [PROT_NONE × n][readable page][PROT_NONE]: the alternate stack covers the n
+        // inaccessible pages and the first 512 bytes of the readable one, so it is as large as
+        // sigaltstack demands (MINSIGSTKSZ: 2048 on x86_64, 5120 on arm64) but only 512 bytes
+        // of it can hold a signal frame.
+        let n = libc::MINSIGSTKSZ.div_ceil(ps()).max(1);
+        let r = Region::anon(n + 2);
+        for i in 0..n {
+            r.protect(i, libc::PROT_NONE);
+        }
+        r.protect(n + 1, libc::PROT_NONE);
         std::thread::scope(|s| {
             s.spawn(|| {
                 let ss = libc::stack_t {
                     ss_sp: r.page(0) as *mut libc::c_void,
                     ss_flags: 0,
-                    ss_size: ps() + 512,
+                    ss_size: n * ps() + 512,
                 };
                 assert_eq!(
                     // SAFETY: a valid stack_t describing our own mapping; this thread is not
@@ -739,9 +746,9 @@ fn too_small_alternate_stack_dies_of_sigsegv() {
                     0,
                     "sigaltstack"
                 );
-                assert_eq!(p.check(r.page(1), 8), Ok(true), "no fault, no signal frame");
+                assert_eq!(p.check(r.page(n), 8), Ok(true), "no fault, no signal frame");
                 println!("CHILD READY");
-                let got = p.check(r.page(2), 8);
+                let got = p.check(r.page(n + 1), 8);
                 println!("CHILD SURVIVED {got:?}");
             });
         });

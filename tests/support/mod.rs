@@ -92,8 +92,11 @@ pub fn run_child_env(test: &str, env: &[(&str, &str)], timeout: Duration) -> Chi
     match wait_child(cmd, timeout) {
         Ok(r) => r,
         Err(r) => panic!(
-            "child {test} hung for more than {timeout:?} and was killed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
-            r.status, r.stdout, r.stderr
+            "child {test} hung for more than {:?} and was killed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
+            timeout * timeout_scale(),
+            r.status,
+            r.stdout,
+            r.stderr
         ),
     }
 }
