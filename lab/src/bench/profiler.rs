@@ -14,11 +14,14 @@
 //!
 //! A walk that outlasts the sampling period (a slow or emulated CPU, a deep stack, a syscall
 //! per frame) would find the next signal already pending when the handler returns, so the
-//! worker would never run again and never see the end of the run. Two guards prevent that:
-//! such a handler re-arms its thread's timer so that the next signal comes one walk's time
-//! later at the earliest (the worker then gets at least as much time as the walk took, and
-//! [`Report::late_walks`] counts these walks), and once the run is over the first handler
-//! that runs disarms its timer instead of walking.
+//! worker would never run again and never see the end of the run. Three guards prevent that:
+//! such a handler re-arms its thread's timer so that the next expiry comes one walk's time
+//! later at the earliest ([`Report::late_walks`] counts these walks); a signal that comes less
+//! than half a period after the previous walk ended (one already pending when the timer was
+//! re-armed, which kernels before the posix-timer rework still deliver) is not walked and
+//! pushes the next expiry a period out ([`Report::skipped`]), so the worker gets at least half
+//! a period to itself between two walks; and once the run is over the first handler that runs
+//! disarms its timer instead of walking.
 //!
 //! [`run`] reports the work done, samples, frames per sample and the time spent walking per
 //! sample (measured inside the handler). Comparing [`Report::units`] with an unprofiled run
@@ -107,6 +110,9 @@ pub struct Report {
     /// Samples whose walk took at least the sampling period; each pushed its thread's next
     /// sample one walk's time out (see the module docs).
     pub late_walks: u64,
+    /// Signals that came less than half a period after the previous walk ended and were not
+    /// walked (see the module docs).
+    pub skipped: u64,
     /// mmap/munmap pairs done by the churn thread.
     pub churn_ops: u64,
     /// Kept samples: each a stack of pcs, innermost first.
@@ -150,6 +156,9 @@ struct ThreadState {
     walk_ns: u64,
     errors: u64,
     late_walks: u64,
+    skipped: u64,
+    /// When the last walk ended (`CLOCK_MONOTONIC` ns; 0 before the first).
+    last_end: u64,
     /// This thread's timer, set before it is armed.
     timer: Option<Timer>,
     period_ns: u64,
@@ -185,6 +194,16 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
         // The run is over: stop sampling so that the worker gets to see it.
         if let Some(t) = st.timer {
             t.set(0, 0);
+        }
+        return;
+    }
+    if st.last_end != 0 && now_ns().saturating_sub(st.last_end) < st.period_ns / 2 {
+        // The worker has not had half a period to itself since the last walk ended (a signal
+        // that was already pending when the timer was pushed out: kernels before the
+        // posix-timer rework deliver it anyway). Skip, and push the next expiry a period out.
+        st.skipped += 1;
+        if let Some(t) = st.timer {
+            t.set(st.period_ns, st.period_ns);
         }
         return;
     }
@@ -254,6 +273,7 @@ extern "C" fn on_sigprof(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
             t.set(walk_ns, st.period_ns);
         }
     }
+    st.last_end = now_ns();
     st.samples += 1;
     st.frames += walk.depth as u64;
     st.walk_ns += walk_ns;
@@ -361,6 +381,8 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
         walk_ns: 0,
         errors: 0,
         late_walks: 0,
+        skipped: 0,
+        last_end: 0,
         timer: None,
         period_ns: 1_000_000_000 / u64::from(cfg.hz.max(1)),
     });
@@ -474,6 +496,7 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
         r.walk_ns += st.walk_ns;
         r.errors += st.errors;
         r.late_walks += st.late_walks;
+        r.skipped += st.skipped;
         let mut off = 0;
         for &len in &st.kept_lens {
             r.stacks.push(st.kept[off..off + len as usize].to_vec());
