@@ -523,9 +523,9 @@ mod tests {
             keep_samples: 8,
         };
         let r = run(cfg, Some(&prober));
-        assert!(r.units > 0);
+        assert!(r.units > 0, "{r:?}");
         assert!(r.samples > 0, "{r:?}");
-        assert!(r.churn_ops > 0);
+        assert!(r.churn_ops > 0, "{r:?}");
         assert_eq!(r.errors, 0);
         // Every sample came from a thread 64 frames deep in `recurse`.
         assert!(r.frames_per_sample() > 64.0, "{}", r.frames_per_sample());
