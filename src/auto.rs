@@ -88,6 +88,8 @@ impl AutoOptions {
     ];
 
     /// Default options: ordered by the cost of `check`; no signal handler is installed.
+    /// (Building the options is plain data and async-signal-safe; [`build`](Self::build) is
+    /// not.)
     pub const fn new() -> Self {
         AutoOptions {
             allow_signal_handler: false,

@@ -185,7 +185,7 @@ const BLOCK: usize = 4096;
 impl Prober {
     /// The guarded loads of this prober, if its backend is
     /// [`Backend::SignalGuard`](crate::Backend::SignalGuard) (whose handler is then installed):
-    /// `None` for every other backend.
+    /// `None` for every other backend. Async-signal-safe: it reads the prober's state only.
     #[inline(always)]
     pub fn guarded(&self) -> Option<GuardedLoads<'_>> {
         match self.state {

@@ -282,6 +282,8 @@ impl<'p> Unwinder<'p> {
     /// An unwinder that copies every frame with [`Prober::read`]. Sound on any stack, corrupt
     /// or not. Returns [`Error::Unsupported`] unless the prober's guarantee is
     /// [`Guarantee::Readable`] (use [`check_then_load`](Self::check_then_load) for the others).
+    /// Async-signal-safe (it only checks the prober and fills a small struct), so it may be
+    /// built inside a handler for each sample.
     pub fn new(prober: &'p Prober) -> Result<Self, Error> {
         if prober.guarantee() != Guarantee::Readable {
             return Err(Error::Unsupported {
