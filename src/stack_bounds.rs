@@ -662,12 +662,12 @@ impl FrameWindow {
             return None;
         }
         let p = addr as *const usize;
-        // SAFETY: `addr` is aligned and `[addr, addr + 2 words)` lies in `[first, hi)` with
-        // `lo <= first`, inside the range mapped at registration. A checked window also has
-        // `lo <= real stack pointer <= addr` (`sp_mask` keeps the register value, `sp_lo` is
-        // `lo`), so the record is live stack of this thread (module docs); an unchecked one
-        // has `first` vouched for as a live stack pointer by the caller of
-        // `frame_window_unchecked`.
+        // Why this is live stack: `addr` is aligned and `[addr, addr + 2 words)` lies in
+        // `[first, hi)` with `lo <= first`, inside the range mapped at registration. A checked
+        // window also has `lo <= real stack pointer <= addr` (`sp_mask` keeps the register
+        // value, `sp_lo` is `lo`); an unchecked one has `first` vouched for as a live stack
+        // pointer by the caller of `frame_window_unchecked`.
+        // SAFETY: so the two aligned words are mapped, readable stack of this thread.
         Some(unsafe {
             [
                 core::ptr::read_volatile(p),

@@ -148,25 +148,6 @@ fn check_object(path: &Path) -> usize {
     table.size / 8
 }
 
-/// The `status=` of case `case`, and whether it printed READY and PROBES OK.
-fn result<'a>(stdout: &'a str, case: &str) -> (&'a str, bool, bool) {
-    let prefix = format!("RESULT {case} ");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no result for {case}:\n{stdout}"));
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    (
-        field("status="),
-        field("ready=") == "true",
-        field("ok=") == "true",
-    )
-}
-
 #[test]
 fn exception_tables_in_a_cdylib_and_under_fat_lto() {
     let dir = build_fixture();
@@ -204,9 +185,9 @@ fn exception_tables_in_a_cdylib_and_under_fat_lto() {
             ("host-sigbus", sigbus.as_str()),
         ] {
             let case = format!("{order}-{end}");
-            let (got, ready, ok) = result(&stdout, &case);
+            let (got, ready, ok) = support::fixture_result(&stdout, &case);
             // The baseline without the crate must end the same way.
-            let baseline = result(&stdout, &format!("none-{end}")).0;
+            let baseline = support::fixture_result(&stdout, &format!("none-{end}")).0;
             if got != want || baseline != want || !ready || (end == "done") != ok {
                 failures.push(format!(
                     "{case}: {got} (baseline {baseline}), probes done: {ready}, PROBES OK: {ok}; \

@@ -40,25 +40,6 @@ fn run_two_copies() -> (String, String) {
     (r.stdout, r.stderr)
 }
 
-/// The `status=` of case `case`, and whether it printed READY and PROBES OK.
-fn result<'a>(stdout: &'a str, case: &str) -> (&'a str, bool, bool) {
-    let prefix = format!("RESULT {case} ");
-    let line = stdout
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no result for {case}:\n{stdout}"));
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {line}"))
-    };
-    (
-        field("status="),
-        field("ready=") == "true",
-        field("ok=") == "true",
-    )
-}
-
 #[test]
 fn two_copies_chain_their_signal_handlers() {
     let (stdout, _) = run_two_copies();
@@ -76,7 +57,7 @@ fn two_copies_chain_their_signal_handlers() {
         ("none-dfl-kill", &sigsegv),
         ("none-dfl-sigbus", &sigbus),
     ] {
-        let (status, _, _) = result(&stdout, case);
+        let (status, _, _) = support::fixture_result(&stdout, case);
         if status != want {
             failures.push(format!("baseline {case}: {status}, expected {want}"));
         }
@@ -84,7 +65,7 @@ fn two_copies_chain_their_signal_handlers() {
     for order in ["ab", "ba"] {
         for what in ["probes", "fds"] {
             let case = format!("{order}-std-{what}");
-            let (status, _, ok) = result(&stdout, &case);
+            let (status, _, ok) = support::fixture_result(&stdout, &case);
             if status != "exit:0" || !ok {
                 failures.push(format!("{case}: {status}, PROBES OK printed: {ok}"));
             }
@@ -92,8 +73,8 @@ fn two_copies_chain_their_signal_handlers() {
         for previous in ["std", "dfl"] {
             for what in ["null", "kill", "sigbus"] {
                 let case = format!("{order}-{previous}-{what}");
-                let (status, ready, _) = result(&stdout, &case);
-                let want = result(&stdout, &format!("none-{previous}-{what}")).0;
+                let (status, ready, _) = support::fixture_result(&stdout, &case);
+                let want = support::fixture_result(&stdout, &format!("none-{previous}-{what}")).0;
                 if status != want || !ready {
                     failures.push(format!(
                         "{case}: {status} (probes done: {ready}), expected {want} after the probes"

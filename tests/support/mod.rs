@@ -222,6 +222,27 @@ pub fn cargo_fixture(
     (r, target_dir.join("release"))
 }
 
+/// In the output of a standalone fixture program (`tests/two-copies`, `tests/extable-fixture`),
+/// the `status=` of case `case` from its `RESULT <case> ...` line, and whether that line says
+/// `ready=true` and `ok=true`. Panics if the line or a field is missing.
+pub fn fixture_result<'a>(stdout: &'a str, case: &str) -> (&'a str, bool, bool) {
+    let prefix = format!("RESULT {case} ");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with(&prefix))
+        .unwrap_or_else(|| panic!("no result for {case}:\n{stdout}"));
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+    };
+    (
+        field("status="),
+        field("ready=") == "true",
+        field("ok=") == "true",
+    )
+}
+
 /// One case of a `harness = false` test binary: its name and the function a child runs.
 pub type Case = (&'static str, fn());
 

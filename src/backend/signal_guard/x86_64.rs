@@ -44,12 +44,13 @@ macro_rules! guarded_load {
     ($insn:literal, $addr:expr, $ty:ty) => {{
         let value: $ty;
         let faulted: u32;
-        // SAFETY: the handler is installed (the caller holds `Installed`), and the load's PC
+        // The handler is installed (the caller holds `Installed`), and the load's PC
         // and continuation are in this object's exception table (the lines after it). A load
         // that faults is resumed at the continuation with `ecx = 1`; the value register then
         // holds whatever it held, which the caller ignores. Nothing else changes: the handler
         // writes only `rip` and `rcx` in the interrupted context, and the kernel restores the
         // rest, flags included, on `rt_sigreturn`. The asm reads memory and writes none.
+        // SAFETY: as just said, a fault resumes at the continuation; nothing else changes.
         unsafe {
             core::arch::asm!(
                 "2:",
