@@ -1,7 +1,9 @@
 //! What a SignalGuard probe costs against a plain load: `cargo bench --bench guarded_load`
 //! (criterion's figures for each case, then a table of paired measurements with the ratios
-//! the targets are stated in), or `cargo bench --bench guarded_load -- --test` (one quick pass
-//! of every case, no figures).
+//! the targets are stated in), `cargo bench --bench guarded_load -- --paired [ROUNDS]` (only
+//! that table; `scripts/kernel-matrix --arch arm64` runs the bench binary so inside an arm64
+//! guest under `-icount shift=0`, where a nanosecond is one guest instruction), or
+//! `cargo bench --bench guarded_load -- --test` (one quick pass of every case, no figures).
 //!
 //! The cases:
 //!
@@ -302,7 +304,16 @@ fn paired(cases: &[Case<'_>], rounds: usize) -> Vec<Vec<f64>> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--test");
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--test");
+    // `--paired [ROUNDS]`: only the table of paired rounds (no criterion), e.g. inside an
+    // emulated guest under `-icount`, where time is an instruction count and few rounds do.
+    let paired_only = args.iter().position(|a| a == "--paired").map(|i| {
+        args.get(i + 1)
+            .and_then(|r| r.parse::<usize>().ok())
+            .filter(|&r| r > 0)
+            .unwrap_or(DEFAULT_ROUNDS)
+    });
     let prober = Prober::new(Backend::SignalGuard).expect("signal-guard");
     let fx = fixture();
     let stack = fake_stack();
@@ -315,6 +326,10 @@ fn main() {
         return;
     }
 
+    if let Some(rounds) = paired_only {
+        table(&cases, rounds);
+        return;
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_secs(1))
@@ -330,11 +345,18 @@ fn main() {
         });
     }
 
+    table(&cases, DEFAULT_ROUNDS);
+}
+
+/// Rounds of the paired table unless `--paired ROUNDS` says otherwise.
+const DEFAULT_ROUNDS: usize = 201;
+
+/// Prints the table of paired rounds and the targets' ratios.
+fn table(cases: &[Case<'_>], rounds: usize) {
     // Rounds of about 6 ms: the cases of one round share the machine's state, so the ratio
     // within a round is the figure; the table gives the median over the rounds of each case's
     // time and of its ratio to the baseline measured in the same round.
-    const ROUNDS: usize = 201;
-    let samples = paired(&cases, ROUNDS);
+    let samples = paired(cases, rounds);
     let index = |name: &str| cases.iter().position(|c| c.0 == name).unwrap();
     let (load, plain_walk) = (index("load call"), index("walk 64 frames, no validation"));
     let ratio = |i: usize| {
@@ -343,12 +365,12 @@ fn main() {
         } else {
             load
         };
-        let mut r: Vec<f64> = (0..ROUNDS)
+        let mut r: Vec<f64> = (0..rounds)
             .map(|k| samples[i][k] / samples[base][k])
             .collect();
         median(&mut r)
     };
-    println!("\npaired, median of {ROUNDS} rounds:\n");
+    println!("\npaired, median of {rounds} rounds:\n");
     println!("| case | ns (median) | ns (fastest round) | ratio (median of the rounds) |");
     println!("| --- | ---: | ---: | --- |");
     for (i, (name, _)) in cases.iter().enumerate() {

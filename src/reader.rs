@@ -276,6 +276,11 @@ impl StackReader<'_> {
     /// `Unwinder::iter_frames(pc, regs, cache, &mut read_stack)` and `unwind_frame`. The first
     /// backend error is latched: after the walk, [`error`](Self::error) returning `Some` means
     /// the walk's `Err` came from a broken backend, not from the end of the stack.
+    ///
+    /// The words are returned as stored: on aarch64, saved return addresses that code built
+    /// with pointer authentication signed still carry their code. framehop strips them with
+    /// the mask its registers carry (`UnwindRegsAarch64::new_with_ptr_auth_mask`);
+    /// [`crate::unwind::strip_return_address`] strips one the way the CPU does.
     #[inline]
     pub fn framehop_memory(&self) -> impl FnMut(u64) -> Result<u64, ()> + '_ {
         self.memory()

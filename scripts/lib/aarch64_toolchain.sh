@@ -97,19 +97,18 @@ aarch64_toolchain_setup() {
 }
 
 # aarch64_cargo SUBCOMMAND ARGS... : cargo SUBCOMMAND for aarch64 with std built from source.
-# Set AARCH64_STATIC=1 for a statically linked binary (the initramfs has no libc): RUSTFLAGS
-# then carries +crt-static and the repository's force-frame-pointers (RUSTFLAGS replaces
-# .cargo/config.toml's rustflags).
+# Everything, std included, is built with return-address signing (-Zbranch-protection=pac-ret,
+# as distributions build arm64 code), so that the unwinder's tests meet signed return
+# addresses on a CPU with pointer authentication (QEMU's -cpu max has it). RUSTFLAGS replaces
+# .cargo/config.toml's rustflags, so it carries the repository's force-frame-pointers too.
+# Set AARCH64_STATIC=1 for a statically linked binary (the initramfs has no libc).
 aarch64_cargo() {
     local sub=$1; shift
-    if [[ ${AARCH64_STATIC:-0} == 1 ]]; then
-        RUSTFLAGS="-C force-frame-pointers=yes -C target-feature=+crt-static ${RUSTFLAGS:-}" \
-            cargo "+$AARCH64_TOOLCHAIN" "$sub" -Zbuild-std=std,panic_unwind,panic_abort \
-            --target "$AARCH64_TARGET" "$@"
-    else
+    local flags="-C force-frame-pointers=yes -Z branch-protection=pac-ret"
+    [[ ${AARCH64_STATIC:-0} == 1 ]] && flags+=" -C target-feature=+crt-static"
+    RUSTFLAGS="$flags ${RUSTFLAGS:-}" \
         cargo "+$AARCH64_TOOLCHAIN" "$sub" -Zbuild-std=std,panic_unwind,panic_abort \
-            --target "$AARCH64_TARGET" "$@"
-    fi
+        --target "$AARCH64_TARGET" "$@"
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then

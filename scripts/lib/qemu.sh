@@ -166,11 +166,13 @@ for step in $(echo "$RUN" | tr , ' '); do
             name=${t##*/}
             echo "test binary $name"
             emit "===ADDRPROBE-TEST-$name-BEGIN==="
+            t0=$(date +%s)
             (cd /tmp && ADDRPROBE_TIMEOUT_SCALE=${TIMEOUT_SCALE:-1} timeout -s KILL "${TEST_TIMEOUT:-600}" "$t") >&3 2>&1 3>&-
             rc=$?
             emit ""
             emit "===ADDRPROBE-TEST-$name-END==="
             emit "===ADDRPROBE-TEST-$name-RC=$rc==="
+            emit "===ADDRPROBE-TEST-$name-SECONDS=$(( $(date +%s) - t0 ))==="
         done ;;
     msync)
         if mount -t ext4 /dev/vda /mnt; then

@@ -10,7 +10,9 @@
 //!
 //! On x86_64 and aarch64 a function compiled with frame pointers stores, at its frame pointer
 //! `fp`, the caller's frame pointer, and at `fp + size_of::<usize>()` the return address into
-//! the caller. [`Unwinder::walk`] starts from its caller ([`Start::Current`]), from an explicit
+//! the caller (on aarch64 the frame record `[x29, x30]`; a return address that code built
+//! with pointer authentication signed is stripped, [`strip_return_address`]).
+//! [`Unwinder::walk`] starts from its caller ([`Start::Current`]), from an explicit
 //! `(pc, fp)` ([`Start::From`]) or from a signal's interrupted registers ([`Start::Regs`], taken
 //! from its `ucontext` with [`regs_from_ucontext`]); [`Unwinder::walk_trusted`] is its `unsafe`
 //! variant for a handler on a sigaltstack. Both fill a caller-provided `&mut [Frame]`, can
@@ -603,6 +605,7 @@ pub fn walk_chain(
                 };
             }
         };
+        let ra = strip_return_address(ra);
         if ra == 0 {
             return Walk {
                 depth,
@@ -633,6 +636,42 @@ fn word(bytes: &[u8]) -> usize {
     let mut w = [0u8; WORD];
     w.copy_from_slice(&bytes[..WORD]);
     usize::from_ne_bytes(w)
+}
+
+/// `ra` without a pointer-authentication code: the address a signed return address stands
+/// for. Always inlined, async-signal-safe, sound for every value.
+///
+/// On aarch64, code built with return-address signing (`-mbranch-protection=pac-ret` or
+/// `standard`, the default of several distributions; Rust's `-Z branch-protection=pac-ret`)
+/// signs the link register before it saves it in the frame record, so the word at `fp + 8`
+/// carries a pointer-authentication code in the bits above the virtual-address size. This
+/// removes it with `XPACLRI`, which uses the running kernel's own layout (the address size,
+/// whether the top byte is ignored) and is a no-op on a CPU without pointer authentication,
+/// where no address is signed. A word that was never signed comes back unchanged when it is
+/// a user-space address; a made-up word may change, which only makes a bogus frame another
+/// bogus frame. Elsewhere it returns `ra` unchanged.
+///
+/// [`walk_chain`] (so every [`Unwinder`] walk) applies it to each return address it reads.
+/// A DWARF unwinder that reads saved return addresses through [`crate::reader::StackReader`]
+/// strips them itself: framehop does it with the `PtrAuthMask` it is given
+/// (`UnwindRegsAarch64::new_with_ptr_auth_mask`).
+#[inline(always)]
+pub fn strip_return_address(ra: usize) -> usize {
+    cfg_if::cfg_if! {
+        if #[cfg(target_arch = "aarch64")] {
+            let mut lr = ra;
+            // SAFETY: XPACLRI (`hint #7`, a hint-space instruction that CPUs without pointer
+            // authentication execute as a no-op) only rewrites x30, declared here as an
+            // in-out operand; no memory access, no flags, no stack.
+            unsafe {
+                core::arch::asm!("hint #7", inout("x30") lr,
+                    options(nomem, nostack, preserves_flags));
+            }
+            lr
+        } else {
+            ra
+        }
+    }
 }
 
 /// The frame pointer and stack pointer of the calling function (always inlined into it);
@@ -1259,7 +1298,76 @@ mod tests {
                 .map(|f| f.pc)
                 .collect();
             assert!(ras.iter().all(|&r| r == ras[0] && r != 0), "{ras:x?}");
+            // ... which lies inside `recurse` itself (a signed return address, on aarch64
+            // code built with pac-ret, would lie far above it if it were not stripped).
+            let entry = recurse
+                as fn(usize, &mut Vec<usize>, &mut dyn FnMut() -> WalkResult) -> WalkResult
+                as usize;
+            assert!(
+                (entry..entry + 4096).contains(&ras[0]),
+                "return address {:#x} not in recurse ({entry:#x})",
+                ras[0]
+            );
             assert!(walk.depth > DEPTH, "{walk:?}");
+        }
+    }
+
+    /// Signs `addr` the way pac-ret code signs its link register (key IA, a modifier), with
+    /// `PACIA1716`: a no-op where the CPU or the kernel gives no pointer authentication.
+    #[cfg(target_arch = "aarch64")]
+    fn sign_ia(addr: usize, modifier: usize) -> usize {
+        let mut x17 = addr;
+        // SAFETY: PACIA1716 (`hint #8`) only rewrites x17 from x17 and x16; no memory access.
+        unsafe {
+            core::arch::asm!("hint #8", inout("x17") x17, in("x16") modifier,
+                options(nomem, nostack, preserves_flags));
+        }
+        x17
+    }
+
+    #[test]
+    fn signed_return_addresses_are_stripped() {
+        // A user-space address that was never signed comes back unchanged.
+        let code = signed_return_addresses_are_stripped as fn() as usize;
+        for ra in [code, code + 4, 0x40_0000, 1] {
+            assert_eq!(strip_return_address(ra), ra);
+        }
+        // A chain of three frame records whose return addresses are signed as pac-ret code
+        // signs them (the frame's stack pointer as the modifier).
+        let region = Region::new(1, 1);
+        let fps = [region.base + 64, region.base + 256, region.base + 512];
+        let want = [code + 16, code + 32, code + 48];
+        #[cfg(target_arch = "aarch64")]
+        let stored: Vec<usize> = want
+            .iter()
+            .zip(fps)
+            .map(|(&ra, fp)| sign_ia(ra, fp + 16))
+            .collect();
+        #[cfg(not(target_arch = "aarch64"))]
+        let stored = want.to_vec();
+        #[cfg(target_arch = "aarch64")]
+        {
+            // SAFETY: getauxval has no preconditions.
+            let hwcap = unsafe { libc::getauxval(libc::AT_HWCAP) };
+            if hwcap & libc::HWCAP_PACA != 0 {
+                assert!(
+                    stored.iter().zip(want).all(|(&s, w)| s != w),
+                    "the kernel offers PACA but PACIA1716 signed nothing: {stored:x?}"
+                );
+            } else {
+                eprintln!("no pointer authentication here (HWCAP_PACA): stripping is a no-op");
+            }
+        }
+        for (i, &fp) in fps.iter().enumerate() {
+            region.put(fp, fps.get(i + 1).copied().unwrap_or(0), stored[i]);
+        }
+        for prober in readable_probers() {
+            let unwinder = Unwinder::new(&prober).unwrap();
+            let mut out = [Frame::default(); 8];
+            let walk = unwinder.walk(Start::From { pc: 1, fp: fps[0] }, &mut out, None);
+            assert_eq!(walk.stop, Stop::EndOfChain, "{}", prober.backend());
+            let pcs: Vec<usize> = out[1..walk.depth].iter().map(|f| f.pc).collect();
+            assert_eq!(pcs, want, "{}", prober.backend());
         }
     }
 
