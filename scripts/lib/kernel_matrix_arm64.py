@@ -65,6 +65,18 @@ def test_results(text, names):
     return out
 
 
+ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) × (.+?) \|$", re.M)
+
+
+def guarded_rows(text):
+    """[(case, instructions median, fastest, ratio, baseline)] from a GUARDED block."""
+    body = extract(text, "GUARDED")
+    if body is None:
+        return None
+    return [(m.group(1), float(m.group(2)), float(m.group(3)), float(m.group(4)), m.group(5))
+            for m in ROW.finditer(body)]
+
+
 def test_cell(r):
     if r is None or r["rc"] is None:
         return "✗ no result"
@@ -115,8 +127,18 @@ def main():
             text = ""
         ran = names_of[w] if "tests" in (meta.get("steps") or "") else []
         tests = test_results(text, ran)
+        guarded = None
+        if meta.get("icount_boot") not in (None, "", "skipped"):
+            try:
+                guarded = guarded_rows(open(os.path.join(d, "icount.out"), encoding="utf-8",
+                                            errors="replace").read())
+            except OSError:
+                guarded = None
+            if not guarded:
+                problems.append(f"{kid}: the -icount boot gave no guarded_load table "
+                                f"(boot {meta.get('icount_boot')}, rc {meta.get('guarded_rc')})")
         k = {"id": kid, "label": row[1], "origin": row[3] if len(row) > 3 else "",
-             "meta": meta, "report": report, "tests": tests}
+             "meta": meta, "report": report, "tests": tests, "guarded": guarded}
         kernels.append(k)
         if report is None:
             problems.append(f"{kid}: no parseable report (boot {meta.get('boot')}, rc {meta.get('report_rc')})")
@@ -146,8 +168,19 @@ def main():
               "`addrprobe report --json`, then each test binary from `/tmp`, one after the other, "
               "killed after `TEST_TIMEOUT` seconds (600). `-cpu max` gives the guest PAC (QEMU's "
               "implementation-defined algorithm), BTI, LVA/LPA2 and, with `mte=on`, MTE; the "
-              "kernels are built with 48-bit virtual addresses, so user space ends at 2^48. No "
-              "instruction counts: there is no bench boot on arm64.\n")
+              "kernels are built with 48-bit virtual addresses, so user space ends at 2^48. "
+              "Everything, std included, is built with `-Z branch-protection=pac-ret`, so the "
+              "unwinder's tests walk frames whose return addresses are signed.\n")
+    for w in a.work:
+        try:
+            with open(os.path.join(w, "unavailable.tsv")) as f:
+                for line in f:
+                    if line.strip():
+                        series, pkg = (line.rstrip("\n").split("\t") + [""])[:2]
+                        md.append(f"Not booted: series {esc(series)}, whose package the archive "
+                                  f"lists ({esc(pkg)}) but could not serve.\n")
+        except OSError:
+            pass
     md.append("| kernel | uname -r | origin | CPU features | report | auto() | auto() with signal handler | false positives | test binaries |")
     md.append("|---|---|---|---|---|---|---|---|---|")
     for k in kernels:
@@ -175,6 +208,33 @@ def main():
             md.append(f"| {esc(n)} | " + " | ".join(
                 (test_cell(k["tests"].get(n)) if n in k["tests"] else "not run") if k["tests"] else "not run"
                 for k in kernels) + " |")
+        md.append("")
+
+    timed = [k for k in kernels if k.get("guarded")]
+    if timed:
+        md.append("### Guarded loads in guest instructions\n")
+        md.append("A second boot per kernel under `-icount shift=0,sleep=off -smp 1`, where the "
+                  "guest clock advances one nanosecond per guest instruction, runs the "
+                  "`guarded_load` bench (`benches/guarded_load.rs`, release, static) as "
+                  "`guarded_load --paired`: each round runs every case once over a batch of "
+                  "iterations; a figure is guest instructions per iteration (the median over the "
+                  "rounds; the signal deliveries of invalid probes include the kernel's), a ratio "
+                  "the median of the per-round ratios to the baseline of the same round. \"A load "
+                  "call\" is an `#[inline(never)]` function doing one volatile 8-byte load. "
+                  "Target: a valid SignalGuard probe within 1.5 × a load call.\n")
+        md.append("| case | " + " | ".join(esc(k["meta"].get("uname") or k["id"]) for k in timed) + " |")
+        md.append("|---|" + "---|" * len(timed))
+        cases = []
+        for k in timed:
+            for c in k["guarded"]:
+                if c[0] not in cases:
+                    cases.append(c[0])
+        for c in cases:
+            cells = []
+            for k in timed:
+                r = next((x for x in k["guarded"] if x[0] == c), None)
+                cells.append("–" if r is None else f"{r[1]:.1f} ({r[3]:.2f} × {esc(r[4])})")
+            md.append(f"| {esc(c)} | " + " | ".join(cells) + " |")
         md.append("")
 
     names = []
@@ -228,6 +288,9 @@ def main():
                         "cpu_features": ((k["report"] or {}).get("context") or {}).get("cpu_features"),
                         "auto": (k["report"] or {}).get("auto"),
                         "false_positives": k.get("false_positives"),
+                        "guarded_load_icount": [
+                            {"case": c, "instructions": i, "fastest": f, "ratio": r, "baseline": b}
+                            for c, i, f, r, b in (k.get("guarded") or [])],
                         "backends": (k["report"] or {}).get("backends"),
                         "tests": {n: {x: t[x] for x in ("rc", "passed", "failed", "ignored", "skipped", "failures")}
                                   for n, t in k["tests"].items()}})

@@ -28,6 +28,10 @@
 #            stretched that much on the emulated CPU); stdout and stderr together
 #                                             ===ADDRPROBE-TEST-<name>-BEGIN/END===
 #                                             ===ADDRPROBE-TEST-<name>-RC=<rc>===
+#                                             ===ADDRPROBE-TEST-<name>-SECONDS=<s>===
+#   guarded: /bench/guarded_load --paired N (make_initramfs BENCHDIR; N from
+#            addrprobe_guarded_rounds, default 21: GUARDED_ROUNDS)
+#                                             ===ADDRPROBE-GUARDED-BEGIN/END===
 #            (rc 137: killed by the timeout)
 #   msync  : mounts /dev/vda on /mnt, prints /sys/block/vda/stat before/after,
 #            addrprobe msync-patch --json --guest --dir /mnt
@@ -78,10 +82,11 @@ file_is_static() {
     ! LC_ALL=C readelf -lW "$1" 2>/dev/null | grep -q 'INTERP'
 }
 
-# make_initramfs BINARY OUT.cpio.gz [TESTDIR] : busybox + BINARY (as
-# /addrprobe) + /init, and the static test binaries of TESTDIR as /tests/*
+# make_initramfs BINARY OUT.cpio.gz [TESTDIR [BENCHDIR]] : busybox + BINARY (as
+# /addrprobe) + /init, the static test binaries of TESTDIR as /tests/* and those of
+# BENCHDIR as /bench/*
 make_initramfs() {
-    local bin=$1 out=$2 tests=${3:-} root t
+    local bin=$1 out=$2 tests=${3:-} benches=${4:-} root t
     [[ -x $bin ]] || die "addrprobe binary $bin missing or not executable"
     file_is_static "$bin" || die "$bin is dynamically linked; the guest has no libc (build with -C target-feature=+crt-static)"
     root=$(mktemp -d)
@@ -92,6 +97,13 @@ make_initramfs() {
         for t in "$tests"/*; do
             file_is_static "$t" || die "test binary $t is dynamically linked"
             cp "$t" "$root/tests/"
+        done
+    fi
+    if [[ -n $benches ]]; then
+        mkdir -p "$root/bench"
+        for t in "$benches"/*; do
+            file_is_static "$t" || die "bench binary $t is dynamically linked"
+            cp "$t" "$root/bench/"
         done
     fi
     cp "$bin" "$root/addrprobe"
@@ -123,6 +135,7 @@ for w in $(cat /proc/cmdline); do
     addrprobe_settle=*) SETTLE=${w#addrprobe_settle=} ;;
     addrprobe_test_timeout=*) TEST_TIMEOUT=${w#addrprobe_test_timeout=} ;;
     addrprobe_timeout_scale=*) TIMEOUT_SCALE=${w#addrprobe_timeout_scale=} ;;
+    addrprobe_guarded_rounds=*) GUARDED_ROUNDS=${w#addrprobe_guarded_rounds=} ;;
     esac
 done
 # let boot-time background work (deferred initcalls, kworkers, RCU) finish
@@ -160,6 +173,7 @@ for step in $(echo "$RUN" | tr , ' '); do
     case $step in
     report) block REPORT /addrprobe report --json ;;
     bench)  block BENCH /addrprobe bench --quick --json ;;
+    guarded) block GUARDED /bench/guarded_load --paired "${GUARDED_ROUNDS:-21}" ;;
     tests)
         for t in /tests/*; do
             [ -x "$t" ] || continue
@@ -202,7 +216,7 @@ INIT
 boot_guest() {
     local kernel=$1 initrd=$2 out=$3 logf=$4 steps=$5; shift 5
     local icount=() rc=0
-    local args="quiet panic=-1 addrprobe_run=$steps addrprobe_settle=${SETTLE:-0} addrprobe_test_timeout=${TEST_TIMEOUT:-600} addrprobe_timeout_scale=${TIMEOUT_SCALE:-30}"
+    local args="quiet panic=-1 addrprobe_run=$steps addrprobe_settle=${SETTLE:-0} addrprobe_test_timeout=${TEST_TIMEOUT:-600} addrprobe_timeout_scale=${TIMEOUT_SCALE:-30} addrprobe_guarded_rounds=${GUARDED_ROUNDS:-21}"
     [[ ${ICOUNT:-0} == 1 ]] && icount=(-icount shift=0,sleep=off)
     : > "$out"
     if [[ $GUEST_ARCH == aarch64 ]]; then

@@ -369,7 +369,12 @@ impl Drop for OwnedTimer {
     }
 }
 
-fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
+fn worker(
+    cfg: Config,
+    units: &AtomicUsize,
+    cpu: &AtomicUsize,
+    started: &AtomicUsize,
+) -> ThreadState {
     let mut st = Box::new(ThreadState {
         stack_hi: stack_hi(),
         scratch: [Frame::default(); MAX_FRAMES],
@@ -403,9 +408,14 @@ fn worker(cfg: Config, units: &AtomicUsize, cpu: &AtomicUsize) -> ThreadState {
     super::recurse(cfg.depth, &mut || {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let c0 = super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
-        while !STOP.load(Ordering::Relaxed) {
+        started.fetch_add(1, Ordering::Release);
+        // At least one unit: a worker that starts after the run ended still counts.
+        loop {
             seed = work_unit(seed);
             done += 1;
+            if STOP.load(Ordering::Relaxed) {
+                break;
+            }
         }
         spent = super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
     });
@@ -462,17 +472,28 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
     let units = AtomicUsize::new(0);
     let cpu = AtomicUsize::new(0);
     let churn_stop = AtomicBool::new(false);
-    let start = Instant::now();
+    let started = AtomicUsize::new(0);
+    let mut start = Instant::now();
     let (states, churn_ops) = std::thread::scope(|s| {
         let churner = cfg.churn.then(|| s.spawn(|| super::churn(&churn_stop)));
         let workers: Vec<_> = (0..cfg.threads.max(1))
             .map(|_| {
                 std::thread::Builder::new()
                     .stack_size(8 << 20)
-                    .spawn_scoped(s, || worker(cfg, &units, &cpu))
+                    .spawn_scoped(s, || worker(cfg, &units, &cpu, &started))
                     .expect("spawn worker")
             })
             .collect();
+        // The run's duration counts from the moment every worker is in its work loop (an
+        // emulated CPU can take longer than the whole duration to start a thread); bounded,
+        // so that a worker that never starts cannot hang the run.
+        let waiting = Instant::now();
+        while started.load(Ordering::Acquire) < workers.len()
+            && waiting.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        start = Instant::now();
         std::thread::sleep(cfg.duration);
         STOP.store(true, Ordering::Relaxed);
         churn_stop.store(true, Ordering::Relaxed);
