@@ -92,20 +92,16 @@ make_initramfs() {
     root=$(mktemp -d)
     mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,mnt,etc}
     cp "$GUEST_BUSYBOX" "$root/bin/busybox"
-    if [[ -n $tests ]]; then
-        mkdir -p "$root/tests"
-        for t in "$tests"/*; do
-            file_is_static "$t" || die "test binary $t is dynamically linked"
-            cp "$t" "$root/tests/"
+    local pair dir dest
+    for pair in "$tests:tests" "$benches:bench"; do
+        dir=${pair%:*} dest=${pair##*:}
+        [[ -n $dir ]] || continue
+        mkdir -p "$root/$dest"
+        for t in "$dir"/*; do
+            file_is_static "$t" || die "$t (for /$dest) is dynamically linked"
+            cp "$t" "$root/$dest/"
         done
-    fi
-    if [[ -n $benches ]]; then
-        mkdir -p "$root/bench"
-        for t in "$benches"/*; do
-            file_is_static "$t" || die "bench binary $t is dynamically linked"
-            cp "$t" "$root/bench/"
-        done
-    fi
+    done
     cp "$bin" "$root/addrprobe"
     chmod 755 "$root/addrprobe"
     _write_init > "$root/init"

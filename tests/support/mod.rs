@@ -68,7 +68,7 @@ impl ChildResult {
 
 /// The factor by which the children's hang timeouts are stretched: `ADDRPROBE_TIMEOUT_SCALE`
 /// (a whole number, default 1). An emulated CPU (the arm64 kernel matrix under QEMU/TCG sets
-/// 10) runs the same work many times slower; the timeouts only catch hangs and assert no
+/// 30) runs the same work many times slower; the timeouts only catch hangs and assert no
 /// timing.
 pub fn timeout_scale() -> u32 {
     std::env::var("ADDRPROBE_TIMEOUT_SCALE")
