@@ -749,7 +749,8 @@ impl Builder {
     }
 
     /// Addresses nobody maps: NULL, low, kernel, non-canonical, the top of user space, the end
-    /// of the address space, and the vsyscall page (whose truth the kernel's maps give).
+    /// of the address space, and on x86_64 the vsyscall page (whose truth the kernel's maps
+    /// give).
     fn unmapped_addresses(&mut self) {
         self.fx.push(fixture("NULL", 0, 8, Truth::UNMAPPED));
         self.fx.push(fixture("0x1000", 0x1000, 8, Truth::UNMAPPED));
@@ -760,7 +761,12 @@ impl Builder {
             Truth::UNMAPPED,
         ));
         self.fx.push(fixture(
-            "non-canonical 0x8000_0000_0000_0000",
+            // On aarch64 user addresses ignore their top byte (TBI): this one is NULL tagged 0x80.
+            if cfg!(target_arch = "aarch64") {
+                "top byte 0x80 (NULL with a tag)"
+            } else {
+                "non-canonical 0x8000_0000_0000_0000"
+            },
             0x8000_0000_0000_0000,
             8,
             Truth::UNMAPPED,
@@ -791,13 +797,16 @@ impl Builder {
             8,
             Truth::UNMAPPED,
         ));
-        let vsyscall = if vsyscall_readable() {
-            Truth::READABLE
-        } else {
-            Truth::UNMAPPED
-        };
-        self.fx
-            .push(fixture(VSYSCALL, 0xffff_ffff_ff60_0000, 8, vsyscall));
+        // Only x86_64 has a vsyscall page; elsewhere its address is one more kernel address.
+        if cfg!(target_arch = "x86_64") {
+            let vsyscall = if vsyscall_readable() {
+                Truth::READABLE
+            } else {
+                Truth::UNMAPPED
+            };
+            self.fx
+                .push(fixture(VSYSCALL, 0xffff_ffff_ff60_0000, 8, vsyscall));
+        }
     }
 }
 
