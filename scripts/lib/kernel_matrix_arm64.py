@@ -134,8 +134,8 @@ def main():
                                             errors="replace").read())
             except OSError:
                 guarded = None
-            if not guarded:
-                problems.append(f"{kid}: the -icount boot gave no guarded_load table "
+            if not guarded or meta.get("guarded_rc") != "0":
+                problems.append(f"{kid}: the -icount boot gave no complete guarded_load table "
                                 f"(boot {meta.get('icount_boot')}, rc {meta.get('guarded_rc')})")
         k = {"id": kid, "label": row[1], "origin": row[3] if len(row) > 3 else "",
              "meta": meta, "report": report, "tests": tests, "guarded": guarded}
@@ -177,8 +177,8 @@ def main():
                 for line in f:
                     if line.strip():
                         series, pkg = (line.rstrip("\n").split("\t") + [""])[:2]
-                        md.append(f"Not booted: series {esc(series)}, whose package the archive "
-                                  f"lists ({esc(pkg)}) but could not serve.\n")
+                        md.append(f"Not booted: series {esc(series)}: its package ({esc(pkg)}) "
+                                  f"could not be fetched.\n")
         except OSError:
             pass
     md.append("| kernel | uname -r | origin | CPU features | report | auto() | auto() with signal handler | false positives | test binaries |")
@@ -288,9 +288,9 @@ def main():
                         "cpu_features": ((k["report"] or {}).get("context") or {}).get("cpu_features"),
                         "auto": (k["report"] or {}).get("auto"),
                         "false_positives": k.get("false_positives"),
-                        "guarded_load_icount": [
+                        "guarded_load_icount": None if k.get("guarded") is None else [
                             {"case": c, "instructions": i, "fastest": f, "ratio": r, "baseline": b}
-                            for c, i, f, r, b in (k.get("guarded") or [])],
+                            for c, i, f, r, b in k["guarded"]],
                         "backends": (k["report"] or {}).get("backends"),
                         "tests": {n: {x: t[x] for x in ("rc", "passed", "failed", "ignored", "skipped", "failures")}
                                   for n, t in k["tests"].items()}})

@@ -28,11 +28,12 @@
 #            stretched that much on the emulated CPU); stdout and stderr together
 #                                             ===ADDRPROBE-TEST-<name>-BEGIN/END===
 #                                             ===ADDRPROBE-TEST-<name>-RC=<rc>===
+#            (rc 137: killed by the timeout)
 #                                             ===ADDRPROBE-TEST-<name>-SECONDS=<s>===
+#            (wall seconds in the guest, for people reading the raw output)
 #   guarded: /bench/guarded_load --paired N (make_initramfs BENCHDIR; N from
 #            addrprobe_guarded_rounds, default 21: GUARDED_ROUNDS)
 #                                             ===ADDRPROBE-GUARDED-BEGIN/END===
-#            (rc 137: killed by the timeout)
 #   msync  : mounts /dev/vda on /mnt, prints /sys/block/vda/stat before/after,
 #            addrprobe msync-patch --json --guest --dir /mnt
 #                                             ===ADDRPROBE-MSYNC-BEGIN/END===

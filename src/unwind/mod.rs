@@ -605,14 +605,18 @@ pub fn walk_chain(
                 };
             }
         };
-        let ra = strip_return_address(ra);
+        // The stored word ends the chain when it is zero; a non-zero one is a frame, even if
+        // stripping a made-up code leaves nothing of it.
         if ra == 0 {
             return Walk {
                 depth,
                 stop: Stop::EndOfChain,
             };
         }
-        out[depth] = Frame { pc: ra, fp: next };
+        out[depth] = Frame {
+            pc: strip_return_address(ra),
+            fp: next,
+        };
         depth += 1;
         prev = fp;
         fp = next;
@@ -652,6 +656,8 @@ fn word(bytes: &[u8]) -> usize {
 /// bogus frame. Elsewhere it returns `ra` unchanged.
 ///
 /// [`walk_chain`] (so every [`Unwinder`] walk) applies it to each return address it reads.
+/// It strips with the running CPU's and kernel's layout, so it is right for stacks of this
+/// process, not for an aarch64 stack copied from another machine with another layout.
 /// A DWARF unwinder that reads saved return addresses through [`crate::reader::StackReader`]
 /// strips them itself: framehop does it with the `PtrAuthMask` it is given
 /// (`UnwindRegsAarch64::new_with_ptr_auth_mask`).

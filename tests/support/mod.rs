@@ -69,7 +69,8 @@ impl ChildResult {
 /// The factor by which the children's hang timeouts are stretched: `ADDRPROBE_TIMEOUT_SCALE`
 /// (a whole number, default 1). An emulated CPU (the arm64 kernel matrix under QEMU/TCG sets
 /// 30) runs the same work many times slower; the timeouts only catch hangs and assert no
-/// timing.
+/// timing. A stress test may also scale a time budget for its loop with it (the ownership
+/// test does, keeping a minimum number of rounds), so that it ends inside its timeout.
 pub fn timeout_scale() -> u32 {
     std::env::var("ADDRPROBE_TIMEOUT_SCALE")
         .ok()

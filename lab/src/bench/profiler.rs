@@ -374,6 +374,7 @@ fn worker(
     units: &AtomicUsize,
     cpu: &AtomicUsize,
     started: &AtomicUsize,
+    go: &AtomicBool,
 ) -> ThreadState {
     let mut st = Box::new(ThreadState {
         stack_hi: stack_hi(),
@@ -408,14 +409,15 @@ fn worker(
     super::recurse(cfg.depth, &mut || {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         let c0 = super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+        // Two-phase start: every worker waits until all are here and the run's clock started.
         started.fetch_add(1, Ordering::Release);
-        // At least one unit: a worker that starts after the run ended still counts.
-        loop {
+        while !go.load(Ordering::Acquire) {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+        while !STOP.load(Ordering::Relaxed) {
             seed = work_unit(seed);
             done += 1;
-            if STOP.load(Ordering::Relaxed) {
-                break;
-            }
         }
         spent = super::clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - c0;
     });
@@ -473,6 +475,7 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
     let cpu = AtomicUsize::new(0);
     let churn_stop = AtomicBool::new(false);
     let started = AtomicUsize::new(0);
+    let go = AtomicBool::new(false);
     let mut start = Instant::now();
     let (states, churn_ops) = std::thread::scope(|s| {
         let churner = cfg.churn.then(|| s.spawn(|| super::churn(&churn_stop)));
@@ -480,13 +483,13 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
             .map(|_| {
                 std::thread::Builder::new()
                     .stack_size(8 << 20)
-                    .spawn_scoped(s, || worker(cfg, &units, &cpu, &started))
+                    .spawn_scoped(s, || worker(cfg, &units, &cpu, &started, &go))
                     .expect("spawn worker")
             })
             .collect();
-        // The run's duration counts from the moment every worker is in its work loop (an
+        // The run's duration counts from the moment every worker is ready to work (an
         // emulated CPU can take longer than the whole duration to start a thread); bounded,
-        // so that a worker that never starts cannot hang the run.
+        // so that a worker that never starts cannot hang the run (it then does no unit).
         let waiting = Instant::now();
         while started.load(Ordering::Acquire) < workers.len()
             && waiting.elapsed() < Duration::from_secs(60)
@@ -494,6 +497,7 @@ pub fn run(cfg: Config, prober: Option<&Prober>) -> Report {
             std::thread::sleep(Duration::from_millis(1));
         }
         start = Instant::now();
+        go.store(true, Ordering::Release);
         std::thread::sleep(cfg.duration);
         STOP.store(true, Ordering::Relaxed);
         churn_stop.store(true, Ordering::Relaxed);
