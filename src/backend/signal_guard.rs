@@ -36,7 +36,8 @@
 //! (x86_64: the register is not written; arm64: it is left unknown, and discarded), so `Some`
 //! proves both pages.
 //!
-//! x86_64 and arm64 have a table (arm64 has been run under `qemu-aarch64` only). Other
+//! x86_64 and arm64 have a table (arm64 has been run on Debian's arm64 kernels under
+//! `qemu-system-aarch64` with TCG, PAC and MTE, not on arm64 hardware). Other
 //! architectures have none yet: [`Backend::SignalGuard`](crate::Backend::SignalGuard) is
 //! [`Error::Unavailable`] there and [`Prober::guarded`] never returns a token.
 //!
