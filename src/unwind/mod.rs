@@ -849,9 +849,10 @@ mod tests {
         // check-then-load mode ends the walk there without loading.
         let ps = crate::range::page_size();
         // Three pages far below where the kernel places mappings it chooses (top-down from
-        // under the stack), so that no other test's mmap can take the hole made in them
-        // while the walks run (one did, in a guest, when the region came from plain mmap).
-        const FAR: usize = 0x10_0000_0000;
+        // under the stack), and above the self-test's quiet window (16 to 80 GiB), so that no
+        // other test's mmap can take the hole made in them while the walks run (one did, in a
+        // guest, when the region came from plain mmap).
+        const FAR: usize = 0x20_0000_0000;
         let base = (0..256)
             .map(|i| FAR + i * 64 * ps)
             .find(|&at| {
