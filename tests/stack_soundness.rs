@@ -271,6 +271,7 @@ fn made_up(lo: usize, hi: usize, extra: &[usize]) -> Vec<usize> {
         here - 64,
         here - ps(),
         here - 8 * ps(),
+        here - 2 * WALKER_STACK,
         hi - 2 * WORD,
         hi - WORD,
         hi,
@@ -326,11 +327,16 @@ fn check_accepted(log: &[Accepted], mapped_lo: usize, hi: usize, forbidden: &[(u
     }
 }
 
+/// More stack than the loaders and the walker use below their caller's stack pointer: in the
+/// unoptimized aarch64 build `Unwinder::walk`'s own frame alone is 31 KiB (seven pages of stack
+/// probes and 2.7 KiB, read in its disassembly), and frames it reads inside itself are live.
+const WALKER_STACK: usize = 64 << 10;
+
 /// An address below which the caller's stack is certainly dead while it calls the code under
-/// test: 16 KiB below its stack pointer (the loaders' and walker's own frames are smaller).
+/// test: [`WALKER_STACK`] below its stack pointer.
 #[inline(always)]
 fn dead_below() -> usize {
-    current_sp() - (16 << 10)
+    current_sp() - WALKER_STACK
 }
 
 /// Checks the made-up walks: none read a frame with a plain load outside `[mapped_lo, hi)`,
@@ -627,7 +633,7 @@ fn recurse<R>(depth: usize, f: &mut dyn FnMut() -> R) -> R {
 /// Registers, then records its bounds and a deep frame (the frame chain stays in memory).
 fn register_and_record() -> Dead {
     let b = StackBounds::register_current_thread().expect("register");
-    recurse(96, &mut || {
+    recurse(288, &mut || {
         let (fp, sp) = addrprobe::unwind::current_fp_sp();
         Dead {
             lo: b.lo(),
@@ -763,7 +769,7 @@ fn threads_that_exit_while_registered() {
             let here = current_sp();
             if reused {
                 assert!(
-                    dead.sp + (32 << 10) < here,
+                    dead.sp + 2 * WALKER_STACK < here,
                     "the dead frames lie deep below"
                 );
             }
@@ -772,7 +778,7 @@ fn threads_that_exit_while_registered() {
             // frames) went through the prober: with no batching, a frame that is not
             // `fast` is one probe.
             let dead_reads = frames_read(&w, &out)
-                .filter(|&fp| fp < here - (16 << 10))
+                .filter(|&fp| fp < here - WALKER_STACK)
                 .count();
             assert!(
                 stats.probes >= dead_reads,

@@ -170,14 +170,35 @@ fn open_ro(path: &str) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Why one scan of `/proc/self/maps` failed.
+enum Scan {
+    /// A listed mapping was gone when its file was opened: scan again.
+    Vanished(io::Error),
+    /// Anything else.
+    Failed(io::Error),
+}
+
 impl FileMappings {
     /// Every `MAP_SHARED` file-backed mapping that overlaps `[start, end)`, files opened.
     ///
     /// Mappings whose file cannot be opened (neither through `map_files` nor a path whose
     /// device and inode match) are an error: the emulation would otherwise silently skip
-    /// the writeback it is meant to measure.
+    /// the writeback it is meant to measure. A mapping that another thread unmapped between
+    /// the read of `/proc/self/maps` and the open (its `map_files` entry is gone) makes the
+    /// scan start again, up to four times.
     pub fn overlapping(start: usize, end: usize) -> io::Result<FileMappings> {
-        let text = std::fs::read_to_string("/proc/self/maps")?;
+        let mut tries = 0;
+        loop {
+            match Self::scan(start, end) {
+                Err(Scan::Vanished(_)) if tries < 3 => tries += 1,
+                Err(Scan::Vanished(e) | Scan::Failed(e)) => return Err(e),
+                Ok(maps) => return Ok(maps),
+            }
+        }
+    }
+
+    fn scan(start: usize, end: usize) -> Result<FileMappings, Scan> {
+        let text = std::fs::read_to_string("/proc/self/maps").map_err(Scan::Failed)?;
         let mut maps = Vec::new();
         for line in text.lines() {
             let Some(l) = parse_maps_line(line) else {
@@ -193,21 +214,26 @@ impl FileMappings {
                 Err(e1) => {
                     let path = l.path.strip_suffix(" (deleted)").unwrap_or(l.path);
                     let fd = open_ro(path).map_err(|e2| {
-                        io::Error::other(format!(
+                        let e = io::Error::other(format!(
                             "cannot open the file behind {:#x}-{:#x}: map_files: {e1}; {path:?}: {e2}",
                             l.start, l.end
-                        ))
+                        ));
+                        if e1.raw_os_error() == Some(libc::ENOENT) {
+                            Scan::Vanished(e)
+                        } else {
+                            Scan::Failed(e)
+                        }
                     })?;
                     (fd, OpenedVia::Path)
                 }
             };
-            let (dev, ino) =
-                crate::sys::identity(fd.as_raw_fd()).map_err(io::Error::from_raw_os_error)?;
+            let (dev, ino) = crate::sys::identity(fd.as_raw_fd())
+                .map_err(|e| Scan::Failed(io::Error::from_raw_os_error(e)))?;
             if ino != l.ino || dev != want_dev {
-                return Err(io::Error::other(format!(
+                return Err(Scan::Failed(io::Error::other(format!(
                     "the file opened for {:#x}-{:#x} is not the mapped one (dev/inode {dev:#x}/{ino}, maps says {want_dev:#x}/{})",
                     l.start, l.end, l.ino
-                )));
+                ))));
             }
             maps.push(FileMapping {
                 start: l.start,
