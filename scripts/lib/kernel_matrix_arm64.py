@@ -160,7 +160,7 @@ def main():
     for line in sorted({open(os.path.join(w, "binary.txt")).read().strip()
                         for w in a.work if os.path.exists(os.path.join(w, "binary.txt"))}):
         md.append(line + ".\n")
-    md.append("Every Debian cloud-arm64 kernel boots once under QEMU with TCG (`qemu-system-aarch64 "
+    md.append("Every Debian cloud-arm64 kernel boots under QEMU with TCG (`qemu-system-aarch64 "
               "-accel tcg -M virt,mte=on -cpu max,pauth-impdef=on -smp 2 -m 2048`) from an initramfs "
               "holding Debian's static arm64 busybox, the static `addrprobe` binary and, unless "
               "`--no-tests`, every test binary of the workspace (`cargo test --no-run`, cross-built "
@@ -170,7 +170,8 @@ def main():
               "implementation-defined algorithm), BTI, LVA/LPA2 and, with `mte=on`, MTE; the "
               "kernels are built with 48-bit virtual addresses, so user space ends at 2^48. "
               "Everything, std included, is built with `-Z branch-protection=pac-ret`, so the "
-              "unwinder's tests walk frames whose return addresses are signed.\n")
+              "unwinder's tests walk frames whose return addresses are signed. A second boot under "
+              "`-icount` counts the guarded loads' instructions (below).\n")
     for w in a.work:
         try:
             with open(os.path.join(w, "unavailable.tsv")) as f:
