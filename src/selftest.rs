@@ -268,7 +268,7 @@ pub(crate) fn run(
 /// fixture or self-test unmaps there stays a hole even while other threads call `mmap`, so the
 /// constructed truth "unmapped" cannot be invalidated by a concurrent allocation. Falls back to
 /// a kernel-chosen address. Not a probe path.
-fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> Option<usize> {
+pub(crate) fn mmap_quiet(len: usize, prot: i32, flags: i32, fd: i32) -> Option<usize> {
     use core::sync::atomic::{AtomicUsize, Ordering};
     // 16 GiB upward in 64 MiB steps; the cursor spreads concurrent callers apart.
     static CURSOR: AtomicUsize = AtomicUsize::new(0);

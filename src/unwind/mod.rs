@@ -852,33 +852,16 @@ mod tests {
         // An unmapped page is refused by every guarantee, Mapped included, so even the
         // check-then-load mode ends the walk there without loading.
         let ps = crate::range::page_size();
-        // Three pages far below where the kernel places mappings it chooses (top-down from
-        // under the stack), and above the self-test's quiet window (16 to 80 GiB), so that no
-        // other test's mmap can take the hole made in them while the walks run (one did, in a
-        // guest, when the region came from plain mmap).
-        const FAR: usize = 0x20_0000_0000;
-        let base = (0..256)
-            .map(|i| FAR + i * 64 * ps)
-            .find(|&at| {
-                // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping.
-                let p = unsafe {
-                    libc::mmap(
-                        at as *mut libc::c_void,
-                        3 * ps,
-                        libc::PROT_READ | libc::PROT_WRITE,
-                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
-                        -1,
-                        0,
-                    )
-                };
-                if p != libc::MAP_FAILED && p as usize != at {
-                    // A kernel before 4.17 took the flag as a hint and mapped elsewhere.
-                    // SAFETY: unmaps the mapping just made.
-                    unsafe { libc::munmap(p, 3 * ps) };
-                }
-                p as usize == at
-            })
-            .expect("no room for three pages far from the kernel's placements");
+        // Three pages in the crate's quiet window, where the kernel's own placements do not
+        // reach, so that no other test's mmap can take the hole made in them while the walks
+        // run (one did, in an arm64 guest, when the region came from plain mmap).
+        let base = crate::selftest::mmap_quiet(
+            3 * ps,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+        )
+        .expect("mmap");
         let mut region = Region { base, len: 3 * ps };
         let hole_addr = region.base + 2 * ps + 32;
         assert_eq!(
