@@ -3,7 +3,13 @@
 //! calls with the same arguments, the same signal mask while the handler runs
 //! (`uc_sigmask | sa_mask | {sig}`, the signal itself left out under `SA_NODEFER`),
 //! `SA_RESETHAND` honoured once, `SIG_DFL` and `SIG_IGN` as the kernel treats a fault or a sent
-//! signal.
+//! signal, and on the same stack: a handler without `SA_ONSTACK` on the interrupted thread's
+//! stack, one with it on the alternate stack. Each handler call records whether it ran on the
+//! alternate stack; cases with a handler that needs 40 KiB of stack, and with a handler that
+//! probes on a thread whose alternate stack holds one signal frame plus 2 KiB (sized from the
+//! frame this CPU really takes, `support::signal_frame_size`), make a wrong stack fatal on any
+//! CPU. A sent signal that interrupts a slow syscall (`read` of an empty pipe) shows whether the
+//! syscall restarted (`SA_RESTART`) or failed with `EINTR`.
 //!
 //! Every case is run twice, each time in a fresh child process (a re-execution of this binary,
 //! which has `harness = false` so that the case runs on the child's only thread, where a
@@ -56,6 +62,10 @@ enum Disposition {
         nodefer: bool,
         /// `sa_mask = {SIGUSR1}`.
         mask_usr1: bool,
+        /// `SA_ONSTACK`.
+        onstack: bool,
+        /// `SA_RESTART`.
+        restart: bool,
         kind: Kind,
     },
     Default,
@@ -77,15 +87,34 @@ enum Trigger {
     RaiseSegv,
     /// `raise(SIGSEGV)`, then a SIGSEGV fault.
     RaiseThenFault,
+    /// A `clone` child whose `exit_signal` is SIGSEGV exits: the kernel sends the parent
+    /// SIGSEGV with `si_code = CLD_EXITED` (1, as `SEGV_MAPERR`), a sent signal.
+    ChildExitSegv,
+    /// A SIGSEGV from another thread (`tgkill`) interrupts this thread's `read` of an empty
+    /// pipe: restarted under `SA_RESTART`, `EINTR` without it.
+    SentDuringRead,
 }
 
-const TRIGGERS: [Trigger; 6] = [
+/// The stack the case runs the application's handler on.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Stacks {
+    /// The main thread's own stack and std's alternate stack.
+    Std,
+    /// The handler uses 40 KiB of stack (more than any alternate stack std installs).
+    Deep,
+    /// The main thread's alternate stack is one signal frame plus 2 KiB.
+    SmallAltstack,
+}
+
+const TRIGGERS: [Trigger; 8] = [
     Trigger::SegvFault,
     Trigger::BusFault,
     Trigger::KillSegv,
     Trigger::KillBus,
     Trigger::RaiseSegv,
     Trigger::RaiseThenFault,
+    Trigger::ChildExitSegv,
+    Trigger::SentDuringRead,
 ];
 
 #[derive(Clone, Copy, Debug)]
@@ -95,6 +124,7 @@ struct Case {
     /// Run as the init process of a new pid namespace (a container's main process), which
     /// the kernel does not let a sent signal with a default disposition kill.
     pid_ns_init: bool,
+    stacks: Stacks,
 }
 
 impl Case {
@@ -105,9 +135,17 @@ impl Case {
                 resethand,
                 nodefer,
                 mask_usr1,
+                onstack,
+                restart,
                 kind,
             } => {
                 let mut s = String::from(if siginfo { "siginfo" } else { "plain" });
+                if onstack {
+                    s += "+onstack";
+                }
+                if restart {
+                    s += "+restart";
+                }
                 if resethand {
                     s += "+resethand";
                 }
@@ -127,51 +165,72 @@ impl Case {
             Disposition::Ignore => "sig_ign".into(),
         };
         let ns = if self.pid_ns_init { "pid_ns_init/" } else { "" };
-        format!("{ns}{d}/{:?}", self.trigger)
+        let st = match self.stacks {
+            Stacks::Std => "",
+            Stacks::Deep => "deep40k/",
+            Stacks::SmallAltstack => "small_altstack/",
+        };
+        format!("{ns}{st}{d}/{:?}", self.trigger)
+    }
+}
+
+/// A handler disposition from flag bits: 1 `SA_SIGINFO`, 2 `SA_RESETHAND`, 4 `SA_NODEFER`,
+/// 8 `sa_mask = {SIGUSR1}`, 16 `SA_ONSTACK`, 32 `SA_RESTART`.
+fn handler(bits: u32, kind: Kind) -> Disposition {
+    Disposition::Handler {
+        siginfo: bits & 1 != 0,
+        resethand: bits & 2 != 0,
+        nodefer: bits & 4 != 0,
+        mask_usr1: bits & 8 != 0,
+        onstack: bits & 16 != 0,
+        restart: bits & 32 != 0,
+        kind,
     }
 }
 
 fn cases() -> Vec<Case> {
     let mut v = Vec::new();
-    for bits in 0..16u32 {
-        for kind in [Kind::Fixup, Kind::RefaultThenExit] {
-            for trigger in TRIGGERS {
-                v.push(Case {
-                    disposition: Disposition::Handler {
-                        siginfo: bits & 1 != 0,
-                        resethand: bits & 2 != 0,
-                        nodefer: bits & 4 != 0,
-                        mask_usr1: bits & 8 != 0,
-                        kind,
-                    },
-                    trigger,
-                    pid_ns_init: false,
-                });
+    let mut push = |bits: &[u32], stacks: Stacks| {
+        for &b in bits {
+            for kind in [Kind::Fixup, Kind::RefaultThenExit] {
+                for trigger in TRIGGERS {
+                    v.push(Case {
+                        disposition: handler(b, kind),
+                        trigger,
+                        pid_ns_init: false,
+                        stacks,
+                    });
+                }
             }
         }
-    }
+    };
+    // Every combination of the first four flags; SA_ONSTACK and SA_RESTART with a few.
+    let all: Vec<u32> = (0..16).collect();
+    push(&all, Stacks::Std);
+    push(&[16, 17, 21, 32, 33, 49, 53], Stacks::Std);
+    // A handler that needs 40 KiB: without SA_ONSTACK it runs on the thread's stack.
+    push(&[0, 1, 5, 33], Stacks::Deep);
+    // A handler that probes (SA_NODEFER lets its SIGSEGV through) on a thread whose
+    // alternate stack holds one signal frame and 2 KiB more.
+    push(&[4, 5, 37], Stacks::SmallAltstack);
     for disposition in [Disposition::Default, Disposition::Ignore] {
         for trigger in TRIGGERS {
             v.push(Case {
                 disposition,
                 trigger,
                 pid_ns_init: false,
+                stacks: Stacks::Std,
             });
         }
     }
-    let counting = Disposition::Handler {
-        siginfo: true,
-        resethand: false,
-        nodefer: false,
-        mask_usr1: false,
-        kind: Kind::RefaultThenExit,
-    };
+    let counting = handler(1, Kind::RefaultThenExit);
     for disposition in [Disposition::Default, Disposition::Ignore, counting] {
         for trigger in TRIGGERS {
             v.push(Case {
                 disposition,
                 trigger,
                 pid_ns_init: true,
+                stacks: Stacks::Std,
             });
         }
     }
@@ -360,6 +419,8 @@ static UNREADABLE: AtomicUsize = AtomicUsize::new(0);
 static STRAY_SEGV: AtomicUsize = AtomicUsize::new(0);
 static STRAY_BUS: AtomicUsize = AtomicUsize::new(0);
 static MEMFD: AtomicI32 = AtomicI32::new(-1);
+/// The handler uses 40 KiB of stack (`Stacks::Deep`).
+static DEEP: AtomicUsize = AtomicUsize::new(0);
 
 /// A line built on the stack and written with one `write(1)`: usable in a handler.
 struct Line {
@@ -437,7 +498,22 @@ fn app_body(sig: i32, info: Option<&libc::siginfo_t>, ctx: *mut libc::c_void) {
     let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
     let mask = current_mask();
     let mut line = Line::new();
-    let _ = write!(line, "OBS call {n} sig={sig} blocked:");
+    let _ = write!(
+        line,
+        "OBS call {n} sig={sig} altstack={}",
+        if support::on_altstack() { "yes" } else { "no" }
+    );
+    if DEEP.load(Ordering::SeqCst) != 0 {
+        // 40 KiB of stack, touched from the top down, so that a stack too small for it
+        // faults on its guard page first.
+        let mut buf = [0u8; 40 * 1024];
+        for i in (0..buf.len()).rev().step_by(256) {
+            // SAFETY: an index inside our own array.
+            unsafe { core::ptr::write_volatile(&mut buf[i], 1) };
+        }
+        let _ = write!(line, " deep={}", core::hint::black_box(&buf)[0]);
+    }
+    let _ = write!(line, " blocked:");
     describe_mask(&mut line, mask);
     if let Some(info) = info {
         // SAFETY: the kernel's siginfo; si_addr is meaningful for faults, si_pid for kill.
@@ -573,6 +649,70 @@ fn send(sig: i32, thread: bool) {
     }
 }
 
+/// A raw `clone` child with `exit_signal = SIGSEGV` exits at once; this process reaps it
+/// (`__WALL`, the child is not a SIGCHLD child) and says so.
+fn child_exits_with_segv() {
+    // SAFETY: clone without CLONE_VM is a fork: the child only calls `_exit`. Its exit makes
+    // the kernel send us SIGSEGV with CLD_EXITED, which the case is about.
+    unsafe {
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            libc::SIGSEGV as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            libc::_exit(7);
+        }
+        assert!(pid > 0, "clone");
+        let mut status = 0;
+        loop {
+            let r = libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL);
+            if r == pid as libc::pid_t || support::errno() != libc::EINTR {
+                break;
+            }
+        }
+        support::set_errno(1234);
+    }
+    obs("reaped the clone child");
+}
+
+/// Another thread sends this thread SIGSEGV (`tgkill`) while it blocks in `read` of an empty
+/// pipe, then writes one byte: under `SA_RESTART` the read restarts and returns it, without
+/// it the read fails with `EINTR`.
+fn sent_during_read() {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 fills two descriptors.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: gettid has no preconditions.
+    let me = unsafe { libc::gettid() };
+    let w = fds[1];
+    let sender = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: a signal to a thread of this process, which the case expects.
+        unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), me, libc::SIGSEGV) };
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: one byte into our own pipe.
+        unsafe { libc::write(w, [1u8].as_ptr().cast(), 1) };
+    });
+    let mut b = [0u8; 1];
+    // SAFETY: a read into our own buffer.
+    let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 1) };
+    let e = support::errno();
+    sender.join().unwrap();
+    obs(&format!(
+        "read returned {n}{}",
+        if n < 0 {
+            format!(" errno={e}")
+        } else {
+            String::new()
+        }
+    ));
+    support::set_errno(1234);
+}
+
 fn obs(s: &str) {
     println!("OBS {s}");
 }
@@ -588,6 +728,8 @@ fn child(case: Case, guard: bool) {
     if case.pid_ns_init {
         become_pid_ns_init();
     }
+    // Measured before anything is installed (a delivery on a thread of its own).
+    let frame = support::signal_frame_size();
 
     // Fixtures: a readable and a PROT_NONE page for the handler's probes; a PROT_NONE page and
     // a page beyond the end of a memfd for the stray faults.
@@ -631,8 +773,16 @@ fn child(case: Case, guard: bool) {
                     resethand,
                     nodefer,
                     mask_usr1,
+                    onstack,
+                    restart,
                     kind,
                 } => {
+                    if onstack {
+                        sa.sa_flags |= libc::SA_ONSTACK;
+                    }
+                    if restart {
+                        sa.sa_flags |= libc::SA_RESTART;
+                    }
                     KIND.store(usize::from(kind == Kind::RefaultThenExit), Ordering::SeqCst);
                     if siginfo {
                         sa.sa_sigaction = app_siginfo as *const () as usize;
@@ -686,6 +836,13 @@ fn child(case: Case, guard: bool) {
             0
         );
     }
+    match case.stacks {
+        // Room for the test handler (an unoptimised build's formatting needs more than the
+        // 8 KiB std gives), nested frames included.
+        Stacks::Std => support::small_altstack(4 * frame + 64 * 1024),
+        Stacks::Deep => DEEP.store(1, Ordering::SeqCst),
+        Stacks::SmallAltstack => support::small_altstack(frame + 2048),
+    }
     support::set_errno(1234);
     obs("ready");
     match case.trigger {
@@ -706,6 +863,8 @@ fn child(case: Case, guard: bool) {
             ));
             stray_load(STRAY_SEGV.load(Ordering::SeqCst));
         }
+        Trigger::ChildExitSegv => child_exits_with_segv(),
+        Trigger::SentDuringRead => sent_during_read(),
     }
     let errno = support::errno();
     let mut line = Line::new();

@@ -538,3 +538,120 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 }
+
+/// The bytes one signal frame takes on this CPU and kernel: the kernel's own figure
+/// (`getauxval(AT_MINSIGSTKSZ)`, Linux 5.14+ on x86_64, 4.18+ on arm64), or, where the kernel
+/// gives none, what a delivery really took (a SIGUSR2 handler on a 256 KiB alternate stack
+/// reports how far below the top its frame starts), whichever is larger. Never a constant:
+/// frames are ~1 KiB on some x86_64 CPUs, 3.4 KiB with AVX-512, more with AMX or SVE.
+pub fn signal_frame_size() -> usize {
+    use std::sync::OnceLock;
+    static SIZE: OnceLock<usize> = OnceLock::new();
+    *SIZE.get_or_init(|| {
+        // SAFETY: getauxval has no preconditions; 0 means "not reported".
+        let auxv = unsafe { libc::getauxval(libc::AT_MINSIGSTKSZ) } as usize;
+        auxv.max(measured_signal_frame())
+    })
+}
+
+static FRAME_LOW: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+extern "C" fn note_frame(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // The ucontext lies inside the frame; the frame reaches from below it to the top.
+    let local = 0u8;
+    let low = (&local as *const u8 as usize).min(ctx as usize);
+    FRAME_LOW.store(low, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// One SIGUSR2 delivered on a fresh 256 KiB alternate stack on a new thread: the distance from
+/// the stack's top to the handler's first local, rounded up to 64 bytes.
+fn measured_signal_frame() -> usize {
+    std::thread::spawn(|| {
+        const LEN: usize = 256 * 1024;
+        let stack = vec![0u8; LEN];
+        // SAFETY: a fresh alternate stack for this thread only, removed before `stack` is
+        // freed; a SIGUSR2 handler installed and restored around one tgkill to this thread.
+        unsafe {
+            let ss = libc::stack_t {
+                ss_sp: stack.as_ptr() as *mut libc::c_void,
+                ss_flags: 0,
+                ss_size: LEN,
+            };
+            let mut old_ss: libc::stack_t = core::mem::zeroed();
+            assert_eq!(libc::sigaltstack(&ss, &mut old_ss), 0);
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = note_frame as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            let mut old_sa: libc::sigaction = core::mem::zeroed();
+            assert_eq!(libc::sigaction(libc::SIGUSR2, &sa, &mut old_sa), 0);
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGUSR2);
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, core::ptr::null_mut());
+            libc::syscall(
+                libc::SYS_tgkill,
+                libc::getpid(),
+                libc::gettid(),
+                libc::SIGUSR2,
+            );
+            libc::sigaction(libc::SIGUSR2, &old_sa, core::ptr::null_mut());
+            let off = libc::stack_t {
+                ss_sp: core::ptr::null_mut(),
+                ss_flags: libc::SS_DISABLE,
+                ss_size: 0,
+            };
+            libc::sigaltstack(&off, core::ptr::null_mut());
+        }
+        let low = FRAME_LOW.load(std::sync::atomic::Ordering::SeqCst);
+        let top = stack.as_ptr() as usize + LEN;
+        assert!(
+            low > stack.as_ptr() as usize && low < top,
+            "no SIGUSR2 frame seen"
+        );
+        (top - low).next_multiple_of(64)
+    })
+    .join()
+    .unwrap()
+}
+
+/// Gives the calling thread an alternate signal stack of exactly `len` bytes, with a
+/// `PROT_NONE` page right below it (so that a handler that runs past its bottom faults at
+/// once, instead of writing over whatever lies there). Leaked: it stays the thread's stack.
+pub fn small_altstack(len: usize) {
+    let pages = len.div_ceil(ps()) + 1;
+    let base = mmap_quiet(
+        pages * ps(),
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    );
+    // SAFETY: the first page of our own fresh mapping; then the calling thread's alternate
+    // stack, inside that mapping, which is never unmapped.
+    unsafe {
+        assert_eq!(
+            libc::mprotect(base as *mut libc::c_void, ps(), libc::PROT_NONE),
+            0
+        );
+        let ss = libc::stack_t {
+            ss_sp: (base + ps()) as *mut libc::c_void,
+            ss_flags: 0,
+            ss_size: len,
+        };
+        assert_eq!(
+            libc::sigaltstack(&ss, core::ptr::null_mut()),
+            0,
+            "sigaltstack"
+        );
+    }
+}
+
+/// Whether the calling thread is running on its alternate signal stack.
+pub fn on_altstack() -> bool {
+    // SAFETY: sigaltstack with a null new stack only reports the current one;
+    // async-signal-safe.
+    unsafe {
+        let mut ss: libc::stack_t = core::mem::zeroed();
+        libc::sigaltstack(core::ptr::null(), &mut ss);
+        ss.ss_flags & libc::SS_ONSTACK != 0
+    }
+}

@@ -1,10 +1,49 @@
 //! The SIGSEGV/SIGBUS handler, its installation and the chaining of every signal that is not a
 //! guarded load's fault (see the parent module). Architecture-independent: the architecture
-//! module supplies the raw syscall, the restorer, the exception table and the access to the
-//! interrupted context.
+//! module supplies the raw syscall, the entry and restorer, the exception table and the access
+//! to the interrupted context.
+//!
+//! # Where a chained handler runs: the kernel decides
+//!
+//! A signal that is not a probe's fault must reach the previous handler as if the crate were
+//! not there: on the same stack, with the same mask, with the same `SA_RESTART` effect. Three
+//! designs were weighed:
+//!
+//! - *switching stacks before the call* (copy the frame to the interrupted stack, below its
+//!   red zone): the copy must include the extended FPU state, our own frame on the alternate
+//!   stack stays live underneath (a nested fault in the chained handler would be delivered on
+//!   top of it or over it), and returning needs an `rt_sigreturn` from a frame that the
+//!   shadow stack (x86 CET, arm64 GCS) has no token for;
+//! - *emulating delivery completely* (DynamoRIO): a fabricated frame, the same shadow-stack
+//!   problem, and an extra `rt_sigreturn` per signal;
+//! - *letting the kernel pick* (async-profiler's `replaceCrashHandler`): our action is
+//!   installed with the previous handler's `SA_ONSTACK`, `SA_RESTART` (and `SA_NODEFER` and
+//!   `sa_mask` where that is safe, below). The kernel then builds our frame exactly where it
+//!   would have built the previous handler's, with its red zone, alignment, shadow-stack token
+//!   and the restart decision for an interrupted syscall, and the chained handler is a plain
+//!   call on that stack. A nested fault inside it gets a new frame below the live ones, as
+//!   the kernel always does.
+//!
+//! The third is the only one that is exact on both architectures without touching stacks, so
+//! it is the design. What the kernel cannot decide for us is the mask, because the same action
+//! serves the probes' own faults: a probe's fault must not let an unrelated signal in on top
+//! of its frame (a profiler's SIGPROF handler that probes and faults there would nest a third
+//! frame on a small alternate stack, or fault with SIGSEGV blocked, which kills). So:
+//!
+//! - if the previous `sa_mask` blocks every signal but the synchronous ones (SIGSEGV, SIGBUS,
+//!   SIGILL, SIGFPE, SIGTRAP, SIGSYS, and glibc's internal 32 and 33, which its `sigfillset`
+//!   leaves out), as HotSpot's does, our action takes that mask and its `SA_NODEFER`: the
+//!   kernel gives the chained handler its exact mask, and chaining makes no syscall for it;
+//! - else our action blocks everything, and `chain` sets the chained handler's mask with one
+//!   `rt_sigprocmask` before the call. Its return needs none: `rt_sigreturn` restores the
+//!   interrupted mask.
+//!
+//! Whether the kernel delivered the signal to *our* action (so that the mask in effect is the
+//! one computed above) or a handler installed later called us (its own mask is in effect) is
+//! told by the return address: the architecture's naked entry compares it with our own
+//! restorer, which only a kernel delivery of our action returns to.
 
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Once;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
 use super::arch::{self, syscall4};
 use crate::{Backend, Error};
@@ -22,7 +61,7 @@ pub(crate) fn installed() -> Option<Installed> {
 /// The kernel's `struct sigaction` on x86_64 and arm64 (`asm-generic` with `sa_restorer`), as
 /// `rt_sigaction` reads and writes it.
 #[repr(C)]
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct KernelSigaction {
     handler: usize,
     flags: u64,
@@ -70,61 +109,120 @@ unsafe fn rt_sigprocmask(how: libc::c_int, new: *const u64, old: *mut u64) -> is
     }
 }
 
+/// `getpid()`, raw.
+#[inline(always)]
+fn getpid() -> u64 {
+    // SAFETY: getpid has no arguments and cannot fail.
+    unsafe { syscall4(libc::SYS_getpid, 0, 0, 0, 0) as u64 }
+}
+
 /// The bit of `sig` in a kernel signal set.
 #[inline(always)]
-fn bit(sig: libc::c_int) -> u64 {
+const fn bit(sig: libc::c_int) -> u64 {
     1u64 << (sig - 1)
 }
 
-/// The action this crate installs for SIGSEGV and SIGBUS.
-fn our_action() -> KernelSigaction {
+/// What no `sa_mask` or thread mask can hold: the kernel drops SIGKILL and SIGSTOP from both.
+const UNBLOCKABLE: u64 = bit(libc::SIGKILL) | bit(libc::SIGSTOP);
+
+/// The signals a mask may leave out and still be adopted by our action (see the module docs):
+/// the synchronous ones, which only the interrupted instruction raises (a probe's handler
+/// never runs for them), and glibc's internal 32 (cancellation) and 33 (`setxid`), which its
+/// `sigfillset` leaves out and whose handlers are glibc's own.
+const SYNCHRONOUS: u64 = bit(libc::SIGSEGV)
+    | bit(libc::SIGBUS)
+    | bit(libc::SIGILL)
+    | bit(libc::SIGFPE)
+    | bit(libc::SIGTRAP)
+    | bit(libc::SIGSYS)
+    | bit(32)
+    | bit(33)
+    | UNBLOCKABLE;
+
+/// `SA_EXPOSE_TAGBITS` (arm64, Linux 5.11; ignored elsewhere): `si_addr` keeps the tag bits.
+const SA_EXPOSE_TAGBITS: u64 = 0x0000_0800;
+
+/// The action this crate installs for one signal, given the disposition it replaces (see the
+/// module docs): the previous handler's `SA_ONSTACK` and `SA_RESTART` (so that the kernel
+/// picks the stack and the restart as it would for it), its `sa_mask` and `SA_NODEFER` when
+/// the mask keeps every asynchronous signal out, else a full mask. For `SIG_DFL` and
+/// `SIG_IGN`: the alternate stack when the thread has one, restarts, a full mask.
+fn action_for(previous: &KernelSigaction) -> KernelSigaction {
+    let base = libc::SA_SIGINFO as u64 | arch::RESTORER_FLAGS;
+    let (flags, mask) = if previous.handler == libc::SIG_DFL || previous.handler == libc::SIG_IGN {
+        (base | (libc::SA_ONSTACK | libc::SA_RESTART) as u64, !0)
+    } else {
+        let kept =
+            previous.flags & ((libc::SA_ONSTACK | libc::SA_RESTART) as u64 | SA_EXPOSE_TAGBITS);
+        if previous.mask | SYNCHRONOUS == !0 {
+            let nodefer = previous.flags & libc::SA_NODEFER as u64;
+            (base | kept | nodefer, previous.mask)
+        } else {
+            (base | kept, !0)
+        }
+    };
     KernelSigaction {
-        handler: handler as *const () as usize,
-        // The full mask keeps every other signal out while the handler runs on the (small)
-        // alternate stack. With an empty mask, a SIGPROF pending when a probe faults is
-        // delivered on top of our frame, on the alternate stack; a profiler handler that
-        // probes there faults again, and the third frame overflows the alternate stack,
-        // which kills the process (tests/concurrency.rs, sigprof_handlers_probe_at_10khz).
-        // Blocked, it arrives after we return, on the thread's own stack. A chained handler
-        // runs with the mask the kernel would have given it instead (see `chain`).
-        flags: (libc::SA_SIGINFO | libc::SA_ONSTACK | libc::SA_RESTART) as u64
-            | arch::RESTORER_FLAGS,
+        handler: arch::entry(),
+        flags,
         restorer: arch::restorer(),
-        mask: !0,
+        mask,
     }
 }
 
-/// The disposition that was in place before ours, for one signal.
+/// The disposition that was in place before ours, for one signal, and the action of ours
+/// that replaced it.
 struct Previous {
-    /// `NOT_INSTALLED`, `INSTALLING`, `READY` or `FAILED`.
-    state: AtomicU8,
+    /// `(installer's pid << 8) | NOT_INSTALLED, INSTALLING, READY or FAILED`.
+    state: AtomicU64,
     /// The handler address, `SIG_DFL` or `SIG_IGN`. Only ever changes to `SIG_DFL` or
     /// `SIG_IGN` (an emulated `SA_RESETHAND`, or a previous handler that reset its own
     /// disposition), so `flags` and `mask` never need to change with it.
     handler: AtomicUsize,
     flags: AtomicU64,
     mask: AtomicU64,
+    /// Our action's `sa_flags` and `sa_mask` for this signal (see `action_for`).
+    our_flags: AtomicU64,
+    our_mask: AtomicU64,
 }
 
-const NOT_INSTALLED: u8 = 0;
-const INSTALLING: u8 = 1;
-const READY: u8 = 2;
-const FAILED: u8 = 3;
+const NOT_INSTALLED: u64 = 0;
+const INSTALLING: u64 = 1;
+const READY: u64 = 2;
+const FAILED: u64 = 3;
 
 impl Previous {
     const fn new() -> Previous {
         Previous {
-            state: AtomicU8::new(NOT_INSTALLED),
+            state: AtomicU64::new(NOT_INSTALLED),
             handler: AtomicUsize::new(0),
             flags: AtomicU64::new(0),
             mask: AtomicU64::new(0),
+            our_flags: AtomicU64::new(0),
+            our_mask: AtomicU64::new(0),
+        }
+    }
+
+    fn publish(&self, old: &KernelSigaction) {
+        self.handler.store(old.handler, Ordering::Relaxed);
+        self.flags.store(old.flags, Ordering::Relaxed);
+        self.mask.store(old.mask, Ordering::Relaxed);
+    }
+
+    /// Our action for this signal, as installed.
+    fn ours(&self) -> KernelSigaction {
+        KernelSigaction {
+            handler: arch::entry(),
+            flags: self.our_flags.load(Ordering::Relaxed),
+            restorer: arch::restorer(),
+            mask: self.our_mask.load(Ordering::Relaxed),
         }
     }
 }
 
 static PREVIOUS: [Previous; 2] = [Previous::new(), Previous::new()];
 static SIGNALS: [libc::c_int; 2] = [libc::SIGSEGV, libc::SIGBUS];
-static INSTALL: Once = Once::new();
+/// `(installer's pid << 8) | NOT_INSTALLED, INSTALLING, READY or FAILED`, for the process.
+static INSTALL: AtomicU64 = AtomicU64::new(NOT_INSTALLED);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 static INSTALL_ERRNO: AtomicI32 = AtomicI32::new(0);
 
@@ -136,44 +234,69 @@ fn previous(sig: libc::c_int) -> Option<&'static Previous> {
     }
 }
 
-/// Installs the handler for SIGSEGV and SIGBUS, once per process, from any number of threads.
+/// Installs the handler for SIGSEGV and SIGBUS, once per process, from any number of threads;
+/// `Error::Unavailable` on a thread that blocks SIGSEGV or SIGBUS (its first faulting probe
+/// would be killed by the kernel), and in a child forked while another thread of its parent
+/// was installing.
 ///
-/// Each signal's handler goes in with one `rt_sigaction(sig, &ours, &old)`: the kernel swaps
-/// the dispositions atomically, so a handler that another thread installs at the same moment
-/// is either the one we saved (and chain to) or the one that replaced ours. Every signal is
-/// blocked on this thread meanwhile, so that no handler can run here between the swap and
-/// the publication of `old`; a handler on another thread that needs `old` before then waits
-/// for it.
+/// For each signal the disposition is read, published, and then replaced with one
+/// `rt_sigaction(sig, &ours, &old)`, which the kernel does atomically: a handler that another
+/// thread installs at the same moment is either the one we saved (and chain to; if it is not
+/// the one read first, it is published in its place) or the one that replaced ours. Every
+/// signal is blocked on this thread meanwhile, so that no handler can run here before the
+/// publication; a handler on another thread that needs it waits, unless it runs in a child
+/// forked meanwhile (the state carries the installer's pid), which takes what was published.
+///
+/// The shared object that holds the handler is pinned (`RTLD_NODELETE`), so that a `dlclose`
+/// of it cannot leave the kernel calling unmapped code. Not async-signal-safe (the pin).
 pub(crate) fn install() -> Result<Installed, Error> {
-    INSTALL.call_once(|| {
-        let all: u64 = !0;
-        let mut saved_mask: u64 = 0;
-        // SAFETY: valid pointers to 8-byte sets.
-        unsafe { rt_sigprocmask(libc::SIG_SETMASK, &all, &mut saved_mask) };
-        let ours = our_action();
-        let mut ok = true;
-        for sig in SIGNALS {
-            let prev = previous(sig).expect("SIGSEGV or SIGBUS");
-            prev.state.store(INSTALLING, Ordering::SeqCst);
-            let mut old = KernelSigaction::default();
-            // SAFETY: valid pointers; `ours` names an SA_SIGINFO handler and a restorer.
-            let ret = unsafe { rt_sigaction(sig, &ours, &mut old) };
-            if ret != 0 {
-                prev.state.store(FAILED, Ordering::Release);
-                INSTALL_ERRNO.store(-ret as i32, Ordering::Relaxed);
-                ok = false;
-                break;
+    let mut now = 0u64;
+    // SAFETY: a valid pointer to an 8-byte set; a null new set only reads.
+    unsafe { rt_sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut now) };
+    if now & (bit(libc::SIGSEGV) | bit(libc::SIGBUS)) != 0 {
+        return Err(Error::Unavailable {
+            backend: Backend::SignalGuard,
+            errno: None,
+            reason: "this thread blocks SIGSEGV or SIGBUS: the kernel would kill the process at \
+                     its first faulting probe",
+        });
+    }
+    let pid = getpid();
+    loop {
+        let state = INSTALL.load(Ordering::Acquire);
+        match state & 0xff {
+            NOT_INSTALLED => {
+                if INSTALL
+                    .compare_exchange(
+                        state,
+                        pid << 8 | INSTALLING,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok()
+                {
+                    let ok = install_both(pid);
+                    INSTALLED.store(ok, Ordering::Release);
+                    let end = if ok { READY } else { FAILED };
+                    INSTALL.store(pid << 8 | end, Ordering::Release);
+                    break;
+                }
             }
-            prev.handler.store(old.handler, Ordering::Relaxed);
-            prev.flags.store(old.flags, Ordering::Relaxed);
-            prev.mask.store(old.mask, Ordering::Relaxed);
-            prev.state.store(READY, Ordering::Release);
+            INSTALLING if state >> 8 == pid => {
+                // SAFETY: sched_yield has no arguments.
+                unsafe { syscall4(libc::SYS_sched_yield, 0, 0, 0, 0) };
+            }
+            INSTALLING => {
+                return Err(Error::Unavailable {
+                    backend: Backend::SignalGuard,
+                    errno: None,
+                    reason: "this process was forked while another thread of its parent was \
+                             installing the SIGSEGV/SIGBUS handler",
+                });
+            }
+            _ => break,
         }
-        // SAFETY: a valid pointer to an 8-byte set.
-        unsafe { rt_sigprocmask(libc::SIG_SETMASK, &saved_mask, core::ptr::null_mut()) };
-        // The loads may fault from now on: both handlers are in.
-        INSTALLED.store(ok, Ordering::Release);
-    });
+    }
     if let Some(installed) = installed() {
         Ok(installed)
     } else {
@@ -185,18 +308,96 @@ pub(crate) fn install() -> Result<Installed, Error> {
     }
 }
 
-/// The SIGSEGV/SIGBUS handler: a fault of a guarded load (its PC is exactly an entry's load PC
-/// in this object's exception table, and the signal is that instruction's own fault) resumes
-/// at the entry's continuation with the flag register set; every other signal is chained.
-extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+/// Both signals' handlers, with every signal blocked; whether both went in.
+fn install_both(pid: u64) -> bool {
+    let all: u64 = !0;
+    let mut saved_mask: u64 = 0;
+    // SAFETY: valid pointers to 8-byte sets.
+    unsafe { rt_sigprocmask(libc::SIG_SETMASK, &all, &mut saved_mask) };
+    let mut ok = true;
+    for sig in SIGNALS {
+        let prev = previous(sig).expect("SIGSEGV or SIGBUS");
+        prev.state.store(pid << 8 | INSTALLING, Ordering::SeqCst);
+        let mut old = KernelSigaction::default();
+        // SAFETY: a valid pointer; a null new action only reads.
+        let mut ret = unsafe { rt_sigaction(sig, core::ptr::null(), &mut old) };
+        if ret == 0 {
+            prev.publish(&old);
+            let ours = action_for(&old);
+            prev.our_flags.store(ours.flags, Ordering::Relaxed);
+            prev.our_mask.store(ours.mask, Ordering::Relaxed);
+            let mut replaced = KernelSigaction::default();
+            // SAFETY: valid pointers; `ours` names an SA_SIGINFO handler and its restorer.
+            ret = unsafe { rt_sigaction(sig, &ours, &mut replaced) };
+            if ret == 0 && replaced != old {
+                // Another thread installed a handler between the read and the swap: that
+                // one is what we replaced, and what we chain to. (Our action's flags were
+                // chosen for the one read first; the chained mask is still exact.)
+                prev.publish(&replaced);
+            }
+        }
+        if ret != 0 {
+            prev.state.store(pid << 8 | FAILED, Ordering::Release);
+            INSTALL_ERRNO.store(-ret as i32, Ordering::Relaxed);
+            ok = false;
+            break;
+        }
+        prev.state.store(pid << 8 | READY, Ordering::Release);
+    }
+    // SAFETY: a valid pointer to an 8-byte set.
+    unsafe { rt_sigprocmask(libc::SIG_SETMASK, &saved_mask, core::ptr::null_mut()) };
+    if ok {
+        pin_this_object();
+    }
+    ok
+}
+
+/// Keeps the shared object that holds the handler loaded for the life of the process:
+/// `dladdr` names it, `dlopen(name, RTLD_NOLOAD | RTLD_NODELETE)` marks it. Nothing happens
+/// for the executable, a static program, or when either call fails.
+fn pin_this_object() {
+    // SAFETY: `dladdr` fills the `Dl_info` it is given and reads nothing else; `dli_fname` is
+    // a NUL-terminated string owned by the loader, valid while the object is loaded, which it
+    // is while this code runs. `dlopen` with RTLD_NOLOAD only looks up an object that is
+    // already loaded; its handle is deliberately never closed (the pin).
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(arch::entry() as *const libc::c_void, &mut info) == 0
+            || info.dli_fname.is_null()
+        {
+            return;
+        }
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        );
+    }
+}
+
+/// The SIGSEGV/SIGBUS handler, entered through the architecture's naked entry, which says in
+/// `from_kernel` whether the kernel delivered the signal to our action (it returns to our
+/// restorer) or a handler installed later called us.
+///
+/// A fault of a guarded load (its PC is exactly an entry's load PC in this object's exception
+/// table, the signal is a fault of that instruction and `si_addr` lies in the bytes it loads)
+/// resumes at the entry's continuation with the flag register set; every other signal is
+/// chained.
+pub(super) extern "C" fn handler(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+    from_kernel: usize,
+) {
     // A handler installed after ours may call us with null pointers: then we cannot tell, and
     // chain.
     if !info.is_null() && !ctx.is_null() && (sig == libc::SIGSEGV || sig == libc::SIGBUS) {
         // SAFETY: the kernel (or a handler that chains to us with its arguments) passes a
         // valid siginfo and ucontext.
         unsafe {
+            let pc = arch::pc(ctx);
             if arch::is_instruction_fault(sig, info, ctx)
-                && let Some(cont) = arch::table().continuation(arch::pc(ctx), arch::MAX_INSN)
+                && let Some(cont) = arch::table().continuation(pc, arch::MAX_INSN)
+                && arch::faulted_in_load(info, ctx, pc)
             {
                 arch::resume_faulted(ctx, cont);
                 return;
@@ -204,35 +405,50 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         }
     }
     // SAFETY: called from the handler with its own arguments.
-    unsafe { chain(sig, info, ctx) }
+    unsafe { chain(sig, info, ctx, from_kernel != 0) }
 }
 
 /// Hands a signal that is not a probe's fault to the disposition that was installed before
 /// ours, the way the kernel would have delivered it there:
 ///
+/// - on the stack the kernel picked for our action, which has the previous handler's
+///   `SA_ONSTACK` (see the module docs), and with the syscall restart it decided by the
+///   previous handler's `SA_RESTART`;
 /// - a handler is called with the same three arguments (a one-argument handler ignores the
 ///   other two, as with the kernel, which passes them in the same registers), with the
 ///   thread's signal mask set to the interrupted context's mask (`uc_sigmask`) plus the
-///   handler's `sa_mask` plus the signal itself unless `SA_NODEFER`, and restored afterwards;
+///   handler's `sa_mask` plus the signal itself unless `SA_NODEFER`: by the kernel itself when
+///   our action's mask already is that, else with one `rt_sigprocmask`; `rt_sigreturn`
+///   restores the interrupted mask afterwards. Called by a later handler instead of the
+///   kernel, the mask is set before the call and put back after it;
 /// - `SA_RESETHAND`: the saved disposition becomes `SIG_DFL` before the first call, once,
 ///   whichever thread gets there first; our handler stays installed;
-/// - `SIG_DFL`, and `SIG_IGN` for a fault (the kernel forces the default then): the default
-///   action, termination with a core dump, see `default_action`;
-/// - `SIG_IGN` for a sent signal: nothing.
+/// - `SIG_DFL`, and `SIG_IGN` for a signal the kernel forced (a fault, proven by the
+///   architecture's fault record: see `arch::is_forced`): the default action, termination
+///   with a core dump, see `default_action`;
+/// - `SIG_IGN` for a sent signal, whatever its `si_code`: nothing.
 ///
 /// No `errno` is written: every syscall here is raw.
 ///
 /// # Safety
 /// Must be called from `handler` with its arguments.
-unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+unsafe fn chain(
+    sig: libc::c_int,
+    info: *mut libc::siginfo_t,
+    ctx: *mut libc::c_void,
+    from_kernel: bool,
+) {
     let Some(prev) = previous(sig) else {
         return;
     };
     // Another thread may be inside `install`'s rt_sigaction: wait until it has published
-    // what it replaced (it runs with every signal blocked, so it is not waiting for us).
+    // what it replaced (it runs with every signal blocked, so it is not waiting for us). In a
+    // child forked meanwhile nobody will: what was published before the swap is used.
     loop {
-        match prev.state.load(Ordering::Acquire) {
+        let state = prev.state.load(Ordering::Acquire);
+        match state & 0xff {
             READY => break,
+            INSTALLING if state >> 8 != getpid() => break,
             INSTALLING => {
                 // SAFETY: sched_yield has no arguments.
                 unsafe { syscall4(libc::SYS_sched_yield, 0, 0, 0, 0) };
@@ -241,16 +457,8 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
             _ => return,
         }
     }
-    // Whether the kernel forced this signal on the thread (a fault: `force_sig_fault` and
-    // friends, `si_code > 0`), which ignores `SIG_IGN`. An asynchronous machine-check report
-    // (`BUS_MCEERR_AO`) is sent like `kill`, and an ignored one is dropped.
-    let code = if info.is_null() {
-        0
-    } else {
-        // SAFETY: `info` is not null, so it is the kernel's valid siginfo.
-        unsafe { (*info).si_code }
-    };
-    let forced = code > 0 && !(sig == libc::SIGBUS && code == libc::BUS_MCEERR_AO);
+    // SAFETY: `info` and `ctx` are each null or the kernel's (or the calling handler's).
+    let forced = unsafe { arch::is_forced(sig, info, ctx) };
     let flags = prev.flags.load(Ordering::Relaxed);
     let target = loop {
         let h = prev.handler.load(Ordering::Acquire);
@@ -274,38 +482,59 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
         break h;
     };
 
-    let interrupted = if ctx.is_null() {
-        // Called by a later handler without its ucontext: the mask the kernel gave that
-        // handler is the best estimate of the interrupted one.
-        let mut now = 0u64;
-        // SAFETY: a valid pointer to an 8-byte set.
-        unsafe { rt_sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut now) };
-        now
-    } else {
-        // SAFETY: `ctx` is the kernel's ucontext; the first 8 bytes of `uc_sigmask` are the
-        // kernel's signal set.
-        unsafe {
-            core::ptr::read_unaligned(
-                core::ptr::addr_of!((*ctx.cast::<libc::ucontext_t>()).uc_sigmask).cast::<u64>(),
-            )
+    let without_self = |mask: u64, flags: u64| {
+        if flags & libc::SA_NODEFER as u64 == 0 {
+            mask | bit(sig)
+        } else {
+            mask
         }
     };
-    let mut blocked = interrupted | prev.mask.load(Ordering::Relaxed);
-    if flags & libc::SA_NODEFER as u64 == 0 {
-        blocked |= bit(sig);
-    }
-    let mut ours = 0u64;
-    // SAFETY: valid pointers to 8-byte sets; the kernel drops SIGKILL and SIGSTOP itself.
-    unsafe { rt_sigprocmask(libc::SIG_SETMASK, &blocked, &mut ours) };
     // SAFETY: the saved address is a signal handler. The kernel passes every handler three
     // arguments in the first three argument registers (x86_64: rdi, rsi, rdx; arm64: x0, x1,
     // x2); a one-argument handler reads only the first.
     let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
         unsafe { core::mem::transmute(target) };
-    f(sig, info, ctx);
-    // SAFETY: a valid pointer to an 8-byte set.
-    unsafe { rt_sigprocmask(libc::SIG_SETMASK, &ours, core::ptr::null_mut()) };
-    // SAFETY: from the handler, all signals blocked again.
+    if from_kernel && !ctx.is_null() {
+        // SAFETY: `ctx` is the kernel's ucontext; the first 8 bytes of `uc_sigmask` are the
+        // kernel's signal set.
+        let interrupted = unsafe {
+            core::ptr::read_unaligned(
+                core::ptr::addr_of!((*ctx.cast::<libc::ucontext_t>()).uc_sigmask).cast::<u64>(),
+            )
+        };
+        let want = without_self(interrupted | prev.mask.load(Ordering::Relaxed), flags);
+        let ours = prev.ours();
+        let have = without_self(interrupted | ours.mask, ours.flags);
+        if (want ^ have) & !UNBLOCKABLE != 0 {
+            // SAFETY: a valid pointer to an 8-byte set; the kernel drops SIGKILL and SIGSTOP.
+            unsafe { rt_sigprocmask(libc::SIG_SETMASK, &want, core::ptr::null_mut()) };
+        }
+        f(sig, info, ctx);
+    } else {
+        // Called by a later handler: the mask in effect is the one the kernel gave it, and
+        // it gets it back when we return. Without its ucontext, that mask is the best estimate
+        // of the interrupted one.
+        let mut now = 0u64;
+        // SAFETY: a valid pointer to an 8-byte set.
+        unsafe { rt_sigprocmask(libc::SIG_BLOCK, core::ptr::null(), &mut now) };
+        let interrupted = if ctx.is_null() {
+            now
+        } else {
+            // SAFETY: as above.
+            unsafe {
+                core::ptr::read_unaligned(
+                    core::ptr::addr_of!((*ctx.cast::<libc::ucontext_t>()).uc_sigmask).cast::<u64>(),
+                )
+            }
+        };
+        let want = without_self(interrupted | prev.mask.load(Ordering::Relaxed), flags);
+        // SAFETY: valid pointers to 8-byte sets.
+        unsafe { rt_sigprocmask(libc::SIG_SETMASK, &want, core::ptr::null_mut()) };
+        f(sig, info, ctx);
+        // SAFETY: a valid pointer to an 8-byte set.
+        unsafe { rt_sigprocmask(libc::SIG_SETMASK, &now, core::ptr::null_mut()) };
+    }
+    // SAFETY: from the handler, after the previous handler returned.
     unsafe { adopt_reset(sig, prev) };
 }
 
@@ -316,7 +545,7 @@ unsafe fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_
 /// ours becomes our saved disposition, and ours goes back in: stray signals meet what the
 /// application set, and probes keep working. A real handler found in place of ours (installed
 /// by the previous handler or by another thread) is left alone: the kernel calls it first, as
-/// it would without us.
+/// it would without us. This read is the one syscall chaining adds to every delivery.
 ///
 /// # Safety
 /// Only from `chain`, after the previous handler returned.
@@ -331,9 +560,9 @@ unsafe fn adopt_reset(sig: libc::c_int, prev: &Previous) {
     }
     // The disposition the previous handler left is what the kernel would use from now on.
     prev.handler.store(now.handler, Ordering::Release);
-    let ours = our_action();
+    let ours = prev.ours();
     let mut replaced = KernelSigaction::default();
-    // SAFETY: valid pointers; `ours` names an SA_SIGINFO handler and a restorer.
+    // SAFETY: valid pointers; `ours` names an SA_SIGINFO handler and its restorer.
     if unsafe { rt_sigaction(sig, &ours, &mut replaced) } != 0 {
         return;
     }

@@ -172,6 +172,185 @@ pub(super) fn restorer() -> usize {
     restore_rt as *const () as usize
 }
 
+/// The handler's entry, as installed: it passes the kernel's three arguments on unchanged and
+/// adds a fourth, whether it was entered by a kernel delivery of our action (its return
+/// address, at `[rsp]`, is our restorer, which only such a delivery returns to) rather than
+/// called by a handler installed later.
+///
+/// # Safety
+/// Only the kernel, or a handler chaining a SIGSEGV/SIGBUS with its own arguments, calls it.
+#[unsafe(naked)]
+unsafe extern "C" fn entry_naked() {
+    core::arch::naked_asm!(
+        "lea rax, [rip + {restorer}]",
+        "xor ecx, ecx",
+        "cmp rax, qword ptr [rsp]",
+        "sete cl",
+        "jmp {handler}",
+        restorer = sym restore_rt,
+        handler = sym super::handler::handler,
+    )
+}
+
+/// The address installed as the handler.
+pub(super) fn entry() -> usize {
+    entry_naked as *const () as usize
+}
+
+/// What a guarded load accesses, decoded from its bytes: its base register's number (x86
+/// encoding, `REX.B` included), its displacement and its width. Only the forms the guarded
+/// loads use are recognised (`movzx r32, byte/word ptr [r]`, `mov r32/r64, [r]`,
+/// `mov r64, [r + 8]`, any base register).
+fn decode(bytes: [u8; 8]) -> Option<(usize, usize, usize)> {
+    let mut i = 0;
+    let mut rex = 0;
+    if bytes[0] & 0xf0 == 0x40 {
+        rex = bytes[0];
+        i = 1;
+    }
+    let width = match (bytes[i], bytes[i + 1]) {
+        (0x0f, 0xb6) => {
+            i += 2;
+            1
+        }
+        (0x0f, 0xb7) => {
+            i += 2;
+            2
+        }
+        (0x8b, _) => {
+            i += 1;
+            if rex & 0x08 != 0 { 8 } else { 4 }
+        }
+        _ => return None,
+    };
+    let modrm = bytes[i];
+    i += 1;
+    let (md, mut rm) = (modrm >> 6, usize::from(modrm & 7));
+    if rm == 4 {
+        // A SIB byte: only `[base]` (no index) is a guarded load's.
+        let sib = bytes[i];
+        i += 1;
+        if (sib >> 3) & 7 != 4 {
+            return None;
+        }
+        rm = usize::from(sib & 7);
+    }
+    let disp = match md {
+        0 if rm != 5 => 0,
+        1 => usize::from(bytes[i]),
+        _ => return None,
+    };
+    Some((rm | (usize::from(rex & 1) << 3), disp, width))
+}
+
+/// `uc_mcontext.gregs` index of each x86 register number (rax, rcx, rdx, rbx, rsp, rbp, rsi,
+/// rdi, r8 .. r15).
+const GREG: [libc::c_int; 16] = [
+    libc::REG_RAX,
+    libc::REG_RCX,
+    libc::REG_RDX,
+    libc::REG_RBX,
+    libc::REG_RSP,
+    libc::REG_RBP,
+    libc::REG_RSI,
+    libc::REG_RDI,
+    libc::REG_R8,
+    libc::REG_R9,
+    libc::REG_R10,
+    libc::REG_R11,
+    libc::REG_R12,
+    libc::REG_R13,
+    libc::REG_R14,
+    libc::REG_R15,
+];
+
+/// With 4-level paging, the first address that is not canonical: a load touching it is a
+/// general-protection fault (`SI_KERNEL`, `si_addr` 0). With 5-level paging no guarded load
+/// reaches a non-canonical address (they stay below `USER_SPACE_LIMIT`, 2^56).
+const NON_CANONICAL: usize = 1 << 47;
+
+/// Whether the signal proves that the load at `pc` (an entry of the table) faulted: the
+/// address the kernel reports (`si_addr`) lies in the bytes that load accesses, or, for a
+/// general-protection fault, those bytes reach a non-canonical address. A sent signal with a
+/// fault's `si_code` (a child's `exit_signal` arrives with `CLD_EXITED`, 1, as `SEGV_MAPERR`)
+/// carries a pid and a uid there instead.
+///
+/// # Safety
+/// `info` and `ctx` must be the kernel's siginfo and ucontext for the signal, and `pc` the
+/// load PC of an entry of this object's table.
+#[inline(always)]
+pub(super) unsafe fn faulted_in_load(
+    info: *const libc::siginfo_t,
+    ctx: *const libc::c_void,
+    pc: usize,
+) -> bool {
+    // SAFETY: `pc` starts a guarded load in mapped code; the 8 bytes from there are the load
+    // (at most 5 bytes) and the code after it, in the same text.
+    let bytes = unsafe { core::ptr::read_unaligned(pc as *const [u8; 8]) };
+    let Some((reg, disp, width)) = decode(bytes) else {
+        return false;
+    };
+    // SAFETY: the caller vouches for `ctx` and `info`.
+    let (base, addr, code) = unsafe {
+        (
+            (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.gregs[GREG[reg] as usize] as usize,
+            (*info).si_addr() as usize,
+            (*info).si_code,
+        )
+    };
+    let start = base.wrapping_add(disp);
+    if code == libc::SI_KERNEL {
+        return start.wrapping_add(width - 1) >= NON_CANONICAL;
+    }
+    addr.wrapping_sub(start) < width
+}
+
+/// The trap number of a page fault (`X86_TRAP_PF`) in `uc_mcontext.trapno`.
+const TRAP_PF: i64 = 14;
+
+/// Whether the kernel forced the signal on the thread (a fault of the interrupted
+/// instruction) rather than sending it, so that `SIG_IGN` does not apply. `si_code > 0` alone
+/// does not prove it (a child's `exit_signal` arrives with `CLD_EXITED`, and a process may
+/// send itself any code); the kernel's fault record in the signal frame does: a page fault
+/// (`trapno` 14) at exactly `si_addr` (`cr2`), a `SI_KERNEL` signal (general protection, or a
+/// signal frame the kernel could not build), or another trap of an instruction (alignment
+/// check, machine check, control protection). Without a ucontext (a later handler called us
+/// without it), `si_code > 0` is all there is.
+///
+/// # Safety
+/// `info` and `ctx` must each be null or the kernel's siginfo and ucontext for the signal.
+pub(super) unsafe fn is_forced(
+    sig: libc::c_int,
+    info: *const libc::siginfo_t,
+    ctx: *const libc::c_void,
+) -> bool {
+    if info.is_null() {
+        return false;
+    }
+    // SAFETY: the caller vouches for `info`.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code <= 0 || (sig == libc::SIGBUS && code == libc::BUS_MCEERR_AO) {
+        return false;
+    }
+    if code == libc::SI_KERNEL || ctx.is_null() {
+        return true;
+    }
+    // SAFETY: the caller vouches for `ctx`.
+    let (trapno, cr2) = unsafe {
+        let m = &(*ctx.cast::<libc::ucontext_t>()).uc_mcontext;
+        (
+            m.gregs[libc::REG_TRAPNO as usize],
+            m.gregs[libc::REG_CR2 as usize] as usize,
+        )
+    };
+    match trapno {
+        TRAP_PF => cr2 == addr,
+        // #AC (alignment check), #MC (machine check), #CP (control protection).
+        17 | 18 | 21 => true,
+        _ => false,
+    }
+}
+
 /// The trap number of a general-protection fault (`X86_TRAP_GP`) in `uc_mcontext.trapno`.
 const TRAP_GP: i64 = 13;
 
