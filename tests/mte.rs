@@ -67,6 +67,36 @@ unsafe fn get_tag(addr: usize) -> usize {
     (v >> 56) & 0xf
 }
 
+/// Turns on synchronous tag checks for this process and maps one fresh `PROT_MTE` page (every
+/// granule's tag 0); its address. Only in a disposable child.
+fn sync_mte_page() -> usize {
+    // SAFETY: a process-wide mode change in this disposable child.
+    let r = unsafe {
+        libc::prctl(
+            PR_SET_TAGGED_ADDR_CTRL,
+            PR_TAGGED_ADDR_ENABLE | PR_MTE_TCF_SYNC | (0xfffe << PR_MTE_TAG_SHIFT),
+            0,
+            0,
+            0,
+        )
+    };
+    assert_eq!(r, 0, "PR_SET_TAGGED_ADDR_CTRL (sync tag checks)");
+    let ps = support::ps();
+    // SAFETY: a fresh anonymous mapping, unmapped at the end.
+    let base = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            ps,
+            libc::PROT_READ | libc::PROT_WRITE | PROT_MTE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(base, libc::MAP_FAILED, "mmap PROT_MTE");
+    base as usize
+}
+
 #[test]
 fn tag_check_fault_of_a_guarded_load_is_a_no() {
     const CASE: &str = "tag_check_fault_of_a_guarded_load_is_a_no";
@@ -76,31 +106,8 @@ fn tag_check_fault_of_a_guarded_load_is_a_no() {
     }
     if is_child(CASE) {
         let guard = Prober::new(Backend::SignalGuard).expect("signal-guard");
-        // SAFETY: a process-wide mode change in this disposable child.
-        let r = unsafe {
-            libc::prctl(
-                PR_SET_TAGGED_ADDR_CTRL,
-                PR_TAGGED_ADDR_ENABLE | PR_MTE_TCF_SYNC | (0xfffe << PR_MTE_TAG_SHIFT),
-                0,
-                0,
-                0,
-            )
-        };
-        assert_eq!(r, 0, "PR_SET_TAGGED_ADDR_CTRL (sync tag checks)");
+        let base = sync_mte_page();
         let ps = support::ps();
-        // SAFETY: a fresh anonymous mapping, unmapped at the end.
-        let base = unsafe {
-            libc::mmap(
-                core::ptr::null_mut(),
-                ps,
-                libc::PROT_READ | libc::PROT_WRITE | PROT_MTE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(base, libc::MAP_FAILED, "mmap PROT_MTE");
-        let base = base as usize;
         // SAFETY: the first granule of our PROT_MTE page.
         unsafe { set_tag(base, 3) };
         // The tags as the CPU reports them (`ldg`): the granules to probe are chosen by them,
@@ -140,6 +147,44 @@ fn tag_check_fault_of_a_guarded_load_is_a_no() {
         assert_eq!(got, [Ok(true), Ok(false), Ok(true), Ok(false), Ok(true)]);
         // SAFETY: our own mapping (the page holding both granules).
         unsafe { libc::munmap((untouched & !(ps - 1)) as *mut libc::c_void, ps) };
+        println!("CHILD DONE");
+        return;
+    }
+    let out = run_child(CASE);
+    out.assert_success();
+    assert!(out.stdout.contains("CHILD DONE"), "{}", out.stdout);
+    print!("{}", out.stdout);
+}
+
+/// A `read` of bytes inside one granule loads no byte of the next one: with synchronous tag
+/// checks and the next granule tagged differently, a read of the last 4 (or 12) bytes of a
+/// tag-0 granule through an untagged pointer is `Ok(true)`. A read that loaded an 8- or
+/// 16-byte window would touch the next granule and answer `Ok(false)`.
+#[test]
+fn read_loads_no_byte_outside_the_range() {
+    const CASE: &str = "read_loads_no_byte_outside_the_range";
+    if !has_mte() {
+        eprintln!("skipped: {CASE}: no MTE on this CPU or kernel (HWCAP2_MTE)");
+        return;
+    }
+    if is_child(CASE) {
+        let guard = Prober::new(Backend::SignalGuard).expect("signal-guard");
+        let base = sync_mte_page();
+        // SAFETY: the second granule of our PROT_MTE page.
+        unsafe { set_tag(base + 16, 5) };
+        // SAFETY: granules of our PROT_MTE page.
+        let tags = unsafe { (get_tag(base), get_tag(base + 16)) };
+        assert_eq!(tags, (0, 5), "granule tags");
+        let (mut four, mut twelve, mut two) = ([0u8; 4], [0u8; 12], [0u8; 2]);
+        let got = [
+            guard.read(base + 12, &mut four),
+            guard.read(base + 4, &mut twelve),
+            guard.read(base + 14, &mut two),
+            guard.read(base + 16, &mut four),
+            guard.read(base + 12, &mut [0u8; 8]),
+        ];
+        println!("read 12+4, 4+12, 14+2 (granule 0), 16+4 (granule 1), 12+8 (both): {got:?}");
+        assert_eq!(got, [Ok(true), Ok(true), Ok(true), Ok(false), Ok(false)]);
         println!("CHILD DONE");
         return;
     }

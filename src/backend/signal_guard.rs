@@ -138,6 +138,7 @@ cfg_if::cfg_if! {
         pub(crate) use handler::{Installed, install};
     } else {
         pub(crate) use unsupported::{Installed, install};
+        use unsupported as handler;
     }
 }
 
@@ -190,10 +191,12 @@ impl Prober {
     #[inline(always)]
     pub fn guarded(&self) -> Option<GuardedLoads<'_>> {
         match self.state {
-            crate::backend::State::SignalGuard(installed) => Some(GuardedLoads {
-                installed,
-                _prober: PhantomData,
-            }),
+            crate::backend::State::SignalGuard(installed) if handler::register_caller() => {
+                Some(GuardedLoads {
+                    installed,
+                    _prober: PhantomData,
+                })
+            }
             _ => None,
         }
     }
@@ -260,55 +263,79 @@ impl GuardedLoads<'_> {
         Some(arch::load_u8(self.installed, addr).is_some())
     }
 
-    /// [`Prober::read`] of a small range (see `small`): one 8-byte load (up to 8 bytes) or one
-    /// pair (9 to 16) of the window of the 4 KiB block that holds the range (its bytes share
-    /// the range's page). `None` for any other range.
+    /// [`Prober::read`] of a small range (see `small`): one 8-byte load for 8 bytes, one pair
+    /// for 16, else the fewest loads of 8, 4, 2 and 1 bytes that cover exactly the range. No
+    /// byte outside the range is loaded: a neighbouring byte can fault where the range does
+    /// not (an MTE granule with another tag). `None` for any other range.
     #[inline(always)]
     pub(crate) fn read_small(self, addr: usize, dst: &mut [u8]) -> Option<bool> {
-        let len = dst.len();
-        if !Self::small(addr, len) {
+        if !Self::small(addr, dst.len()) {
             return None;
         }
-        // The window holds the range and stays in its block.
-        let block_last = addr | (BLOCK - 1);
-        if len <= MAX_LOAD {
-            if let Ok(dst8) = <&mut [u8; MAX_LOAD]>::try_from(&mut *dst) {
-                // Inside the block: the window is the range itself.
-                let v = arch::load_u64(self.installed, addr);
-                return Some(v.map(|v| *dst8 = v.to_ne_bytes()).is_some());
-            }
-            let window = addr.min(block_last - (MAX_LOAD - 1));
-            let Some(v) = arch::load_u64(self.installed, window) else {
-                return Some(false);
-            };
-            let off = addr - window;
-            dst.copy_from_slice(&v.to_ne_bytes()[off..off + len]);
-        } else {
-            if let Ok(dst16) = <&mut [u8; MAX_SMALL]>::try_from(&mut *dst) {
-                // Inside the block: the window is the range itself.
-                let Some([lo, hi]) = arch::load_u64_pair(self.installed, addr) else {
-                    return Some(false);
-                };
-                dst16[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
-                dst16[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
-                return Some(true);
-            }
-            let window = addr.min(block_last - (MAX_SMALL - 1));
-            let Some([lo, hi]) = arch::load_u64_pair(self.installed, window) else {
-                return Some(false);
-            };
-            let mut bytes = [0u8; MAX_SMALL];
-            bytes[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
-            bytes[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
-            let off = addr - window;
-            dst.copy_from_slice(&bytes[off..off + len]);
+        if let Ok(dst8) = <&mut [u8; MAX_LOAD]>::try_from(&mut *dst) {
+            let v = arch::load_u64(self.installed, addr);
+            return Some(v.map(|v| *dst8 = v.to_ne_bytes()).is_some());
         }
-        Some(true)
+        if let Ok(dst16) = <&mut [u8; MAX_SMALL]>::try_from(&mut *dst) {
+            let Some([lo, hi]) = arch::load_u64_pair(self.installed, addr) else {
+                return Some(false);
+            };
+            dst16[..MAX_LOAD].copy_from_slice(&lo.to_ne_bytes());
+            dst16[MAX_LOAD..].copy_from_slice(&hi.to_ne_bytes());
+            return Some(true);
+        }
+        Some(load_exact(self.installed, addr, dst))
     }
 }
 
+/// Copies `[addr, addr + dst.len())` into `dst` with guarded loads of 8, 4, 2 and 1 bytes,
+/// largest first, each inside the range: no byte outside it is loaded. `false` at the first
+/// load that faults. The caller keeps the range inside one page (or 4 KiB block) per call.
+#[inline(always)]
+fn load_exact(installed: Installed, addr: usize, dst: &mut [u8]) -> bool {
+    let mut off = 0;
+    while off < dst.len() {
+        let a = addr + off;
+        let n = match dst.len() - off {
+            8.. => {
+                let Some(v) = arch::load_u64(installed, a) else {
+                    return false;
+                };
+                dst[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+                8
+            }
+            4.. => {
+                let Some(v) = arch::load_u32(installed, a) else {
+                    return false;
+                };
+                dst[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+                4
+            }
+            2.. => {
+                let Some(v) = arch::load_u16(installed, a) else {
+                    return false;
+                };
+                dst[off..off + 2].copy_from_slice(&v.to_ne_bytes());
+                2
+            }
+            _ => {
+                let Some(v) = arch::load_u8(installed, a) else {
+                    return false;
+                };
+                dst[off] = v;
+                1
+            }
+        };
+        off += n;
+    }
+    true
+}
+
 /// One guarded byte load per page of `r`.
-#[inline]
+///
+/// Out of line: its loads then lie in this crate's own object, whose table the installed
+/// handler always searches, whatever object calls it.
+#[inline(never)]
 pub(crate) fn check(installed: Installed, r: &PageRange) -> Result<bool, Error> {
     for point in r.probe_points() {
         if arch::load_u8(installed, point).is_none() {
@@ -318,40 +345,20 @@ pub(crate) fn check(installed: Installed, r: &PageRange) -> Result<bool, Error> 
     Ok(true)
 }
 
-/// Copies `r` into `dst` with guarded loads, 8 bytes at a time, each inside one page: a page's
-/// last 1 to 7 bytes come from the 8-byte window that ends where the piece ends (or, for a
-/// piece shorter than 8 bytes, from the window of its page that holds it).
-#[inline]
+/// Copies `r` into `dst` with guarded loads, page by page: 8 bytes at a time, the last 1 to 7
+/// bytes of a page's piece with loads of 4, 2 and 1 bytes inside it (see `load_exact`), so
+/// that no byte outside the range is loaded.
+///
+/// Out of line, like `check`: its loads then lie in this crate's own object, whose table the
+/// installed handler always searches, whatever object calls it.
+#[inline(never)]
 pub(crate) fn read(installed: Installed, r: &PageRange, dst: &mut [u8]) -> Result<bool, Error> {
     let mut off = 0;
     for (start, len) in r.page_chunks() {
-        let end = start + len;
-        let mut a = start;
-        while end - a >= MAX_LOAD {
-            let Some(v) = arch::load_u64(installed, a) else {
-                return Ok(false);
-            };
-            dst[off..off + MAX_LOAD].copy_from_slice(&v.to_ne_bytes());
-            a += MAX_LOAD;
-            off += MAX_LOAD;
+        if !load_exact(installed, start, &mut dst[off..off + len]) {
+            return Ok(false);
         }
-        if a < end {
-            let tail = end - a;
-            // The window ends at `end` if the piece is long enough, else at the end of the
-            // page or at `a + 8`, whichever comes first: inside the page either way.
-            let page_last = a | (r.page_size() - 1);
-            let window = if len >= MAX_LOAD {
-                end - MAX_LOAD
-            } else {
-                a.min(page_last - (MAX_LOAD - 1))
-            };
-            let Some(v) = arch::load_u64(installed, window) else {
-                return Ok(false);
-            };
-            let skip = a - window;
-            dst[off..off + tail].copy_from_slice(&v.to_ne_bytes()[skip..skip + tail]);
-            off += tail;
-        }
+        off += len;
     }
     Ok(true)
 }

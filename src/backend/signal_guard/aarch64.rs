@@ -4,8 +4,8 @@
 //! The same design as x86_64's: each load is one instruction inlined at the call site, its PC
 //! and continuation (the next instruction, 4 bytes on) recorded in the table; the flag
 //! register is `x9`, zero before the load, set to 1 by the handler on a fault. A pair is one
-//! `ldp`. The handler is installed without a restorer: the kernel returns through the vDSO's
-//! `rt_sigreturn` trampoline, as for every glibc handler on arm64.
+//! `ldp`. The handler is installed with a restorer of its own (`mov x8, #139; svc #0`, the
+//! vDSO trampoline's instructions), as musl installs every handler on arm64.
 
 use super::extable::Table;
 use super::handler::Installed;
@@ -76,6 +76,12 @@ macro_rules! guarded_load {
 #[inline(always)]
 pub(crate) fn load_u8(_: Installed, addr: usize) -> Option<u8> {
     guarded_load!("ldrb {v:w}, [{a}]", addr, u32).map(|v| v as u8)
+}
+
+/// One guarded 2-byte load (any alignment on normal memory).
+#[inline(always)]
+pub(crate) fn load_u16(_: Installed, addr: usize) -> Option<u16> {
+    guarded_load!("ldrh {v:w}, [{a}]", addr, u32).map(|v| v as u16)
 }
 
 /// One guarded 4-byte load (any alignment on normal memory).
@@ -153,12 +159,135 @@ pub(super) fn table() -> Table {
     unsafe { Table::new(start, stop) }
 }
 
-/// No `SA_RESTORER`: the kernel returns through the vDSO's trampoline.
-pub(super) const RESTORER_FLAGS: u64 = 0;
+/// `SA_RESTORER`: the handler names its own restorer (as musl does on arm64), so that its entry
+/// can tell a kernel delivery of our action from a call by a later handler (see `entry`).
+pub(super) const RESTORER_FLAGS: u64 = 0x0400_0000;
 
-/// No restorer (see [`RESTORER_FLAGS`]).
+/// The restorer the kernel makes a handler return to: `mov x8, #139` (`rt_sigreturn`);
+/// `svc #0`, the instructions of the vDSO's `__kernel_rt_sigreturn`, which gdb and libgcc's
+/// unwinder recognise as a signal frame by these bytes.
+///
+/// # Safety
+/// Never called; the kernel returns to it from a signal handler.
+#[unsafe(naked)]
+unsafe extern "C" fn restore_rt() {
+    core::arch::naked_asm!("mov x8, #139", "svc #0")
+}
+
+/// The restorer to install with the handler.
 pub(super) fn restorer() -> usize {
-    0
+    restore_rt as *const () as usize
+}
+
+/// The handler's entry, as installed: it passes the kernel's three arguments on unchanged and
+/// adds a fourth, whether it was entered by a kernel delivery of our action (its return
+/// address, `x30`, is our restorer, which only such a delivery returns to) rather than called
+/// by a handler installed later. `bti c` first: the kernel enters a handler as an indirect
+/// call, which a BTI-guarded page requires to land on one.
+///
+/// # Safety
+/// Only the kernel, or a handler chaining a SIGSEGV/SIGBUS with its own arguments, calls it.
+#[unsafe(naked)]
+unsafe extern "C" fn entry_naked() {
+    core::arch::naked_asm!(
+        "hint #34",
+        "adrp x9, {restorer}",
+        "add x9, x9, :lo12:{restorer}",
+        "cmp x30, x9",
+        "cset x3, eq",
+        "b {handler}",
+        restorer = sym restore_rt,
+        handler = sym super::handler::handler,
+    )
+}
+
+/// The address installed as the handler.
+pub(super) fn entry() -> usize {
+    entry_naked as *const () as usize
+}
+
+/// What a guarded load accesses, decoded from its instruction: its base register `Xn` and
+/// its width. Only the forms the guarded loads use are recognised: `LDRB`, `LDRH`, `LDR` of
+/// `w` or `x` (unsigned offset 0) and `LDP` of two `x` (signed offset 0).
+fn decode(insn: u32) -> Option<(usize, usize)> {
+    let width = match insn & 0xffff_fc00 {
+        0x3940_0000 => 1,
+        0x7940_0000 => 2,
+        0xb940_0000 => 4,
+        0xf940_0000 => 8,
+        _ if insn & 0xffff_8000 == 0xa940_0000 => 16,
+        _ => return None,
+    };
+    let n = ((insn >> 5) & 31) as usize;
+    // 31 is `sp`, which no guarded load uses as its address.
+    (n < 31).then_some((n, width))
+}
+
+/// The top byte (a tag with TBI, set in `si_addr` only under `SA_EXPOSE_TAGBITS`) and the MTE
+/// tag bits are not part of the address a guarded load accessed (those stay below 2^52).
+const ADDRESS_BITS: usize = (1 << 56) - 1;
+
+/// Whether the signal proves that the load at `pc` (an entry of the table) faulted: the
+/// address the kernel reports (`si_addr`, tag bits aside) lies in the bytes that load
+/// accesses. A sent signal with a fault's `si_code` (a child's `exit_signal` arrives with
+/// `CLD_EXITED`, 1, as `SEGV_MAPERR`) carries a pid and a uid there instead.
+///
+/// # Safety
+/// `info` and `ctx` must be the kernel's siginfo and ucontext for the signal, and `pc` the
+/// load PC of an entry of this object's table.
+#[inline(always)]
+pub(super) unsafe fn faulted_in_load(
+    info: *const libc::siginfo_t,
+    ctx: *const libc::c_void,
+    pc: usize,
+) -> bool {
+    // SAFETY: `pc` is a guarded load's instruction, in mapped code.
+    let insn = unsafe { core::ptr::read(pc as *const u32) };
+    let Some((n, width)) = decode(insn) else {
+        return false;
+    };
+    // SAFETY: the caller vouches for `ctx` and `info`.
+    let (base, addr) = unsafe {
+        (
+            (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.regs[n] as usize,
+            (*info).si_addr() as usize & ADDRESS_BITS,
+        )
+    };
+    addr.wrapping_sub(base) < width
+}
+
+/// Whether the kernel forced the signal on the thread (a fault of the interrupted
+/// instruction) rather than sending it, so that `SIG_IGN` does not apply. `si_code > 0` alone
+/// does not prove it (a child's `exit_signal` arrives with `CLD_EXITED`, and a process may
+/// send itself any code); the kernel's fault record in the signal frame does: the
+/// `fault_address` it saved with the fault is `si_addr`, or the signal is `SI_KERNEL` (a
+/// signal frame the kernel could not build). Without a ucontext (a later handler called us
+/// without it), `si_code > 0` is all there is.
+///
+/// # Safety
+/// `info` and `ctx` must each be null or the kernel's siginfo and ucontext for the signal.
+pub(super) unsafe fn is_forced(
+    sig: libc::c_int,
+    info: *const libc::siginfo_t,
+    ctx: *const libc::c_void,
+) -> bool {
+    if info.is_null() {
+        return false;
+    }
+    // SAFETY: the caller vouches for `info`.
+    let (code, addr) = unsafe { ((*info).si_code, (*info).si_addr() as usize) };
+    if code <= 0
+        || (sig == libc::SIGBUS && code == libc::BUS_MCEERR_AO)
+        || (sig == libc::SIGSEGV && code == SEGV_MTEAERR)
+    {
+        return false;
+    }
+    if code == libc::SI_KERNEL || ctx.is_null() {
+        return true;
+    }
+    // SAFETY: the caller vouches for `ctx`.
+    let far = unsafe { (*ctx.cast::<libc::ucontext_t>()).uc_mcontext.fault_address as usize };
+    far & ADDRESS_BITS == addr & ADDRESS_BITS
 }
 
 /// A raw syscall: no libc wrapper (a sanitizer may intercept those), no `errno` written.
@@ -275,6 +404,7 @@ mod tests {
         type Load<T> = fn(Installed, usize) -> Option<T>;
         core::hint::black_box((
             load_u8 as Load<u8>,
+            load_u16 as Load<u16>,
             load_u32 as Load<u32>,
             load_u64 as Load<u64>,
             load_u64_pair as Load<[u64; 2]>,
@@ -291,9 +421,16 @@ mod tests {
             // SAFETY: `load` lies in this object's text, mapped readable and executable.
             let insn = unsafe { core::ptr::read(load as *const u32) };
             // LDRB/LDR (immediate, unsigned offset 0) of w or x, or LDP of x (signed offset 0).
-            let ldr = matches!(insn & 0xffff_fc00, 0x3940_0000 | 0xb940_0000 | 0xf940_0000);
+            let ldr = matches!(
+                insn & 0xffff_fc00,
+                0x3940_0000 | 0x7940_0000 | 0xb940_0000 | 0xf940_0000
+            );
             let ldp = insn & 0xffff_8000 == 0xa940_0000;
             assert!(ldr || ldp, "entry {i}: {insn:#010x} at {load:#x}");
+            assert!(
+                decode(insn).is_some(),
+                "entry {i}: {insn:#010x} not decoded"
+            );
         }
         assert!(loads >= 4, "{loads} loads in the table");
         assert!(skipped >= 1, "no anchor entry");

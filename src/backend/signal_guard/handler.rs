@@ -48,6 +48,89 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering
 use super::arch::{self, syscall4};
 use crate::{Backend, Error};
 
+/// The most tables of *other* linked objects (see [`register_caller`]) one handler searches.
+const MAX_TABLES: usize = 32;
+
+/// The tables of other linked objects whose inlined loads reach this copy's handler: pairs of
+/// (start, stop), filled in order, never emptied (an object that registered stays loaded, see
+/// `register_caller`). A slot whose stop is still 0 is being filled and is skipped.
+static TABLES: [[AtomicUsize; 2]; MAX_TABLES] =
+    [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_TABLES];
+/// The start of the handler's own object's table, set at install (its lookup needs no slot).
+static OWN_TABLE: AtomicUsize = AtomicUsize::new(0);
+/// The start of the table registered last: the fast path's second comparison.
+static LAST_TABLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Makes sure the handler searches the table of the object that called this (inlined) code,
+/// whose guarded loads are recorded there: `false` if it cannot (every slot is taken), and
+/// then the caller must not make an inlined load.
+///
+/// Why: with the crate in a Rust `dylib`, the handler and its statics live in the dylib, but
+/// an executable that uses it inlines the loads, and their entries go into the *executable's*
+/// table, which the dylib's handler cannot find by itself (each object's table bounds are
+/// hidden). [`Prober::guarded`](crate::Prober::guarded), which every inlined load goes
+/// through (`check`, `read`, `GuardedLoads`), calls this with the table as seen from where it
+/// was inlined. The fast path is one comparison with the handler's own table (or the last one
+/// registered): an address computed without a memory access, and one load. The first call
+/// from a new object takes a slot without a lock (async-signal-safe). The object must stay
+/// loaded afterwards: the handler reads its table on every fault that is not in its own.
+#[inline(always)]
+pub(crate) fn register_caller() -> bool {
+    let table = arch::table();
+    let start = table.start();
+    start == OWN_TABLE.load(Ordering::Relaxed)
+        || start == LAST_TABLE.load(Ordering::Relaxed)
+        || register_slow(table.start(), table.stop())
+}
+
+#[cold]
+#[inline(never)]
+fn register_slow(start: usize, stop: usize) -> bool {
+    for slot in &TABLES {
+        match slot[0].compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                slot[1].store(stop, Ordering::Release);
+                LAST_TABLE.store(start, Ordering::Relaxed);
+                return true;
+            }
+            Err(s) if s == start => {
+                // Registered already (perhaps by another thread, still storing its stop: the
+                // handler reads the slot once the stop is in, and a load's fault needs it
+                // only after this thread goes on).
+                while slot[1].load(Ordering::Acquire) == 0 {
+                    core::hint::spin_loop();
+                }
+                LAST_TABLE.store(start, Ordering::Relaxed);
+                return true;
+            }
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+/// The continuation of a load at `pc` in a registered table of another object.
+#[inline(always)]
+fn registered_continuation(pc: usize) -> Option<usize> {
+    for slot in &TABLES {
+        let start = slot[0].load(Ordering::Acquire);
+        if start == 0 {
+            return None;
+        }
+        let stop = slot[1].load(Ordering::Acquire);
+        if stop == 0 {
+            continue;
+        }
+        // SAFETY: registered by `register_caller` from the object's own inlined code: the
+        // linker-bounded table of an object that stays loaded.
+        let table = unsafe { super::extable::Table::new(start, stop) };
+        if let Some(cont) = table.continuation(pc, arch::MAX_INSN) {
+            return Some(cont);
+        }
+    }
+    None
+}
+
 /// Proof that this copy of the crate's handler is installed: only [`install`] make one, after both signals' handlers are in.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Installed(());
@@ -262,6 +345,7 @@ pub(crate) fn install() -> Result<Installed, Error> {
         });
     }
     let pid = getpid();
+    OWN_TABLE.store(arch::table().start(), Ordering::Relaxed);
     loop {
         let state = INSTALL.load(Ordering::Acquire);
         match state & 0xff {
@@ -396,7 +480,9 @@ pub(super) extern "C" fn handler(
         unsafe {
             let pc = arch::pc(ctx);
             if arch::is_instruction_fault(sig, info, ctx)
-                && let Some(cont) = arch::table().continuation(pc, arch::MAX_INSN)
+                && let Some(cont) = arch::table()
+                    .continuation(pc, arch::MAX_INSN)
+                    .or_else(|| registered_continuation(pc))
                 && arch::faulted_in_load(info, ctx, pc)
             {
                 arch::resume_faulted(ctx, cont);

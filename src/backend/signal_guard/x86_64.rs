@@ -73,6 +73,12 @@ pub(crate) fn load_u8(_: Installed, addr: usize) -> Option<u8> {
     guarded_load!("movzx {v:e}, byte ptr [{a}]", addr, u32).map(|v| v as u8)
 }
 
+/// One guarded 2-byte load (any alignment).
+#[inline(always)]
+pub(crate) fn load_u16(_: Installed, addr: usize) -> Option<u16> {
+    guarded_load!("movzx {v:e}, word ptr [{a}]", addr, u32).map(|v| v as u16)
+}
+
 /// One guarded 4-byte load (any alignment).
 #[inline(always)]
 pub(crate) fn load_u32(_: Installed, addr: usize) -> Option<u32> {
@@ -513,7 +519,7 @@ mod tests {
         }
         match b[i] {
             0x8b => i += 1,
-            0x0f if b[i + 1] == 0xb6 => i += 2,
+            0x0f if b[i + 1] == 0xb6 || b[i + 1] == 0xb7 => i += 2,
             _ => return None,
         }
         let modrm = b[i];
@@ -540,6 +546,7 @@ mod tests {
         type Load<T> = fn(Installed, usize) -> Option<T>;
         core::hint::black_box((
             load_u8 as Load<u8>,
+            load_u16 as Load<u16>,
             load_u32 as Load<u32>,
             load_u64 as Load<u64>,
             load_u64_pair as Load<[u64; 2]>,
@@ -554,6 +561,11 @@ mod tests {
                 continue;
             };
             loads += 1;
+            assert!(
+                decode(bytes::<8>(load)).is_some(),
+                "entry {i}: the handler cannot decode {:02x?}",
+                bytes::<8>(load)
+            );
             let len = load_len(load);
             let pair = len.and_then(|n| load_len(load + n).map(|m| n + m));
             pairs += usize::from(pair == Some(cont - load));
