@@ -174,9 +174,16 @@ fn attempt(
         return Outcome::Reused;
     }
     // (name, addr, mapped, region_readable, readable)
-    let mut cases: [(&'static str, usize, bool, bool, bool); 4] = [
+    let mut cases: [(&'static str, usize, bool, bool, bool); 5] = [
         ("a readable anonymous page", addr, true, true, true),
         ("a PROT_NONE page", addr + ps, true, false, false),
+        (
+            "8 bytes from a readable page into a PROT_NONE page",
+            addr + ps - 4,
+            true,
+            false,
+            false,
+        ),
         (UNMAPPED, hole, false, false, false),
         ("", 0, false, false, false),
     ];
@@ -188,16 +195,16 @@ fn attempt(
         }
         mapped
     });
-    let mut n = 3;
+    let mut n = 4;
     if let Some(s) = &shared {
-        cases[3] = (
+        cases[4] = (
             "a MAP_SHARED page beyond EOF",
             s.addr + ps,
             true,
             true,
             false,
         );
-        n = 4;
+        n = 5;
     }
     for &(fixture, at, mapped, region, readable) in &cases[..n] {
         let got = match check(at, 8) {

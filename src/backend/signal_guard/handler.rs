@@ -344,6 +344,14 @@ pub(crate) fn install() -> Result<Installed, Error> {
                      its first faulting probe",
         });
     }
+    if arch::under_valgrind() {
+        return Err(Error::Unavailable {
+            backend: Backend::SignalGuard,
+            errno: None,
+            reason: "running under valgrind, whose signal frames do not hold a guarded load's \
+                     exact registers (a faulting load can come back as a value)",
+        });
+    }
     let pid = getpid();
     OWN_TABLE.store(arch::table().start(), Ordering::Relaxed);
     loop {

@@ -198,6 +198,34 @@ unsafe extern "C" fn entry_naked() {
     )
 }
 
+/// Whether the program runs under valgrind: its `RUNNING_ON_VALGRIND` client request (the
+/// request's number in the first word of a 6-word block whose address is in `rax`, the answer
+/// in `rdx`, which keeps its value, 0, on a real CPU). The four rotations of `rdi` add up to
+/// 128 bits and the `xchg` is with itself: natively the sequence changes nothing; valgrind's
+/// translator recognises it.
+pub(super) fn under_valgrind() -> bool {
+    /// `VG_USERREQ__RUNNING_ON_VALGRIND`.
+    const RUNNING_ON_VALGRIND: u64 = 0x1001;
+    let args = [RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0];
+    let answer: u64;
+    // SAFETY: rotations of rdi by 128 bits in all and an exchange of rbx with itself leave
+    // every register as it was; valgrind reads the six words at `rax` and writes `rdx` only.
+    unsafe {
+        core::arch::asm!(
+            "rol rdi, 3",
+            "rol rdi, 13",
+            "rol rdi, 61",
+            "rol rdi, 51",
+            "xchg rbx, rbx",
+            in("rax") args.as_ptr(),
+            inout("rdx") 0u64 => answer,
+            inout("rdi") 0u64 => _,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    answer != 0
+}
+
 /// The address installed as the handler.
 pub(super) fn entry() -> usize {
     entry_naked as *const () as usize
@@ -631,6 +659,70 @@ mod tests {
         assert!(is_fault(SIGBUS, libc::BUS_ADRERR, 14));
         assert!(is_fault(SIGBUS, libc::BUS_MCEERR_AR, 18));
         assert!(!is_fault(SIGBUS, libc::BUS_MCEERR_AO, 18));
+    }
+
+    /// A made-up siginfo: `si_code`, and the 8 bytes at offset 16 (`si_addr` of a fault,
+    /// `si_pid` and `si_uid` of a child's exit).
+    fn siginfo(code: libc::c_int, word: u64) -> libc::siginfo_t {
+        // SAFETY: an all-zero siginfo is valid; offset 16 is the union, 8 bytes fit.
+        unsafe {
+            let mut info: libc::siginfo_t = core::mem::zeroed();
+            info.si_signo = libc::SIGSEGV;
+            info.si_code = code;
+            core::ptr::write_unaligned(
+                (&mut info as *mut libc::siginfo_t)
+                    .cast::<u8>()
+                    .add(16)
+                    .cast(),
+                word,
+            );
+            info
+        }
+    }
+
+    /// The decision on made-up frames: at a load's PC, only a fault at an address the load
+    /// accesses is its fault; a child's exit signal (`CLD_EXITED` = 1, with a pid and uid where
+    /// a fault has its address) is not, whatever the registers. And "forced" (which `SIG_IGN`
+    /// does not stop) only with the kernel's fault record: trap 14 at `cr2 == si_addr`.
+    #[test]
+    fn sent_signal_at_a_load_is_not_its_fault() {
+        let load = naked_load as *const () as usize + 2;
+        // SAFETY: an all-zero ucontext is valid.
+        let mut uc: libc::ucontext_t = unsafe { core::mem::zeroed() };
+        let base = 0x7f00_1234_5678_usize;
+        uc.uc_mcontext.gregs[libc::REG_RDI as usize] = base as i64;
+        uc.uc_mcontext.gregs[libc::REG_RIP as usize] = load as i64;
+        let ctx = &uc as *const libc::ucontext_t as *const libc::c_void;
+        let at = |info: &libc::siginfo_t| {
+            // SAFETY: made-up but valid siginfo and ucontext; `load` is a load of the table.
+            unsafe { faulted_in_load(info, ctx, load) }
+        };
+        assert!(at(&siginfo(1, base as u64)));
+        assert!(at(&siginfo(2, base as u64 + 7)));
+        assert!(!at(&siginfo(1, base as u64 + 8)));
+        assert!(!at(&siginfo(1, base as u64 - 1)));
+        let pid_uid = 4242 | (1000 << 32);
+        assert!(!at(&siginfo(libc::CLD_EXITED, pid_uid)));
+        // A general-protection fault needs a non-canonical access.
+        assert!(!at(&siginfo(libc::SI_KERNEL, 0)));
+        uc.uc_mcontext.gregs[libc::REG_RDI as usize] = (NON_CANONICAL - 4) as i64;
+        assert!(at(&siginfo(libc::SI_KERNEL, 0)));
+
+        let mut forced = |info: &libc::siginfo_t, trapno: i64, cr2: u64| {
+            uc.uc_mcontext.gregs[libc::REG_TRAPNO as usize] = trapno;
+            uc.uc_mcontext.gregs[libc::REG_CR2 as usize] = cr2 as i64;
+            let ctx = &uc as *const libc::ucontext_t as *const libc::c_void;
+            // SAFETY: made-up but valid siginfo and ucontext.
+            unsafe { is_forced(libc::SIGSEGV, info, ctx) }
+        };
+        assert!(forced(&siginfo(1, 0x1000), TRAP_PF, 0x1000));
+        assert!(!forced(
+            &siginfo(libc::CLD_EXITED, pid_uid),
+            TRAP_PF,
+            0x1000
+        ));
+        assert!(!forced(&siginfo(libc::SI_USER, 0x1000), TRAP_PF, 0x1000));
+        assert!(forced(&siginfo(libc::SI_KERNEL, 0), TRAP_GP, 0));
     }
 
     static APP_PC: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
