@@ -1,0 +1,151 @@
+//! What SignalGuard adds to a fault that is not a probe's: a host's own SIGSEGV, handled by
+//! the host's handler, which skips the faulting instruction (a JVM's implicit null check
+//! works this way). Each handler kind is timed without the crate, then with a SignalGuard
+//! prober created after the handler (the crate's handler is in front and chains), in the same
+//! process and run: ns per fault, median of the rounds, and the difference.
+//!
+//! Handler kinds:
+//! - `hotspot-like`: `SA_SIGINFO | SA_RESTART`, `sa_mask` full but the synchronous signals
+//!   (HotSpot's); the crate's action adopts that mask, so chaining sets no mask;
+//! - `empty-mask`: `SA_SIGINFO | SA_ONSTACK` with an empty `sa_mask` (Rust std's); the crate
+//!   keeps its full mask and sets the handler's with one `rt_sigprocmask`.
+//!
+//! Since the crate cannot be uninstalled, each kind runs in a child process of its own.
+//! `cargo bench --bench foreign_fault [-- ROUNDS]`; `--test` (what `cargo bench -- --test`
+//! passes) runs one short round.
+
+use std::time::Instant;
+
+use addrprobe::{Backend, Prober};
+
+/// A load of the byte at `addr` whose length the handler knows: 3 bytes on x86_64
+/// (`movzx eax, byte ptr [rdi]`), 4 on arm64 (`ldrb w0, [x0]`).
+///
+/// # Safety
+/// `addr` must be readable, or the installed handler must skip the load.
+#[unsafe(naked)]
+unsafe extern "C" fn load_byte(addr: usize) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    core::arch::naked_asm!("movzx eax, byte ptr [rdi]", "ret");
+    #[cfg(target_arch = "aarch64")]
+    core::arch::naked_asm!("ldrb w0, [x0]", "ret");
+}
+
+const LOAD_LEN: usize = if cfg!(target_arch = "x86_64") { 3 } else { 4 };
+
+/// The host's handler: skips the faulting load (which then returns whatever the result
+/// register held).
+extern "C" fn skip(_: libc::c_int, _: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // SAFETY: the kernel's ucontext of an SA_SIGINFO handler; only the PC changes.
+    unsafe {
+        let uc = ctx.cast::<libc::ucontext_t>();
+        #[cfg(target_arch = "x86_64")]
+        {
+            (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] += LOAD_LEN as i64;
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            (*uc).uc_mcontext.pc += LOAD_LEN as u64;
+        }
+    }
+}
+
+fn install(kind: &str) {
+    // SAFETY: a handler that matches its flags, in this bench's child process.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = skip as *const () as usize;
+        if kind == "hotspot-like" {
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_RESTART;
+            libc::sigfillset(&mut sa.sa_mask);
+            for s in [
+                libc::SIGILL,
+                libc::SIGBUS,
+                libc::SIGFPE,
+                libc::SIGSEGV,
+                libc::SIGTRAP,
+            ] {
+                libc::sigdelset(&mut sa.sa_mask, s);
+            }
+        } else {
+            sa.sa_flags = libc::SA_SIGINFO | libc::SA_ONSTACK;
+            libc::sigemptyset(&mut sa.sa_mask);
+        }
+        assert_eq!(
+            libc::sigaction(libc::SIGSEGV, &sa, core::ptr::null_mut()),
+            0
+        );
+    }
+}
+
+/// ns per fault over `n` faults at `page` (PROT_NONE).
+fn round(page: usize, n: usize) -> f64 {
+    let t = Instant::now();
+    for _ in 0..n {
+        // SAFETY: the page faults and the installed handler skips the load.
+        core::hint::black_box(unsafe { load_byte(core::hint::black_box(page)) });
+    }
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn child(kind: &str, rounds: usize, n: usize) {
+    install(kind);
+    // SAFETY: a fresh anonymous PROT_NONE page of our own.
+    let page = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as usize;
+    round(page, n / 10);
+    let without = median((0..rounds).map(|_| round(page, n)).collect());
+    let prober = Prober::new(Backend::SignalGuard).expect("signal-guard");
+    round(page, n / 10);
+    let with = median((0..rounds).map(|_| round(page, n)).collect());
+    assert_eq!(prober.check(page, 1), Ok(false));
+    println!(
+        "| {kind} | {without:.0} | {with:.0} | {:+.0} | {:.2} |",
+        with - without,
+        with / without
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let kind = args[i + 1].clone();
+        let rounds: usize = args[i + 2].parse().unwrap();
+        let n: usize = args[i + 3].parse().unwrap();
+        child(&kind, rounds, n);
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--test");
+    let rounds = if quick {
+        1
+    } else {
+        args.iter().find_map(|a| a.parse().ok()).unwrap_or(15)
+    };
+    let n = if quick { 100 } else { 20_000 };
+    println!(
+        "\nforeign SIGSEGV, handled by the host's handler (ns per fault, median of {rounds} rounds of {n}):\n"
+    );
+    println!("| host handler | without the crate | with a SignalGuard prober | added | ratio |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for kind in ["hotspot-like", "empty-mask"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--child", kind, &rounds.to_string(), &n.to_string()])
+            .output()
+            .expect("child");
+        assert!(out.status.success(), "{kind}: {:?}", out);
+        print!("{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
