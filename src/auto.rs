@@ -109,8 +109,14 @@ impl AutoOptions {
     }
 
     /// Allow [`Backend::SignalGuard`], which installs a process-wide SIGSEGV/SIGBUS handler
-    /// (chained to the previous one). Only opt in if no thread blocks those signals and no
-    /// other code will replace the handler without chaining.
+    /// (chained to the previous one, which runs on the stack, with the mask and the syscall
+    /// restart the kernel would have given it). Only opt in if no thread that probes blocks
+    /// those signals (a SIGPROF handler installed with a full `sa_mask` blocks them: it must
+    /// not probe with the guard) and no other code will replace the handler without
+    /// chaining. A faulting probe needs one signal frame, `getauxval(AT_MINSIGSTKSZ)` bytes
+    /// (3.4 KiB with AVX-512), on the stack its handler runs on; a signal handler that probes
+    /// on an alternate stack needs that stack to hold two frames plus its own use. In a JVM,
+    /// build the prober after the JVM has started. See the crate docs' "Limits".
     pub const fn allow_signal_handler(mut self, allow: bool) -> Self {
         self.allow_signal_handler = allow;
         self

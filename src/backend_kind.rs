@@ -23,6 +23,15 @@ pub enum Backend {
     /// `process_vm_readv` on this process, one iovec per page: [`Guarantee::Readable`].
     ProcessVmReadv,
     /// A load at a labelled PC guarded by a SIGSEGV/SIGBUS handler: [`Guarantee::Readable`].
+    ///
+    /// [`Prober::new`](crate::Prober::new) installs the handler once per process (not
+    /// async-signal-safe) and is [`Error::Unavailable`](crate::Error::Unavailable) on a thread
+    /// that blocks SIGSEGV or SIGBUS and under valgrind. A thread must not probe with it while
+    /// it blocks either signal, which includes a SIGPROF handler installed with a full
+    /// `sa_mask`. A faulting probe needs room for one signal frame, `getauxval(AT_MINSIGSTKSZ)`
+    /// bytes (3.4 KiB with AVX-512), on the stack its handler runs on (the alternate stack when
+    /// the handler installed before the crate's had `SA_ONSTACK`, or there was none); a signal
+    /// handler that probes on an alternate stack needs two frames there plus its own use.
     SignalGuard,
     /// The `PROCMAP_QUERY` ioctl on `/proc/self/maps`: [`Guarantee::RegionReadable`].
     ProcmapQuery,

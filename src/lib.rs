@@ -79,28 +79,59 @@
 //!   process that allocates protection keys, read with it instead of checking and loading.
 //! - Pages that only the hardware can judge, such as `[vvar]` and the vsyscall page, may get
 //!   different answers from the kernel-copy backends and from the CPU.
-//! - [`Backend::SignalGuard`] must not be used on a thread that blocks SIGSEGV or SIGBUS, which
-//!   includes code running inside a SIGSEGV/SIGBUS handler installed without `SA_NODEFER` (a
-//!   crash reporter's): the kernel then kills the process on the first fault. A handler
-//!   installed with `SA_NODEFER` may probe. Another library that later replaces the crate's
-//!   handler without chaining to it (with all three arguments), or with a one-shot
-//!   (`SA_RESETHAND`) handler, breaks it the same way.
-//! - [`Backend::SignalGuard`] hands every signal that is not a probe's fault to the
-//!   disposition installed before it exactly as the kernel would have: same arguments, the
-//!   signal mask the kernel would have set (`uc_sigmask | sa_mask | {sig}` unless
-//!   `SA_NODEFER`), `SA_RESETHAND` honoured once, the default action for `SIG_DFL` (and for a
-//!   fault under `SIG_IGN`). Not emulated: the stack (a chained handler runs on the alternate
-//!   signal stack if the thread has one, even without `SA_ONSTACK`, and needs room there) and
-//!   `SA_RESTART` (a *sent* SIGSEGV/SIGBUS restarts an interrupted slow syscall). Its own
-//!   handler blocks every signal while it runs (on the alternate signal stack), so a
-//!   profiler's signal cannot land on top of it there; a handler of yours on the alternate
-//!   stack that probes with `SignalGuard` needs room there for its own frame plus one more
-//!   signal frame. The crate installs no alternate stack: on a thread whose alternate stack
-//!   cannot hold a signal frame, the kernel kills the process with SIGSEGV at the first
-//!   faulting probe.
+//! - [`Backend::SignalGuard`] refuses ([`Error::Unavailable`]) a [`Prober::new`] on a thread that blocks SIGSEGV
+//!   or SIGBUS, under valgrind (whose signal frames do not hold a faulting load's exact
+//!   registers), and in a child forked while another thread of its parent was installing. A
+//!   thread that blocks SIGSEGV or SIGBUS *later* must not probe with it: the kernel kills the
+//!   process at its first faulting probe. That includes a SIGSEGV/SIGBUS handler installed
+//!   without `SA_NODEFER` (use `sigprocmask` there) and a SIGPROF (or any) handler installed with
+//!   a full `sa_mask`; a handler with `SA_NODEFER`, or whose mask leaves SIGSEGV and SIGBUS out,
+//!   may probe. Nor where another library later replaces the crate's handler without chaining to
+//!   it (with all three arguments) or with a one-shot (`SA_RESETHAND`) handler.
+//! - [`Backend::SignalGuard`] takes a fault for a probe's only at the exact PC of one of its load
+//!   instructions, only for that instruction's own fault, and only when the faulting address the
+//!   kernel reports lies in the bytes that load accesses (a `kill`, `sigqueue` or a child's
+//!   `exit_signal` never is). Everything else goes to the disposition installed before it as the
+//!   kernel would have delivered it there, checked case by case against the same program without
+//!   the crate (`tests/signal_guard_exact.rs`, 520 cases):
+//!   - **the stack**: the crate's action carries the previous handler's `SA_ONSTACK`, so the
+//!     kernel builds the frame where it would have built that handler's: without `SA_ONSTACK` on
+//!     the interrupted stack (a handler that needs 40 KiB gets it; a fault on an overflowed stack
+//!     kills the process as it would), with it on the alternate stack;
+//!   - **`SA_RESTART`**: carried too, so a *sent* SIGSEGV/SIGBUS interrupting a slow syscall
+//!     restarts it or makes it fail with `EINTR` as the previous handler's flags say;
+//!   - **the mask**: `uc_sigmask | sa_mask | {sig}` (without `sig` under `SA_NODEFER`), set by
+//!     the kernel itself when the previous `sa_mask` blocks every asynchronous signal (HotSpot's
+//!     does), else by one `rt_sigprocmask` before the call; `rt_sigreturn` restores the
+//!     interrupted mask;
+//!   - `SA_RESETHAND` honoured once, `SIG_DFL` as the default action, `SIG_IGN` as the kernel
+//!     treats a fault (it kills) or a sent signal (dropped), the same `siginfo` and `ucontext`
+//!     (a handler may change the context, e.g. skip the faulting instruction, or leave with
+//!     `siglongjmp`).
+//!
+//!   What still differs from the kernel's own delivery: the chained handler starts a few hundred
+//!   bytes lower on its stack (the crate's handler frame); chaining makes one syscall of its own
+//!   (reading the disposition back, so that a handler that resets its own disposition does not
+//!   disarm the guard), plus the `rt_sigprocmask` above when the mask is not adopted; under
+//!   `SIG_IGN` or `SIG_DFL` a sent SIGSEGV/SIGBUS interrupts the thread (an interrupted slow
+//!   syscall restarts, except those `signal(7)` says never restart); `sigaction(SIGSEGV, NULL,
+//!   &old)` shows the crate's handler, not the previous one. A faulting probe itself needs one
+//!   signal frame (`getauxval(AT_MINSIGSTKSZ)` bytes, 3.4 KiB with AVX-512) of room on the stack
+//!   the previous handler's flags choose: a handler that probes on an alternate stack needs that
+//!   stack to hold two frames plus its own use, `2 × AT_MINSIGSTKSZ` + its frames.
 //! - A SIGSEGV (SIGBUS) sent with `tgkill`/`pthread_kill` to a thread within the microseconds
-//!   between one of its `SignalGuard` probes' SIGSEGV (SIGBUS) faults and that fault's
-//!   delivery is merged with it by the kernel (standard signals do not queue) and lost.
+//!   between one of its [`Backend::SignalGuard`] probes' SIGSEGV (SIGBUS) faults and that fault's delivery is
+//!   merged with it by the kernel (standard signals do not queue) and lost. A signal *sent* with
+//!   a fault's `si_code` and an address inside the bytes of the load it interrupts (only a
+//!   process sending itself a forged `siginfo` can do that) is taken for that load's fault.
+//! - Inside a JVM, create the prober after the JVM has started (in `JNI_OnLoad`,
+//!   `Agent_OnLoad` or later): the crate's handler then chains HotSpot's, adopts its mask
+//!   (no mask syscall) and HotSpot keeps its implicit null checks, stack banging and `hs_err`
+//!   reports. Created *before* the JVM (an embedding launcher), HotSpot's handler is in front and
+//!   chains the faults it does not know to the crate, which then applies `SIG_DFL` itself: a real
+//!   crash dies without `hs_err`, HotSpot judges probes of its own stack guard zones first, and
+//!   `-XX:-UseSignalChaining` refuses to start. `-Xcheck:jni` warns that the handler was
+//!   modified, and libjsig cannot see the crate's raw `rt_sigaction`.
 //! - The crate's descriptors (`/dev/null`, `/proc/self/maps`, the pipe pool) sit at the lowest
 //!   free numbers at or above `min(1024, RLIMIT_NOFILE - 16)`, where an application's `open`
 //!   (lowest free number first) reaches them only when every number below is in use.

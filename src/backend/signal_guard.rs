@@ -81,23 +81,29 @@
 //! Everything the handler does is async-signal-safe and makes only raw syscalls: no libc
 //! wrapper that a sanitizer could intercept, and `errno` is never written.
 //!
-//! What is not emulated: the stack. A chained handler runs on the stack our handler runs on:
-//! the thread's alternate signal stack if it has one, else the interrupted stack. A previous
-//! handler installed without `SA_ONSTACK` therefore also runs on the alternate stack, which
-//! must have room for it (and for one more signal frame if it probes). Nor `SA_RESTART`: a
-//! *sent* SIGSEGV or SIGBUS that interrupts a slow syscall restarts it as if the previous
-//! handler had `SA_RESTART` (faults interrupt no syscall).
+//! The stack, the restart of an interrupted syscall and, where it is safe, the mask are the
+//! kernel's own: the crate's action carries the previous handler's `SA_ONSTACK` and
+//! `SA_RESTART` (see the `handler` module for why this design and not a stack switch). A
+//! probe's fault is proven by `si_addr`: it lies in the bytes the load at that PC accesses
+//! (decoded from the instruction), so a sent signal with a fault's `si_code` (a child's
+//! `exit_signal`: `CLD_EXITED` = 1) is chained, and it counts as forced (for `SIG_IGN`) only
+//! when the kernel's fault record in the frame agrees.
+//!
+//! Each object's table is found: the handler searches its own object's table, then those that
+//! every object holding a load registered from a constructor when it was loaded (a Rust
+//! `dylib` and the executable that uses it; see `handler::register_table`).
 //!
 //! # Caveats (the first four are also in the crate docs)
 //!
 //! - A thread that blocks SIGSEGV or SIGBUS is killed by the kernel on the first faulting
-//!   probe; that includes a SIGSEGV/SIGBUS handler installed without `SA_NODEFER`.
+//!   probe; that includes a SIGSEGV/SIGBUS handler installed without `SA_NODEFER`. `install`
+//!   refuses a thread that blocks them when it is called.
 //! - A handler installed later must chain to ours with its three arguments (a null siginfo or
 //!   ucontext cannot be a probe's fault and is chained on); one that does not chain, or that
 //!   is one-shot (`SA_RESETHAND`), leaves faulting probes to kill the process.
 //! - The crate installs no alternate stack. On a thread whose alternate stack cannot hold a
-//!   signal frame, the kernel kills the process with SIGSEGV at the first faulting probe (as
-//!   for any `SA_ONSTACK` handler).
+//!   signal frame, the kernel kills the process with SIGSEGV at the first faulting probe whose
+//!   frame goes there (as for any `SA_ONSTACK` handler).
 //! - Standard signals do not queue: a SIGSEGV (SIGBUS) sent with `tgkill`/`pthread_kill` to
 //!   a thread in the few microseconds between one of its probes' SIGSEGV (SIGBUS) faults and
 //!   its delivery is merged with that fault by the kernel and never delivered.
@@ -109,9 +115,8 @@
 //!   signal) arriving exactly at a load instruction of a thread whose last trap was a
 //!   general-protection fault is taken for the load's fault.
 
-//! - A shared object whose copy of the crate installed the handler must stay loaded: after a
-//!   `dlclose` the kernel would call a handler that is no longer mapped (open it with
-//!   `RTLD_NODELETE`, or link it with `-z nodelete`).
+//! - The shared object whose copy of the crate installed the handler is pinned
+//!   (`RTLD_NODELETE`) at install, and so is every object whose loads registered their table.
 
 use core::marker::PhantomData;
 
@@ -138,7 +143,6 @@ cfg_if::cfg_if! {
         pub(crate) use handler::{Installed, install};
     } else {
         pub(crate) use unsupported::{Installed, install};
-        use unsupported as handler;
     }
 }
 
@@ -191,12 +195,10 @@ impl Prober {
     #[inline(always)]
     pub fn guarded(&self) -> Option<GuardedLoads<'_>> {
         match self.state {
-            crate::backend::State::SignalGuard(installed) if handler::register_caller() => {
-                Some(GuardedLoads {
-                    installed,
-                    _prober: PhantomData,
-                })
-            }
+            crate::backend::State::SignalGuard(installed) => Some(GuardedLoads {
+                installed,
+                _prober: PhantomData,
+            }),
             _ => None,
         }
     }

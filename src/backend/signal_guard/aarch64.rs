@@ -39,6 +39,57 @@ macro_rules! extable_entry {
     };
 }
 
+/// The `asm!` lines that make the linked object holding this load register its table with
+/// the handler at load time (see `handler::register_table`): a constructor in `.init_array`
+/// (`bti c` first: the loader calls it indirectly), its code, and a 24-byte node for the
+/// handler's list, all in one COMDAT group, so that each executable or shared object keeps
+/// one of each (per crate version) however many loads it inlines. The `asm!` must pass
+/// `register = sym super::handler::register_table`.
+macro_rules! registration {
+    () => {
+        concat!(
+            ".hidden __start_",
+            section!(),
+            "\n.hidden __stop_",
+            section!(),
+            "\n.pushsection .text.addrprobe_register_aarch64_v1,\"axG\",%progbits,",
+            "addrprobe_register_aarch64_v1_",
+            env!("CARGO_PKG_VERSION"),
+            ",comdat\n",
+            ".balign 4\n",
+            "8:\n",
+            "hint #34\n",
+            "adrp x0, __start_",
+            section!(),
+            "\nadd x0, x0, :lo12:__start_",
+            section!(),
+            "\nadrp x1, __stop_",
+            section!(),
+            "\nadd x1, x1, :lo12:__stop_",
+            section!(),
+            "\nadrp x2, 7f\n",
+            "add x2, x2, :lo12:7f\n",
+            "b {register}\n",
+            ".popsection\n",
+            ".pushsection .data.addrprobe_register_aarch64_v1,\"awG\",%progbits,",
+            "addrprobe_register_aarch64_v1_",
+            env!("CARGO_PKG_VERSION"),
+            ",comdat\n",
+            ".balign 8\n",
+            "7:\n",
+            ".quad 0, 0, 0\n",
+            ".popsection\n",
+            ".pushsection .init_array,\"awG\",%init_array,",
+            "addrprobe_register_aarch64_v1_",
+            env!("CARGO_PKG_VERSION"),
+            ",comdat\n",
+            ".balign 8\n",
+            ".quad 8b\n",
+            ".popsection",
+        )
+    };
+}
+
 /// Every arm64 instruction is 4 bytes: a continuation further than this from its load is not
 /// a load's.
 pub(super) const MAX_INSN: usize = 4;
@@ -62,9 +113,11 @@ macro_rules! guarded_load {
                 $insn,
                 "3:",
                 extable_entry!("2", "3"),
+                registration!(),
                 a = in(reg) $addr,
                 v = lateout(reg) value,
                 inout("x9") 0u64 => faulted,
+                register = sym super::handler::register_table,
                 options(nostack, readonly, preserves_flags),
             );
         }
@@ -110,10 +163,12 @@ pub(crate) fn load_u64_pair(_: Installed, addr: usize) -> Option<[u64; 2]> {
             "ldp {v0}, {v1}, [{a}]",
             "3:",
             extable_entry!("2", "3"),
+            registration!(),
             a = in(reg) addr,
             v0 = lateout(reg) first,
             v1 = lateout(reg) second,
             inout("x9") 0u64 => faulted,
+            register = sym super::handler::register_table,
             options(nostack, readonly, preserves_flags),
         );
     }

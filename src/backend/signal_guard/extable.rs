@@ -75,19 +75,6 @@ impl Table {
         Table { start, stop }
     }
 
-    /// Its first byte: the same for every instance of the table in one linked object, and
-    /// different for every other object.
-    #[inline(always)]
-    pub(super) fn start(self) -> usize {
-        self.start
-    }
-
-    /// Its end.
-    #[inline(always)]
-    pub(super) fn stop(self) -> usize {
-        self.stop
-    }
-
     /// How many entries the table has.
     #[cfg(test)]
     pub(super) fn len(self) -> usize {

@@ -48,85 +48,80 @@ use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering
 use super::arch::{self, syscall4};
 use crate::{Backend, Error};
 
-/// The most tables of *other* linked objects (see [`register_caller`]) one handler searches.
-const MAX_TABLES: usize = 32;
-
-/// The tables of other linked objects whose inlined loads reach this copy's handler: pairs of
-/// (start, stop), filled in order, never emptied (an object that registered stays loaded, see
-/// `register_caller`). A slot whose stop is still 0 is being filled and is skipped.
-static TABLES: [[AtomicUsize; 2]; MAX_TABLES] =
-    [const { [AtomicUsize::new(0), AtomicUsize::new(0)] }; MAX_TABLES];
-/// The start of the handler's own object's table, set at install (its lookup needs no slot).
-static OWN_TABLE: AtomicUsize = AtomicUsize::new(0);
-/// The start of the table registered last: the fast path's second comparison.
-static LAST_TABLE: AtomicUsize = AtomicUsize::new(0);
-
-/// Makes sure the handler searches the table of the object that called this (inlined) code,
-/// whose guarded loads are recorded there: `false` if it cannot (every slot is taken), and
-/// then the caller must not make an inlined load.
-///
-/// Why: with the crate in a Rust `dylib`, the handler and its statics live in the dylib, but
-/// an executable that uses it inlines the loads, and their entries go into the *executable's*
-/// table, which the dylib's handler cannot find by itself (each object's table bounds are
-/// hidden). [`Prober::guarded`](crate::Prober::guarded), which every inlined load goes
-/// through (`check`, `read`, `GuardedLoads`), calls this with the table as seen from where it
-/// was inlined. The fast path is one comparison with the handler's own table (or the last one
-/// registered): an address computed without a memory access, and one load. The first call
-/// from a new object takes a slot without a lock (async-signal-safe). The object must stay
-/// loaded afterwards: the handler reads its table on every fault that is not in its own.
-#[inline(always)]
-pub(crate) fn register_caller() -> bool {
-    let table = arch::table();
-    let start = table.start();
-    start == OWN_TABLE.load(Ordering::Relaxed)
-        || start == LAST_TABLE.load(Ordering::Relaxed)
-        || register_slow(table.start(), table.stop())
+/// One linked object's table in the handler's list: a node the object's constructor hands to
+/// [`register_table`], in the object's own writable data (one per object, see the
+/// architecture's `registration!`).
+#[repr(C)]
+pub(super) struct Node {
+    next: AtomicUsize,
+    start: AtomicUsize,
+    stop: AtomicUsize,
 }
 
-#[cold]
-#[inline(never)]
-fn register_slow(start: usize, stop: usize) -> bool {
-    for slot in &TABLES {
-        match slot[0].compare_exchange(0, start, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {
-                slot[1].store(stop, Ordering::Release);
-                LAST_TABLE.store(start, Ordering::Relaxed);
-                return true;
-            }
-            Err(s) if s == start => {
-                // Registered already (perhaps by another thread, still storing its stop: the
-                // handler reads the slot once the stop is in, and a load's fault needs it
-                // only after this thread goes on).
-                while slot[1].load(Ordering::Acquire) == 0 {
-                    core::hint::spin_loop();
-                }
-                LAST_TABLE.store(start, Ordering::Relaxed);
-                return true;
-            }
-            Err(_) => {}
+/// The list of every linked object's table whose loads use this copy of the crate, newest
+/// first: pushed without a lock, never shortened (each object is pinned when it registers).
+static TABLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Called by the constructor that every linked object holding a guarded load of this crate
+/// runs when it is loaded (emitted with the loads, see the architecture's `registration!`):
+/// adds the object's table to the list the handler searches, and pins the object
+/// (`RTLD_NODELETE`) so that the table stays mapped.
+///
+/// Why: each object's table bounds are hidden, so a handler can only name its own object's
+/// table. With the crate in a Rust `dylib`, the handler lives in the dylib but the executable
+/// inlines the loads, and their entries are in the *executable's* table. Registering at load
+/// time costs the probes nothing: they check nothing, and the list is complete before any of
+/// the object's code runs.
+///
+/// # Safety
+/// Only that constructor calls it: `[start, stop)` bounds its object's table, and `node` is 24
+/// bytes of its object's writable data, 8-byte aligned, used for nothing else.
+pub(super) unsafe extern "C" fn register_table(start: usize, stop: usize, node: *mut Node) {
+    // An object's duplicate constructors (one per codegen unit that inlined a load) and an
+    // object loaded again find their table listed already.
+    let mut at = TABLES.load(Ordering::Acquire);
+    while at != 0 {
+        // SAFETY: every listed node is a registered object's, which stays loaded.
+        let n = unsafe { &*(at as *const Node) };
+        if n.start.load(Ordering::Relaxed) == start {
+            return;
+        }
+        at = n.next.load(Ordering::Acquire);
+    }
+    // SAFETY: the caller hands us the object's own node.
+    let n = unsafe { &*node };
+    n.start.store(start, Ordering::Relaxed);
+    n.stop.store(stop, Ordering::Relaxed);
+    let mut head = TABLES.load(Ordering::Acquire);
+    loop {
+        n.next.store(head, Ordering::Relaxed);
+        match TABLES.compare_exchange(head, node as usize, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => break,
+            Err(h) => head = h,
         }
     }
-    false
+    pin_object_of(start);
 }
 
 /// The continuation of a load at `pc` in a registered table of another object.
 #[inline(always)]
 fn registered_continuation(pc: usize) -> Option<usize> {
-    for slot in &TABLES {
-        let start = slot[0].load(Ordering::Acquire);
-        if start == 0 {
-            return None;
-        }
-        let stop = slot[1].load(Ordering::Acquire);
-        if stop == 0 {
-            continue;
-        }
-        // SAFETY: registered by `register_caller` from the object's own inlined code: the
-        // linker-bounded table of an object that stays loaded.
-        let table = unsafe { super::extable::Table::new(start, stop) };
+    let mut at = TABLES.load(Ordering::Acquire);
+    while at != 0 {
+        // SAFETY: every listed node is a registered object's, which stays loaded.
+        let n = unsafe { &*(at as *const Node) };
+        // SAFETY: registered by the object's constructor: its linker-bounded table, which
+        // stays mapped (the object is pinned).
+        let table = unsafe {
+            super::extable::Table::new(
+                n.start.load(Ordering::Relaxed),
+                n.stop.load(Ordering::Relaxed),
+            )
+        };
         if let Some(cont) = table.continuation(pc, arch::MAX_INSN) {
             return Some(cont);
         }
+        at = n.next.load(Ordering::Acquire);
     }
     None
 }
@@ -353,7 +348,6 @@ pub(crate) fn install() -> Result<Installed, Error> {
         });
     }
     let pid = getpid();
-    OWN_TABLE.store(arch::table().start(), Ordering::Relaxed);
     loop {
         let state = INSTALL.load(Ordering::Acquire);
         match state & 0xff {
@@ -439,23 +433,30 @@ fn install_both(pid: u64) -> bool {
     // SAFETY: a valid pointer to an 8-byte set.
     unsafe { rt_sigprocmask(libc::SIG_SETMASK, &saved_mask, core::ptr::null_mut()) };
     if ok {
-        pin_this_object();
+        pin_object_of(arch::entry());
     }
     ok
 }
 
-/// Keeps the shared object that holds the handler loaded for the life of the process:
-/// `dladdr` names it, `dlopen(name, RTLD_NOLOAD | RTLD_NODELETE)` marks it. Nothing happens
-/// for the executable, a static program, or when either call fails.
-fn pin_this_object() {
+/// Keeps the shared object that holds `addr` loaded for the life of the process: `dladdr`
+/// names it, `dlopen(name, RTLD_NOLOAD | RTLD_NODELETE)` marks it. Nothing happens for the
+/// executable (an empty name), in a statically linked program (nothing in it can be
+/// unloaded), or when either call fails.
+#[cfg(target_feature = "crt-static")]
+fn pin_object_of(_addr: usize) {}
+
+/// See the statically linked variant above.
+#[cfg(not(target_feature = "crt-static"))]
+fn pin_object_of(addr: usize) {
     // SAFETY: `dladdr` fills the `Dl_info` it is given and reads nothing else; `dli_fname` is
     // a NUL-terminated string owned by the loader, valid while the object is loaded, which it
     // is while this code runs. `dlopen` with RTLD_NOLOAD only looks up an object that is
     // already loaded; its handle is deliberately never closed (the pin).
     unsafe {
         let mut info: libc::Dl_info = core::mem::zeroed();
-        if libc::dladdr(arch::entry() as *const libc::c_void, &mut info) == 0
+        if libc::dladdr(addr as *const libc::c_void, &mut info) == 0
             || info.dli_fname.is_null()
+            || *info.dli_fname == 0
         {
             return;
         }

@@ -16,12 +16,6 @@ pub(crate) fn install() -> Result<Installed, Error> {
     })
 }
 
-/// No table to register: no guarded load exists here.
-#[inline(always)]
-pub(crate) fn register_caller() -> bool {
-    false
-}
-
 #[inline(always)]
 pub(crate) fn load_u8(proof: Installed, _addr: usize) -> Option<u8> {
     match proof.0 {}

@@ -34,6 +34,52 @@ macro_rules! extable_entry {
     };
 }
 
+/// The `asm!` lines that make the linked object holding this load register its table with
+/// the handler at load time (see `handler::register_table`): a constructor in `.init_array`,
+/// its code, and a 24-byte node for the handler's list, all in one COMDAT group, so that each
+/// executable or shared object keeps one of each (per crate version) however many loads it
+/// inlines. The `asm!` must pass `register = sym super::handler::register_table`.
+macro_rules! registration {
+    () => {
+        concat!(
+            ".hidden __start_",
+            section!(),
+            "\n.hidden __stop_",
+            section!(),
+            "\n.pushsection .text.addrprobe_register_x86_64_v1,\"axG\",@progbits,",
+            "addrprobe_register_x86_64_v1_",
+            env!("CARGO_PKG_VERSION"),
+            ",comdat\n",
+            ".balign 16\n",
+            "8:\n",
+            "lea rdi, [rip + __start_",
+            section!(),
+            "]\n",
+            "lea rsi, [rip + __stop_",
+            section!(),
+            "]\n",
+            "lea rdx, [rip + 7f]\n",
+            "jmp {register}\n",
+            ".popsection\n",
+            ".pushsection .data.addrprobe_register_x86_64_v1,\"awG\",@progbits,",
+            "addrprobe_register_x86_64_v1_",
+            env!("CARGO_PKG_VERSION"),
+            ",comdat\n",
+            ".balign 8\n",
+            "7:\n",
+            ".quad 0, 0, 0\n",
+            ".popsection\n",
+            ".pushsection .init_array,\"awG\",@init_array,",
+            "addrprobe_register_x86_64_v1_",
+            env!("CARGO_PKG_VERSION"),
+            ",comdat\n",
+            ".balign 8\n",
+            ".quad 8b\n",
+            ".popsection",
+        )
+    };
+}
+
 /// The longest x86_64 instruction: a continuation further than this from its load is not a
 /// load's.
 pub(super) const MAX_INSN: usize = 15;
@@ -57,9 +103,11 @@ macro_rules! guarded_load {
                 $insn,
                 "3:",
                 extable_entry!("2", "3"),
+                registration!(),
                 a = in(reg) $addr,
                 v = lateout(reg) value,
                 inout("ecx") 0u32 => faulted,
+                register = sym super::handler::register_table,
                 options(nostack, readonly, preserves_flags),
             );
         }
@@ -110,10 +158,12 @@ pub(crate) fn load_u64_pair(_: Installed, addr: usize) -> Option<[u64; 2]> {
             "4:",
             extable_entry!("2", "4"),
             extable_entry!("3", "4"),
+            registration!(),
             a = in(reg) addr,
             v0 = out(reg) first,
             v1 = lateout(reg) second,
             inout("ecx") 0u32 => faulted,
+            register = sym super::handler::register_table,
             options(nostack, readonly, preserves_flags),
         );
     }
