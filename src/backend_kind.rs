@@ -3,7 +3,6 @@
 use core::fmt;
 use core::str::FromStr;
 
-use crate::error::UnknownBackend;
 use crate::guarantee::Guarantee;
 
 /// A probing technique. See the [crate docs](crate) for what each one proves.
@@ -110,3 +109,19 @@ impl FromStr for Backend {
             .ok_or_else(|| UnknownBackend(s.to_owned()))
     }
 }
+
+/// The error of parsing an unknown backend name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownBackend(pub String);
+
+impl fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown backend {:?}; expected one of", self.0)?;
+        for (i, b) in Backend::ALL.iter().enumerate() {
+            write!(f, "{}{}", if i == 0 { " " } else { ", " }, b)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for UnknownBackend {}

@@ -1,25 +1,9 @@
-//! [`Error`]: everything that can go wrong, and [`UnknownBackend`], the error of parsing a
-//! backend name.
+//! [`Error`]: everything that can go wrong. (The error of parsing a backend name,
+//! [`UnknownBackend`](crate::UnknownBackend), lives beside the [`Backend`] it parses.)
 
 use core::fmt;
 
 use crate::backend_kind::Backend;
-
-/// The error of parsing an unknown backend name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UnknownBackend(pub String);
-
-impl fmt::Display for UnknownBackend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown backend {:?}; expected one of", self.0)?;
-        for (i, b) in Backend::ALL.iter().enumerate() {
-            write!(f, "{}{}", if i == 0 { " " } else { ", " }, b)?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for UnknownBackend {}
 
 /// Everything that can go wrong. An error is never an answer: it never means "unreadable".
 ///

@@ -186,8 +186,8 @@ pub mod unwind;
 
 pub use auto::AutoOptions;
 pub use backend::signal_guard::GuardedLoads;
-pub use backend_kind::Backend;
-pub use error::{Error, UnknownBackend};
+pub use backend_kind::{Backend, UnknownBackend};
+pub use error::Error;
 pub use guarantee::Guarantee;
 pub use prober::Prober;
 

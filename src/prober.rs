@@ -42,6 +42,12 @@ impl Prober {
         Ok(prober)
     }
 
+    /// The prober `options` choose: the same as [`AutoOptions::build`](crate::AutoOptions::build).
+    /// For an unwinder, `Prober::build(AutoOptions::for_reads())`. Not async-signal-safe.
+    pub fn build(options: crate::AutoOptions) -> Result<Prober, Error> {
+        options.build()
+    }
+
     /// The backend this prober uses.
     pub fn backend(&self) -> Backend {
         self.state.backend()

@@ -33,10 +33,18 @@
 //!
 //! [`read_u64`](StackReader::read_u64) returns `Ok(None)` for memory that is not readable and
 //! `Err` when the backend failed (a seccomp filter, a descriptor the application closed).
-//! External unwinders only know `Result<u64, ()>`: [`StackReader::memory`] (and, with the
-//! `framehop` feature, `StackReader::framehop_memory`) hands them that shape and latches
+//! External unwinders only know `Result<u64, ()>`: [`StackReader::memory`] (and its alias
+//! [`StackReader::framehop_memory`], which needs no feature) hands them that shape and latches
 //! the first `Err` so that the caller can tell "the stack ended" from "the backend broke"
 //! with [`StackReader::error`] after the walk.
+
+//! # Addresses: `usize` in, `u64` for the unwinder
+//!
+//! The constructors take the stack pointer as `usize`, like every address of this process in
+//! the crate ([`Prober`], [`StackBounds`]): it comes from this process's own `ucontext`. The
+//! reads ([`read_u64`](StackReader::read_u64), the callbacks) take `u64`, the unwinder's type
+//! (framehop's registers and CFA arithmetic are `u64`), so no cast sits in the walk; a `u64`
+//! that is no address here (beyond `usize`, or wrapping) is unreadable, not an error.
 
 use core::cell::Cell;
 
@@ -123,23 +131,44 @@ impl<'a> StackReader<'a> {
     /// Copies the readable prefix of `[sp, sp + 8 * buf.len())` into `buf` with one batched
     /// read ([`batch::read_prefix`]: one `process_vm_readv` per 64 pages, or one
     /// [`Prober::read`] per page) and serves later reads inside that prefix from the copy.
-    /// Returns how many bytes were copied (fewer when the stack ends or a page is not
-    /// readable). The copy is a snapshot of the sample's stack, which an unwinder of an
+    /// Returns the reader and how many bytes were copied (fewer when the stack ends or a page
+    /// is not readable). The copy is a snapshot of the sample's stack, which an unwinder of an
     /// interrupted or suspended stack wants anyway.
+    ///
+    /// The copy stops at the known top of the stack: when `sp` lies in the reader's
+    /// registered [`StackBounds`], nothing at or above their `hi` is read (it is not this
+    /// stack, and reading past it costs a probe of whatever lies there, a guard page's fault
+    /// with `SignalGuard`). Without bounds, or with `sp` outside them, the whole buffer's
+    /// range is tried.
+    ///
+    /// On `Err` (the backend failed: not an answer) the reader comes back unchanged, without
+    /// a snapshot, with the error, so the walk can go on without one.
     ///
     /// Worth it for stacks the fast path does not cover (a sigaltstack, a coroutine stack);
     /// on the thread's own stack the fast path is cheaper. Async-signal-safe; the buffer is
     /// the caller's (e.g. a `static` or a preallocated array), nothing is allocated.
-    pub fn with_snapshot(mut self, buf: &'a mut [u64]) -> Result<(Self, usize), Error> {
-        let len = buf.len() * WORD;
-        // SAFETY: `buf` is `len` bytes of initialised `u64`s, exclusively borrowed for 'a;
-        // viewing them as bytes (alignment 1, every bit pattern valid both ways) is sound.
+    // The reader comes back by value on both paths: a signal handler cannot box it.
+    #[allow(clippy::result_large_err)]
+    pub fn with_snapshot(mut self, buf: &'a mut [u64]) -> Result<(Self, usize), (Self, Error)> {
+        let mut len = buf.len() * WORD;
+        if let Some(b) = &self.bounds
+            && (b.lo()..b.hi()).contains(&self.sp)
+        {
+            len = len.min(b.hi() - self.sp);
+        }
+        // SAFETY: `buf` holds at least `len` bytes of initialised `u64`s, exclusively borrowed
+        // for 'a; viewing them as bytes (alignment 1, every bit pattern valid both ways) is
+        // sound.
         let bytes: &'a mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), len) };
-        let copied = batch::read_prefix(self.prober, self.sp, bytes)?;
-        self.snapshot = &bytes[..copied];
-        self.snapshot_base = self.sp;
-        Ok((self, copied))
+        match batch::read_prefix(self.prober, self.sp, bytes) {
+            Ok(copied) => {
+                self.snapshot = &bytes[..copied];
+                self.snapshot_base = self.sp;
+                Ok((self, copied))
+            }
+            Err(e) => Err((self, e)),
+        }
     }
 
     /// The sample's stack pointer.
@@ -270,12 +299,15 @@ impl<'a> StackReader<'a> {
     }
 }
 
-#[cfg(feature = "framehop")]
 impl StackReader<'_> {
     /// framehop's `read_stack` callback (`FnMut(u64) -> Result<u64, ()>`), for
     /// `Unwinder::iter_frames(pc, regs, cache, &mut read_stack)` and `unwind_frame`. The first
     /// backend error is latched: after the walk, [`error`](Self::error) returning `Some` means
     /// the walk's `Err` came from a broken backend, not from the end of the stack.
+    ///
+    /// Needs no crate feature and no framehop dependency of this crate: the closure's shape is
+    /// all framehop asks for, so it works with whatever framehop version the caller uses (the
+    /// same as [`memory`](Self::memory)).
     ///
     /// The words are returned as stored: on aarch64, saved return addresses that code built
     /// with pointer authentication signed still carry their code. framehop strips them with
@@ -388,6 +420,44 @@ mod tests {
             assert_eq!(r.read_u64(f.base as u64), Ok(Some(f.base as u64)));
             assert_eq!(r.stats().probed, 2);
         }
+    }
+
+    /// The snapshot stops at the registered stack's top, however large the buffer; and a
+    /// backend that fails hands the reader back, without a snapshot.
+    #[test]
+    fn snapshot_stops_at_the_stack_top_and_an_error_returns_the_reader() {
+        std::thread::spawn(|| {
+            let b = StackBounds::register_current_thread().unwrap();
+            let p = Prober::new(Backend::SigprocMask).unwrap();
+            let x = core::hint::black_box([17u64; 4]);
+            let sp = &x as *const [u64; 4] as usize;
+            let room = b.hi() - sp;
+            // Far more words than lie between sp and the top.
+            let mut buf = vec![0u64; room / 8 + 4096];
+            let (r, copied) = StackReader::with_bounds(&p, sp, Some(b))
+                .with_snapshot(&mut buf)
+                .map_err(|(_, e)| e)
+                .unwrap();
+            assert!(
+                copied <= room,
+                "copied {copied} bytes, the stack has {room} above sp"
+            );
+            assert!(copied >= 32, "copied {copied}");
+            assert_eq!(r.snapshot_len(), copied);
+            assert_eq!(r.read_u64(sp as u64), Ok(Some(17)));
+            assert_eq!(r.stats().snapshot, 1);
+            // Msync cannot read: the reader comes back with the error.
+            let msync = Prober::new(Backend::Msync).unwrap();
+            let mut small = [0u64; 4];
+            let Err((back, e)) = StackReader::new(&msync, sp).with_snapshot(&mut small) else {
+                panic!("msync cannot copy");
+            };
+            assert_eq!((back.sp(), back.snapshot_len()), (sp, 0));
+            assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+            core::hint::black_box(&x);
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! # Concurrency, reentrancy and descriptors
 //!
 //! Bytes of two probes must never mix, so each probe owns a pipe while it runs: a pool of
-//! [`SLOTS`] process-wide pipes, each taken with one compare-and-swap. When every slot is busy
+//! `SLOTS` process-wide pipes, each taken with one compare-and-swap. When every slot is busy
 //! (many threads, or a signal handler interrupting a probe on the same thread) the probe makes
 //! a private pipe with `pipe2` and closes it afterwards. It never waits, so it cannot
 //! deadlock in a signal handler, and nothing is left behind when a thread exits.
@@ -42,14 +42,11 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use super::IOVECS;
-use super::process::{self, BUSY, FREE, NOT_CURRENT, PROCESS_CHANGED, Proc, STALE};
+use super::process::{self, BUSY, FREE, NOT_CURRENT, PROCESS_CHANGED, Proc, SLOTS, STALE};
 use crate::backend_kind::Backend;
 use crate::error::Error;
 use crate::range::PageRange;
 use crate::sys::{self, FD_REPLACED};
-
-/// Pipes in the process-wide pool.
-pub const SLOTS: usize = 4;
 
 /// A pooled pipe's descriptors and identity. Whether it is this process's and who uses it is
 /// in the slot's word of the per-process page (`process::ProcPage::slots`).

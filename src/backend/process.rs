@@ -44,9 +44,11 @@
 use core::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, Ordering};
 use std::sync::{Mutex, Once};
 
-use super::pipe::SLOTS;
 use crate::sys::raw::getpid;
 use crate::sys::{FD_REPLACED, SharedFd, close};
+
+/// Pipes in the process-wide pool (the pipe backend's), one state word each here.
+pub(crate) const SLOTS: usize = 4;
 
 /// A slot or descriptor word of the [`ProcPage`]: what it guards is not this process's yet.
 /// Zero, so that a page the kernel wiped in a new process says so everywhere.

@@ -19,6 +19,17 @@
 //! report how each frame was read ([`ReadStats`]) and never allocate, so they can run in a
 //! signal handler.
 //!
+//! # Frame pointers are the caller's to turn on
+//!
+//! The walk follows frame records, which only code compiled with frame pointers keeps. This
+//! repository's `.cargo/config.toml` forces them (`-C force-frame-pointers=yes`) for its own
+//! builds, tests and benches only: it does **not** reach a crate that depends on `addrprobe`.
+//! Build your program with the same flag (`RUSTFLAGS`, or a `.cargo/config.toml` of your
+//! own). Frames of code built without them (the prebuilt std on x86_64, for one) can end
+//! the walk early, which [`Walk::ending`] reports, unless that code is rebuilt with them
+//! (`-Zbuild-std` for std). A DWARF unwinder (framehop through [`crate::reader::StackReader`]) needs no
+//! frame pointers.
+//!
 //! # How reads are validated
 //!
 //! - With a [`Readable`](Guarantee::Readable) backend ([`Unwinder::new`]), each frame's two
@@ -530,6 +541,80 @@ impl<'p> Unwinder<'p> {
             fp: regs.fp,
         };
         fast::run(self, window, Some(first), regs.fp, 0, out, stats)
+    }
+}
+
+/// The entry points [`Unwinder::walk`] and [`Unwinder::walk_trusted`] replaced, kept so that
+/// code written against them still builds (with a deprecation warning that names the
+/// replacement). They will be removed in a later minor version; see `CHANGELOG.md`.
+impl Unwinder<'_> {
+    /// Walks from an explicit program counter and frame pointer.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `walk(Start::From { pc, fp }, out, None)`"
+    )]
+    pub fn walk_from(&self, pc: usize, fp: usize, out: &mut [Frame]) -> Walk {
+        self.walk(Start::From { pc, fp }, out, None)
+    }
+
+    /// Walks the calling thread's stack from the return address into the caller.
+    #[deprecated(since = "0.1.0", note = "use `walk(Start::Current, out, None)`")]
+    #[inline(always)]
+    pub fn walk_current(&self, out: &mut [Frame]) -> Walk {
+        self.walk(Start::Current, out, None)
+    }
+
+    /// [`walk_current`](Self::walk_current), counting the reads.
+    #[deprecated(since = "0.1.0", note = "use `walk(Start::Current, out, Some(stats))`")]
+    #[inline(always)]
+    pub fn walk_current_counted(&self, out: &mut [Frame], stats: &mut ReadStats) -> Walk {
+        self.walk(Start::Current, out, Some(stats))
+    }
+
+    /// Walks from a signal's interrupted registers.
+    #[deprecated(since = "0.1.0", note = "use `walk(Start::Regs(*regs), out, None)`")]
+    pub fn walk_from_regs(&self, regs: &Regs, out: &mut [Frame]) -> Walk {
+        self.walk(Start::Regs(*regs), out, None)
+    }
+
+    /// [`walk_from_regs`](Self::walk_from_regs), counting the reads.
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `walk(Start::Regs(*regs), out, Some(stats))` (safe), or `walk_trusted` for \
+                a stack pointer taken on trust"
+    )]
+    pub fn walk_from_regs_counted(
+        &self,
+        regs: &Regs,
+        out: &mut [Frame],
+        stats: &mut ReadStats,
+    ) -> Walk {
+        self.walk(Start::Regs(*regs), out, Some(stats))
+    }
+
+    /// Walks from a signal's interrupted registers, taking `regs.sp` on trust.
+    ///
+    /// # Safety
+    /// As for [`walk_trusted`](Self::walk_trusted).
+    #[deprecated(since = "0.1.0", note = "use `walk_trusted(regs, out, None)`")]
+    pub unsafe fn walk_from_regs_unchecked(&self, regs: &Regs, out: &mut [Frame]) -> Walk {
+        // SAFETY: the caller keeps `walk_trusted`'s contract.
+        unsafe { self.walk_trusted(regs, out, None) }
+    }
+
+    /// [`walk_from_regs_unchecked`](Self::walk_from_regs_unchecked), counting the reads.
+    ///
+    /// # Safety
+    /// As for [`walk_trusted`](Self::walk_trusted).
+    #[deprecated(since = "0.1.0", note = "use `walk_trusted(regs, out, Some(stats))`")]
+    pub unsafe fn walk_from_regs_counted_unchecked(
+        &self,
+        regs: &Regs,
+        out: &mut [Frame],
+        stats: &mut ReadStats,
+    ) -> Walk {
+        // SAFETY: the caller keeps `walk_trusted`'s contract.
+        unsafe { self.walk_trusted(regs, out, Some(stats)) }
     }
 }
 
