@@ -12,7 +12,8 @@
 //!
 //! Since the crate cannot be uninstalled, each kind runs in a child process of its own.
 //! `cargo bench --bench foreign_fault [-- ROUNDS]`; `--test` (what `cargo bench -- --test`
-//! passes) runs one short round.
+//! passes) runs one short round. `-- --syscalls KIND with|without N` makes only `N` faults,
+//! for `strace -c -f` to count the syscalls each fault costs.
 
 use std::time::Instant;
 
@@ -119,8 +120,32 @@ fn child(kind: &str, rounds: usize, n: usize) {
     );
 }
 
+/// `--syscalls KIND with|without N`: only `N` faults, with or without the crate (its prober
+/// made first), for counting the syscalls of each under `strace -c`.
+fn syscalls_only(kind: &str, with: bool, n: usize) {
+    install(kind);
+    // SAFETY: a fresh anonymous PROT_NONE page of our own.
+    let page = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    } as usize;
+    let _prober = with.then(|| Prober::new(Backend::SignalGuard).expect("signal-guard"));
+    round(page, n);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--syscalls") {
+        let n = args[i + 3].parse().unwrap();
+        syscalls_only(&args[i + 1], args[i + 2] == "with", n);
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--child") {
         let kind = args[i + 1].clone();
         let rounds: usize = args[i + 2].parse().unwrap();

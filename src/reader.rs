@@ -56,6 +56,40 @@ use crate::stack_bounds::StackBounds;
 /// Bytes in one word read by [`StackReader::read_u64`].
 const WORD: usize = 8;
 
+/// The state of a [`StackReader::memory`] callback: the reader and the fast-path reads it
+/// served, added to the reader's count on drop.
+struct Counted<'r, 'a> {
+    reader: &'r StackReader<'a>,
+    fast: usize,
+}
+
+impl Counted<'_, '_> {
+    #[inline(always)]
+    fn read(&mut self, addr: u64) -> Result<u64, ()> {
+        if self.reader.snapshot.is_empty()
+            && let Ok(a) = usize::try_from(addr)
+            && let Some(w) = self.reader.fast_window(a)
+        {
+            self.fast += 1;
+            return Ok(w);
+        }
+        self.reader.read_or_latch(addr)
+    }
+}
+
+impl Drop for Counted<'_, '_> {
+    fn drop(&mut self) {
+        let c = &self.reader.fast_reads;
+        c.set(c.get().wrapping_add(self.fast));
+    }
+}
+
+/// One more read served from where `counter` counts.
+#[inline(always)]
+fn bump(counter: &Cell<usize>) {
+    counter.set(counter.get().wrapping_add(1));
+}
+
 /// Reads the stack of one sample: snapshot, own-stack fast path, then the prober. See the
 /// [module docs](self). Not `Send`: it may hold the thread's [`StackBounds`].
 #[derive(Debug)]
@@ -68,8 +102,17 @@ pub struct StackReader<'a> {
     /// The copied prefix of `[sp, sp + N)` and its start address.
     snapshot: &'a [u8],
     snapshot_base: usize,
+    /// The fast path's window, computed once: words at `[win_lo, win_last + 8)` may be loaded
+    /// directly, and (unless `trusted`) only at or above the real stack pointer of the load,
+    /// which must itself be at or above `lo`. Empty (`win_lo > win_last`) without bounds or
+    /// with `sp` off the registered stack.
+    win_lo: usize,
+    win_last: usize,
+    lo: usize,
     error: Cell<Option<Error>>,
-    stats: Cell<ReaderStats>,
+    snapshot_reads: Cell<usize>,
+    fast_reads: Cell<usize>,
+    probed_reads: Cell<usize>,
 }
 
 /// Where the reads of a [`StackReader`] were served from.
@@ -98,6 +141,10 @@ impl<'a> StackReader<'a> {
     /// the real stack pointer at each load.
     #[inline]
     pub fn with_bounds(prober: &'a Prober, sp: usize, bounds: Option<StackBounds>) -> Self {
+        let (win_lo, win_last, lo) = match &bounds {
+            Some(b) if b.contains_sp(sp) && b.hi() - sp >= WORD => (sp, b.hi() - WORD, b.lo()),
+            _ => (usize::MAX, 0, usize::MAX),
+        };
         StackReader {
             prober,
             sp,
@@ -105,8 +152,13 @@ impl<'a> StackReader<'a> {
             trusted: false,
             snapshot: &[],
             snapshot_base: 0,
+            win_lo,
+            win_last,
+            lo,
             error: Cell::new(None),
-            stats: Cell::new(ReaderStats::default()),
+            snapshot_reads: Cell::new(0),
+            fast_reads: Cell::new(0),
+            probed_reads: Cell::new(0),
         }
     }
 
@@ -188,14 +240,46 @@ impl<'a> StackReader<'a> {
 
     /// Where the reads so far were served from.
     pub fn stats(&self) -> ReaderStats {
-        self.stats.get()
+        ReaderStats {
+            snapshot: self.snapshot_reads.get(),
+            fast: self.fast_reads.get(),
+            probed: self.probed_reads.get(),
+        }
     }
 
     /// Reads the 8 bytes at `addr` (any alignment): `Ok(Some(word))` if readable, `Ok(None)`
     /// if not, `Err` if the backend failed (which is not an answer). Snapshot first, then the
     /// own-stack fast path, then [`Prober::read`]. Async-signal-safe.
-    #[inline]
+    ///
+    /// The snapshot and the fast path's window check are inlined into the caller; everything
+    /// else (a misaligned word, a read off the window, the prober) is one call.
+    #[inline(always)]
     pub fn read_u64(&self, addr: u64) -> Result<Option<u64>, Error> {
+        match self.read_inline(addr) {
+            Some(w) => Ok(Some(w)),
+            None => self.read_out_of_line(addr),
+        }
+    }
+
+    /// The word at `addr` if the snapshot holds it or the fast path's window covers it.
+    #[inline(always)]
+    fn read_inline(&self, addr: u64) -> Option<u64> {
+        // On 64-bit targets every `u64` is a `usize`; elsewhere a larger one is no address.
+        let addr = usize::try_from(addr).ok()?;
+        if !self.snapshot.is_empty()
+            && let Some(w) = self.in_snapshot(addr)
+        {
+            bump(&self.snapshot_reads);
+            return Some(w);
+        }
+        let w = self.fast_window(addr)?;
+        bump(&self.fast_reads);
+        Some(w)
+    }
+
+    /// The rest of [`read_u64`](Self::read_u64), after `read_inline` said no.
+    #[inline(never)]
+    fn read_out_of_line(&self, addr: u64) -> Result<Option<u64>, Error> {
         // A word that wraps past the end of the address space is unreadable, not an error
         // (a corrupt CFA must end the walk like any other bad address).
         let Some(addr) = usize::try_from(addr)
@@ -204,15 +288,11 @@ impl<'a> StackReader<'a> {
         else {
             return Ok(None);
         };
-        if let Some(w) = self.in_snapshot(addr) {
-            self.count(|s| s.snapshot += 1);
+        if let Some(w) = self.fast_general(addr) {
+            bump(&self.fast_reads);
             return Ok(Some(w));
         }
-        if let Some(w) = self.fast(addr) {
-            self.count(|s| s.fast += 1);
-            return Ok(Some(w));
-        }
-        self.count(|s| s.probed += 1);
+        bump(&self.probed_reads);
         let mut buf = [0u8; WORD];
         Ok(self
             .prober
@@ -225,9 +305,17 @@ impl<'a> StackReader<'a> {
     /// `Err(())`, and the first backend error is latched for [`error`](Self::error).
     // `Result<u64, ()>` is the callback shape framehop and other unwinders take.
     #[allow(clippy::result_unit_err)]
-    #[inline]
+    #[inline(always)]
     pub fn read_or_latch(&self, addr: u64) -> Result<u64, ()> {
-        match self.read_u64(addr) {
+        match self.read_inline(addr) {
+            Some(w) => Ok(w),
+            None => self.read_or_latch_out_of_line(addr),
+        }
+    }
+
+    #[inline(never)]
+    fn read_or_latch_out_of_line(&self, addr: u64) -> Result<u64, ()> {
+        match self.read_out_of_line(addr) {
             Ok(Some(w)) => Ok(w),
             Ok(None) => Err(()),
             Err(e) => {
@@ -242,9 +330,17 @@ impl<'a> StackReader<'a> {
     /// A memory callback for an external unwinder: `FnMut(u64) -> Result<u64, ()>`, latching
     /// the first backend error (see [`error`](Self::error)). Borrows the reader, which stays
     /// usable for [`error`](Self::error) and [`stats`](Self::stats) once the closure is dropped.
+    ///
+    /// The callback counts its fast-path reads itself and adds them to [`stats`](Self::stats)
+    /// when it is dropped: a counter in the reader, incremented on every word, would chain
+    /// each read to the previous one through memory (a store and a reload, ~1 ns a word).
     #[inline]
     pub fn memory(&self) -> impl FnMut(u64) -> Result<u64, ()> + '_ {
-        move |addr| self.read_or_latch(addr)
+        let mut counted = Counted {
+            reader: self,
+            fast: 0,
+        };
+        move |addr| counted.read(addr)
     }
 
     /// The first backend error a callback from [`memory`](Self::memory) turned into `Err(())`,
@@ -260,13 +356,6 @@ impl<'a> StackReader<'a> {
     }
 
     #[inline(always)]
-    fn count(&self, f: impl FnOnce(&mut ReaderStats)) {
-        let mut s = self.stats.get();
-        f(&mut s);
-        self.stats.set(s);
-    }
-
-    #[inline(always)]
     fn in_snapshot(&self, addr: usize) -> Option<u64> {
         let off = addr.checked_sub(self.snapshot_base)?;
         let bytes = self.snapshot.get(off..off.checked_add(WORD)?)?;
@@ -275,8 +364,34 @@ impl<'a> StackReader<'a> {
         Some(u64::from_ne_bytes(w))
     }
 
+    /// The own-stack fast path. An aligned word inside the window computed at construction
+    /// is loaded after a few compares: at or above the real stack pointer of this load, which
+    /// is at or above the registered stack's `lo` (so `[real, hi)` is live stack of this
+    /// thread, mapped since registration), or, for a trusted `sp`, anywhere in `[sp, hi)`.
+    /// Anything else (misaligned, or the real stack pointer elsewhere) is `fast_general`'s.
     #[inline(always)]
-    fn fast(&self, addr: usize) -> Option<u64> {
+    fn fast_window(&self, addr: usize) -> Option<u64> {
+        if addr.is_multiple_of(WORD) && addr >= self.win_lo && addr <= self.win_last {
+            if self.trusted {
+                // SAFETY: the caller of `trusting_sp` vouched that `[sp, hi)` is live stack of
+                // this thread while the reader is used; `[win_lo, win_last + 8)` lies in it.
+                return Some(unsafe { core::ptr::read_volatile(addr as *const u64) });
+            }
+            let real = crate::stack_bounds::current_sp();
+            if real >= self.lo && addr >= real {
+                // SAFETY: aligned, inside `[real, hi)` with `lo <= real`: live stack of this
+                // thread above its real stack pointer, inside the range mapped at
+                // registration (the module docs of `stack_bounds`).
+                return Some(unsafe { core::ptr::read_volatile(addr as *const u64) });
+            }
+        }
+        None
+    }
+
+    /// The fast path's general checks, those of [`StackBounds`], for what `fast_window` did
+    /// not take (a misaligned word, a real stack pointer outside the window's assumptions).
+    #[inline]
+    fn fast_general(&self, addr: usize) -> Option<u64> {
         let bounds = self.bounds.as_ref()?;
         let mut w = [0u8; WORD];
         if self.trusted {
@@ -475,6 +590,15 @@ mod tests {
             assert_eq!(r.stats().fast, 2);
             let _ = r.read_u64(b.lo() as u64);
             assert_eq!(r.stats().probed, 1, "below the real sp: probed");
+            // The same through the callback, which counts its fast reads itself and hands
+            // them over when dropped.
+            let r = StackReader::with_bounds(&p, b.lo(), Some(b));
+            let mut mem = r.memory();
+            assert_eq!(mem(a as u64), Ok(11));
+            assert_eq!(mem(a as u64 + 8), Ok(13));
+            let _ = mem(b.lo() as u64);
+            drop(mem);
+            assert_eq!((r.stats().fast, r.stats().probed), (2, 1));
             core::hint::black_box(&x);
         })
         .join()
