@@ -75,6 +75,12 @@ impl Table {
         Table { start, stop }
     }
 
+    /// Its first byte: the same for every instance of the table in one linked object.
+    #[inline(always)]
+    pub(super) fn start(self) -> usize {
+        self.start
+    }
+
     /// How many entries the table has.
     #[cfg(test)]
     pub(super) fn len(self) -> usize {

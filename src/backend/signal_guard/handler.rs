@@ -103,13 +103,18 @@ pub(super) unsafe extern "C" fn register_table(start: usize, stop: usize, node: 
     pin_object_of(start);
 }
 
-/// The continuation of a load at `pc` in a registered table of another object.
+/// The continuation of a load at `pc` in a registered table of another object (`own`, the
+/// handler's own object's table start, was searched already).
 #[inline(always)]
-fn registered_continuation(pc: usize) -> Option<usize> {
+fn registered_continuation(pc: usize, own: usize) -> Option<usize> {
     let mut at = TABLES.load(Ordering::Acquire);
     while at != 0 {
         // SAFETY: every listed node is a registered object's, which stays loaded.
         let n = unsafe { &*(at as *const Node) };
+        if n.start.load(Ordering::Relaxed) == own {
+            at = n.next.load(Ordering::Acquire);
+            continue;
+        }
         // SAFETY: registered by the object's constructor: its linker-bounded table, which
         // stays mapped (the object is pinned).
         let table = unsafe {
@@ -488,10 +493,11 @@ pub(super) extern "C" fn handler(
         // valid siginfo and ucontext.
         unsafe {
             let pc = arch::pc(ctx);
+            let own = arch::table();
             if arch::is_instruction_fault(sig, info, ctx)
-                && let Some(cont) = arch::table()
+                && let Some(cont) = own
                     .continuation(pc, arch::MAX_INSN)
-                    .or_else(|| registered_continuation(pc))
+                    .or_else(|| registered_continuation(pc, own.start()))
                 && arch::faulted_in_load(info, ctx, pc)
             {
                 arch::resume_faulted(ctx, cont);
