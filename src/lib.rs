@@ -93,7 +93,7 @@
 //!   kernel reports lies in the bytes that load accesses (a `kill`, `sigqueue` or a child's
 //!   `exit_signal` never is). Everything else goes to the disposition installed before it as the
 //!   kernel would have delivered it there, checked case by case against the same program without
-//!   the crate (`tests/signal_guard_exact.rs`, 520 cases):
+//!   the crate (`tests/signal_guard_exact.rs`, 557 cases):
 //!   - **the stack**: the crate's action carries the previous handler's `SA_ONSTACK`, so the
 //!     kernel builds the frame where it would have built that handler's: without `SA_ONSTACK` on
 //!     the interrupted stack (a handler that needs 40 KiB gets it; a fault on an overflowed stack

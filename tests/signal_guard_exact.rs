@@ -51,6 +51,11 @@ enum Kind {
     /// Returns without repairing anything, so a fault re-executes and faults again; on its
     /// third call it `_exit`s with 40 + calls.
     RefaultThenExit,
+    /// Changes the `ucontext`: the program counter skips the faulting load (only a fault at
+    /// the stray load; a sent signal returns untouched).
+    SkipInstruction,
+    /// Leaves with `siglongjmp` to the point saved before the trigger.
+    Longjmp,
 }
 
 /// The application's disposition for SIGSEGV and SIGBUS.
@@ -93,6 +98,9 @@ enum Trigger {
     /// A SIGSEGV from another thread (`tgkill`) interrupts this thread's `read` of an empty
     /// pipe: restarted under `SA_RESTART`, `EINTR` without it.
     SentDuringRead,
+    /// A thread overflows its stack: the kernel cannot build a frame there for a handler
+    /// without `SA_ONSTACK` and kills the process with SIGSEGV.
+    StackOverflow,
 }
 
 /// The stack the case runs the application's handler on.
@@ -158,6 +166,8 @@ impl Case {
                 s += match kind {
                     Kind::Fixup => "+fixup",
                     Kind::RefaultThenExit => "+refault_then_exit",
+                    Kind::SkipInstruction => "+skip_instruction",
+                    Kind::Longjmp => "+longjmp",
                 };
                 s
             }
@@ -213,6 +223,39 @@ fn cases() -> Vec<Case> {
     // A handler that probes (SA_NODEFER lets its SIGSEGV through) on a thread whose
     // alternate stack holds one signal frame and 2 KiB more.
     push(&[4, 5, 37], Stacks::SmallAltstack);
+    // A handler that changes the ucontext (skips the faulting load), and one that leaves
+    // with siglongjmp; a stack overflow under handlers without SA_ONSTACK.
+    for bits in [1, 5, 17, 33] {
+        for kind in [Kind::SkipInstruction, Kind::Longjmp] {
+            for trigger in [
+                Trigger::SegvFault,
+                Trigger::BusFault,
+                Trigger::KillSegv,
+                Trigger::RaiseThenFault,
+            ] {
+                v.push(Case {
+                    disposition: handler(bits, kind),
+                    trigger,
+                    pid_ns_init: false,
+                    stacks: Stacks::Std,
+                });
+            }
+        }
+    }
+    for disposition in [
+        handler(0, Kind::RefaultThenExit),
+        handler(1, Kind::Fixup),
+        handler(33, Kind::RefaultThenExit),
+        Disposition::Default,
+        Disposition::Ignore,
+    ] {
+        v.push(Case {
+            disposition,
+            trigger: Trigger::StackOverflow,
+            pid_ns_init: false,
+            stacks: Stacks::Std,
+        });
+    }
     for disposition in [Disposition::Default, Disposition::Ignore] {
         for trigger in TRIGGERS {
             v.push(Case {
@@ -367,6 +410,10 @@ fn kernel_expectation(case: &Case, control: &Outcome) -> Option<String> {
         case.trigger,
         Trigger::SegvFault | Trigger::BusFault | Trigger::RaiseThenFault
     );
+    if case.trigger == Trigger::StackOverflow {
+        return (control.signal != Some(libc::SIGSEGV))
+            .then(|| "a stack overflow with no frame room kills with SIGSEGV".into());
+    }
     let calls = control
         .observations
         .iter()
@@ -561,6 +608,26 @@ fn app_body(sig: i32, info: Option<&libc::siginfo_t>, ctx: *mut libc::c_void) {
         }
     }
     line.emit();
+    match KIND.load(Ordering::SeqCst) {
+        KIND_SKIP => {
+            // Only a fault of the stray load is skipped; a sent signal returns untouched.
+            if let Some(info) = info
+                && info.si_code > 0
+                && !ctx.is_null()
+            {
+                // SAFETY: the kernel's ucontext of an SA_SIGINFO handler: only the PC moves,
+                // past the stray load (whose address and length we know).
+                unsafe { skip_stray_load(ctx) };
+            }
+            return;
+        }
+        KIND_LONGJMP => {
+            // SAFETY: the jump buffer was filled by sigsetjmp in `child`, whose frame is still
+            // live (the trigger runs inside it).
+            unsafe { siglongjmp(core::ptr::addr_of_mut!(JMP).cast(), 1) };
+        }
+        _ => {}
+    }
     if KIND.load(Ordering::SeqCst) == 1 {
         if n >= 3 {
             let mut l = Line::new();
@@ -592,17 +659,74 @@ extern "C" fn app_plain(sig: libc::c_int) {
     app_body(sig, None, core::ptr::null_mut());
 }
 
+const KIND_SKIP: usize = 2;
+const KIND_LONGJMP: usize = 3;
+
+/// The stray access under test: one byte load of a known length at a known address, 3 bytes
+/// on x86_64 (`movzx eax, byte ptr [rdi]`), 4 on arm64 (`ldrb w0, [x0]`).
+///
+/// # Safety
+/// None: it is meant to fault, in a disposable child.
+#[unsafe(naked)]
+unsafe extern "C" fn stray_load_insn(addr: usize) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    core::arch::naked_asm!("movzx eax, byte ptr [rdi]", "ret");
+    #[cfg(target_arch = "aarch64")]
+    core::arch::naked_asm!("ldrb w0, [x0]", "ret");
+}
+
+const STRAY_LOAD_LEN: usize = if cfg!(target_arch = "x86_64") { 3 } else { 4 };
+
 /// A byte load the compiler cannot remove: the stray access under test.
 fn stray_load(addr: usize) -> u8 {
-    let v: u8;
     // SAFETY: not safe at all: this is the stray fault under test, in a disposable child.
+    unsafe { stray_load_insn(core::hint::black_box(addr)) as u8 }
+}
+
+/// Moves the interrupted PC past the stray load, if that is where it is.
+///
+/// # Safety
+/// `ctx` must be the kernel's ucontext of the running handler.
+unsafe fn skip_stray_load(ctx: *mut libc::c_void) {
+    let at = stray_load_insn as *const () as usize;
+    // SAFETY: the caller vouches for `ctx`.
     unsafe {
+        let mc = &mut (*ctx.cast::<libc::ucontext_t>()).uc_mcontext;
         #[cfg(target_arch = "x86_64")]
-        core::arch::asm!("mov {v}, byte ptr [{a}]", a = in(reg) addr, v = out(reg_byte) v, options(nostack, readonly));
+        {
+            let pc = &mut mc.gregs[libc::REG_RIP as usize];
+            if *pc as usize == at {
+                *pc += STRAY_LOAD_LEN as i64;
+            }
+        }
         #[cfg(target_arch = "aarch64")]
-        core::arch::asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) v, options(nostack, readonly));
-    };
-    v
+        {
+            if mc.pc as usize == at {
+                mc.pc += STRAY_LOAD_LEN as u64;
+            }
+        }
+    }
+}
+
+/// A `sigjmp_buf`, larger than glibc's and musl's on x86_64 and arm64.
+static mut JMP: [u64; 64] = [0; 64];
+
+unsafe extern "C" {
+    #[cfg_attr(target_env = "gnu", link_name = "__sigsetjmp")]
+    fn sigsetjmp(env: *mut libc::c_void, savemask: libc::c_int) -> libc::c_int;
+    fn siglongjmp(env: *mut libc::c_void, val: libc::c_int) -> !;
+}
+
+/// Overflows this thread's stack: each call holds 4 KiB, touched, until the guard page.
+#[inline(never)]
+fn overflow(depth: usize) -> usize {
+    let mut buf = [0u8; 4096];
+    // SAFETY: our own array.
+    unsafe { core::ptr::write_volatile(&mut buf[0], depth as u8) };
+    if core::hint::black_box(depth) == usize::MAX {
+        return 0;
+    }
+    overflow(depth + 1) + usize::from(core::hint::black_box(&buf)[0])
 }
 
 /// Makes the rest of the case run as pid 1 of a new pid namespace: `unshare(CLONE_NEWPID)`
@@ -783,7 +907,15 @@ fn child(case: Case, guard: bool) {
                     if restart {
                         sa.sa_flags |= libc::SA_RESTART;
                     }
-                    KIND.store(usize::from(kind == Kind::RefaultThenExit), Ordering::SeqCst);
+                    KIND.store(
+                        match kind {
+                            Kind::Fixup => 0,
+                            Kind::RefaultThenExit => 1,
+                            Kind::SkipInstruction => KIND_SKIP,
+                            Kind::Longjmp => KIND_LONGJMP,
+                        },
+                        Ordering::SeqCst,
+                    );
                     if siginfo {
                         sa.sa_sigaction = app_siginfo as *const () as usize;
                         sa.sa_flags |= libc::SA_SIGINFO;
@@ -845,26 +977,40 @@ fn child(case: Case, guard: bool) {
     }
     support::set_errno(1234);
     obs("ready");
-    match case.trigger {
-        Trigger::SegvFault => {
-            stray_load(STRAY_SEGV.load(Ordering::SeqCst));
+    // The point a `Longjmp` handler leaves to (its frame, this one, stays live throughout the
+    // trigger). Nothing that changes between here and a longjmp is read afterwards.
+    // SAFETY: a buffer of our own, larger than the libc's sigjmp_buf.
+    if unsafe { sigsetjmp(core::ptr::addr_of_mut!(JMP).cast(), 1) } != 0 {
+        obs("longjmp landed");
+    } else {
+        match case.trigger {
+            Trigger::SegvFault => {
+                stray_load(STRAY_SEGV.load(Ordering::SeqCst));
+            }
+            Trigger::BusFault => {
+                stray_load(STRAY_BUS.load(Ordering::SeqCst));
+            }
+            Trigger::KillSegv => send(libc::SIGSEGV, false),
+            Trigger::KillBus => send(libc::SIGBUS, false),
+            Trigger::RaiseSegv => send(libc::SIGSEGV, true),
+            Trigger::RaiseThenFault => {
+                send(libc::SIGSEGV, true);
+                obs(&format!(
+                    "after raise: calls={}",
+                    CALLS.load(Ordering::SeqCst)
+                ));
+                stray_load(STRAY_SEGV.load(Ordering::SeqCst));
+            }
+            Trigger::ChildExitSegv => child_exits_with_segv(),
+            Trigger::SentDuringRead => sent_during_read(),
+            Trigger::StackOverflow => {
+                let t = std::thread::Builder::new()
+                    .stack_size(256 * 1024)
+                    .spawn(|| overflow(0))
+                    .expect("thread");
+                obs(&format!("overflow returned {:?}", t.join().is_ok()));
+            }
         }
-        Trigger::BusFault => {
-            stray_load(STRAY_BUS.load(Ordering::SeqCst));
-        }
-        Trigger::KillSegv => send(libc::SIGSEGV, false),
-        Trigger::KillBus => send(libc::SIGBUS, false),
-        Trigger::RaiseSegv => send(libc::SIGSEGV, true),
-        Trigger::RaiseThenFault => {
-            send(libc::SIGSEGV, true);
-            obs(&format!(
-                "after raise: calls={}",
-                CALLS.load(Ordering::SeqCst)
-            ));
-            stray_load(STRAY_SEGV.load(Ordering::SeqCst));
-        }
-        Trigger::ChildExitSegv => child_exits_with_segv(),
-        Trigger::SentDuringRead => sent_during_read(),
     }
     let errno = support::errno();
     let mut line = Line::new();
