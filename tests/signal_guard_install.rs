@@ -34,8 +34,9 @@ const SECCOMP_SET_MODE_FILTER: libc::c_long = 1;
 const SECCOMP_FILTER_FLAG_NEW_LISTENER: libc::c_long = 1 << 3;
 const SECCOMP_RET_USER_NOTIF: u32 = 0x7fc0_0000;
 /// `_IOWR('!', 0, struct seccomp_notif)` and `_IOWR('!', 1, struct seccomp_notif_resp)`.
-const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
-const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+/// (`libc::Ioctl` is `c_ulong` on glibc, `c_int` on musl: the same 32 bits.)
+const SECCOMP_IOCTL_NOTIF_RECV: libc::Ioctl = 0xc050_2100_u32 as libc::Ioctl;
+const SECCOMP_IOCTL_NOTIF_SEND: libc::Ioctl = 0xc018_2101_u32 as libc::Ioctl;
 
 #[repr(C)]
 #[derive(Default)]

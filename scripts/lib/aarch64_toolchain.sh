@@ -41,8 +41,18 @@ aarch64_linker_setup() {
 
 # aarch64_toolchain_setup : steps 1-3; exports the variables aarch64_cargo uses
 aarch64_toolchain_setup() {
-    local here_tc nightly_dir release src_dir deb tc_dir sysroot
     aarch64_linker_setup
+    rust_src_toolchain_setup
+    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+    export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+    export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
+}
+
+# rust_src_toolchain_setup : steps 2-3, the nightly with Debian's std sources, linked as
+# $AARCH64_TOOLCHAIN; any target's std can be built with it (-Zbuild-std), musl's too
+# (scripts/lib/musl_toolchain.sh)
+rust_src_toolchain_setup() {
+    local here_tc nightly_dir release src_dir deb tc_dir sysroot
     command -v rustup >/dev/null || die "rustup is needed to link the aarch64 toolchain"
     nightly_dir=$(rustc "+$AARCH64_NIGHTLY" --print sysroot 2>/dev/null) \
         || die "no $AARCH64_NIGHTLY toolchain (rustup toolchain list)"
@@ -91,9 +101,6 @@ aarch64_toolchain_setup() {
     sysroot=$(rustc "+$AARCH64_TOOLCHAIN" --print sysroot)
     [[ -d $sysroot/lib/rustlib/src/rust/library/std ]] \
         || die "toolchain $AARCH64_TOOLCHAIN ($sysroot) does not see the library source"
-    export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
-    export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-    export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 }
 
 # aarch64_cargo SUBCOMMAND ARGS... : cargo SUBCOMMAND for aarch64 with std built from source.

@@ -340,7 +340,7 @@ impl Timer {
     /// Async-signal-safe (`timer_settime` is).
     fn set(self, first_ns: u64, period_ns: u64) -> bool {
         let ts = |ns: u64| libc::timespec {
-            tv_sec: (ns / 1_000_000_000) as libc::time_t,
+            tv_sec: (ns / 1_000_000_000) as _,
             tv_nsec: (ns % 1_000_000_000) as libc::c_long,
         };
         let its = libc::itimerspec {

@@ -884,7 +884,7 @@ impl SampleTimer {
     fn start(hz: u32) -> SampleTimer {
         let period_ns = (1_000_000_000 / u64::from(hz.max(1))).max(1000);
         let ts = libc::timespec {
-            tv_sec: (period_ns / 1_000_000_000) as libc::time_t,
+            tv_sec: (period_ns / 1_000_000_000) as _,
             tv_nsec: (period_ns % 1_000_000_000) as libc::c_long,
         };
         // SAFETY: a zeroed sigevent is a valid value to fill in.
@@ -906,7 +906,7 @@ impl SampleTimer {
         }
         let tv = libc::timeval {
             tv_sec: 0,
-            tv_usec: (period_ns / 1000).min(999_999) as libc::suseconds_t,
+            tv_usec: (period_ns / 1000).min(999_999) as _,
         };
         let it = libc::itimerval {
             it_interval: tv,
