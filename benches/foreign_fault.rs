@@ -82,6 +82,23 @@ fn install(kind: &str) {
     }
 }
 
+/// A fresh anonymous `PROT_NONE` page of this process's own.
+fn prot_none_page() -> usize {
+    // SAFETY: a fresh mapping at a kernel-chosen address aliases nothing.
+    let p = unsafe {
+        libc::mmap(
+            core::ptr::null_mut(),
+            4096,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap");
+    p as usize
+}
+
 /// ns per fault over `n` faults at `page` (PROT_NONE).
 fn round(page: usize, n: usize) -> f64 {
     let t = Instant::now();
@@ -123,17 +140,7 @@ fn raw_sigaction(new: Option<&KernelSigaction>, old: Option<&mut KernelSigaction
 /// same conditions.
 fn child(kind: &str, rounds: usize, n: usize) {
     install(kind);
-    // SAFETY: a fresh anonymous PROT_NONE page of our own.
-    let page = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            4096,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as usize;
+    let page = prot_none_page();
     let mut host = KernelSigaction::default();
     raw_sigaction(None, Some(&mut host));
     let prober = Prober::new(Backend::SignalGuard).expect("signal-guard");
@@ -168,17 +175,7 @@ fn child(kind: &str, rounds: usize, n: usize) {
 /// made first), for counting the syscalls of each under `strace -c`.
 fn syscalls_only(kind: &str, with: bool, n: usize) {
     install(kind);
-    // SAFETY: a fresh anonymous PROT_NONE page of our own.
-    let page = unsafe {
-        libc::mmap(
-            core::ptr::null_mut(),
-            4096,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    } as usize;
+    let page = prot_none_page();
     let _prober = with.then(|| Prober::new(Backend::SignalGuard).expect("signal-guard"));
     round(page, n);
 }

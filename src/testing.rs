@@ -14,6 +14,44 @@ pub fn wipes_on_fork() -> bool {
     crate::backend::process::wipes_on_fork()
 }
 
+/// Sends `sig` to the calling thread with a `tgkill` made at the call site (a raw
+/// `syscall`/`svc`, inlined), so that the signal is delivered as that instruction returns,
+/// with the caller's own frame pointer in the interrupted context. `libc::raise` is
+/// interrupted inside the libc, whose code may be built without frame pointers and use
+/// `rbp`/`x29` for itself (musl's does), so a frame-pointer walk from there would not reach
+/// the caller. Sending a signal is safe; what its disposition does is the caller's concern.
+#[inline(always)]
+pub fn raise_here(sig: i32) {
+    // SAFETY: getpid and gettid have no preconditions.
+    let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+    // SAFETY: tgkill to this thread; the syscall clobbers only what is declared and touches
+    // no memory of ours.
+    unsafe {
+        #[cfg(target_arch = "x86_64")]
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") libc::SYS_tgkill => _,
+            in("rdi") pid,
+            in("rsi") tid,
+            in("rdx") sig,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        #[cfg(target_arch = "aarch64")]
+        core::arch::asm!(
+            "svc 0",
+            inlateout("x0") pid as usize => _,
+            in("x1") tid,
+            in("x2") sig,
+            in("x8") libc::SYS_tgkill,
+            options(nostack),
+        );
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        libc::syscall(libc::SYS_tgkill, pid, tid, sig);
+    }
+}
+
 #[cfg(test)]
 use std::io;
 

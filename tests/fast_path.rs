@@ -732,7 +732,7 @@ mod altstack {
             recurse(level + 1);
         } else {
             // The handler is installed.
-            support::raise_here(SIGNAL.load(Ordering::Relaxed) as libc::c_int);
+            addrprobe::testing::raise_here(SIGNAL.load(Ordering::Relaxed) as libc::c_int);
         }
         core::hint::black_box(level);
     }

@@ -15,23 +15,7 @@ const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
 const OFF_ARG0_LO: u32 = 16;
 
-fn stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
-}
+use support::{bpf_jump as jump, bpf_stmt as stmt};
 
 /// Installs a filter that makes `process_vm_readv` fail with `errno`, and, if
 /// `block_sigprocmask_probe`, `rt_sigprocmask` with the invalid `how` of -1 too.

@@ -776,30 +776,8 @@ fn send(sig: i32, thread: bool) {
 /// A raw `clone` child with `exit_signal = SIGSEGV` exits at once; this process reaps it
 /// (`__WALL`, the child is not a SIGCHLD child) and says so.
 fn child_exits_with_segv() {
-    // SAFETY: clone without CLONE_VM is a fork: the child only calls `_exit`. Its exit makes
-    // the kernel send us SIGSEGV with CLD_EXITED, which the case is about.
-    unsafe {
-        let pid = libc::syscall(
-            libc::SYS_clone,
-            libc::SIGSEGV as libc::c_ulong,
-            0usize,
-            0usize,
-            0usize,
-            0usize,
-        );
-        if pid == 0 {
-            libc::_exit(7);
-        }
-        assert!(pid > 0, "clone");
-        let mut status = 0;
-        loop {
-            let r = libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL);
-            if r == pid as libc::pid_t || support::errno() != libc::EINTR {
-                break;
-            }
-        }
-        support::set_errno(1234);
-    }
+    support::clone_child_exits_with(libc::SIGSEGV);
+    support::set_errno(1234);
     obs("reaped the clone child");
 }
 

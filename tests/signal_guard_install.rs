@@ -59,29 +59,12 @@ struct SeccompNotifResp {
     flags: u32,
 }
 
-fn stmt(code: u32, k: u32) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    }
-}
-
-fn jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-    libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    }
-}
-
 /// On the calling thread only: `rt_sigaction(SIGBUS, new != NULL, ..)` waits for the
 /// listener; everything else is allowed. The listener's descriptor, or `None` where the
 /// kernel has no user notification (before 5.0) or refuses the filter.
 fn hold_sigbus_swap() -> Option<i32> {
     use libc::{BPF_ABS, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    use support::{bpf_jump as jump, bpf_stmt as stmt};
     let allow = libc::SECCOMP_RET_ALLOW;
     let prog = [
         stmt(BPF_LD | BPF_W | BPF_ABS, 4),
@@ -320,25 +303,7 @@ fn probe_while_children_exit(p: &'static Prober, children: usize) -> (usize, usi
         (made, no)
     });
     for _ in 0..children {
-        // SAFETY: clone without CLONE_VM is a fork; the child only calls `_exit`.
-        unsafe {
-            let pid = libc::syscall(
-                libc::SYS_clone,
-                libc::SIGSEGV as libc::c_ulong,
-                0usize,
-                0usize,
-                0usize,
-                0usize,
-            );
-            if pid == 0 {
-                libc::_exit(0);
-            }
-            assert!(pid > 0);
-            let mut status = 0;
-            while libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) < 0
-                && support::errno() == libc::EINTR
-            {}
-        }
+        support::clone_child_exits_with(libc::SIGSEGV);
     }
     STOP.store(true, Ordering::SeqCst);
     prober.join().unwrap()

@@ -1537,41 +1537,6 @@ mod tests {
             DEPTH.store(walk.depth, Ordering::Release);
         }
 
-        /// Sends `sig` to this thread with a `tgkill` made right here (a raw `syscall`/`svc`),
-        /// so that it is delivered as that instruction returns, with this function's frame
-        /// pointer in the interrupted context. `libc::raise` would be interrupted inside the
-        /// libc, whose code may be built without frame pointers and use `rbp`/`x29` for
-        /// itself (musl's does): the chain would not start at the caller.
-        #[inline(always)]
-        fn raise_here(sig: libc::c_int) {
-            // SAFETY: getpid and gettid have no preconditions.
-            let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
-            // SAFETY: tgkill to this thread of a signal whose handler is installed; the
-            // syscall clobbers only what is declared.
-            unsafe {
-                #[cfg(target_arch = "x86_64")]
-                core::arch::asm!(
-                    "syscall",
-                    inlateout("rax") libc::SYS_tgkill => _,
-                    in("rdi") pid,
-                    in("rsi") tid,
-                    in("rdx") sig,
-                    lateout("rcx") _,
-                    lateout("r11") _,
-                    options(nostack),
-                );
-                #[cfg(target_arch = "aarch64")]
-                core::arch::asm!(
-                    "svc 0",
-                    inlateout("x0") pid as usize => _,
-                    in("x1") tid,
-                    in("x2") sig,
-                    in("x8") libc::SYS_tgkill,
-                    options(nostack),
-                );
-            }
-        }
-
         /// Recurses, recording each level's fp, and raises SIGUSR1 at the bottom.
         #[inline(never)]
         pub fn recurse(level: usize) {
@@ -1581,7 +1546,8 @@ mod tests {
             if level + 1 < 16 {
                 recurse(level + 1);
             } else {
-                raise_here(libc::SIGUSR1);
+                // A tgkill made here: the interrupted frame pointer is this level's.
+                crate::testing::raise_here(libc::SIGUSR1);
             }
             core::hint::black_box(level);
         }

@@ -656,38 +656,48 @@ pub fn on_altstack() -> bool {
     }
 }
 
-/// Sends `sig` to the calling thread with a `tgkill` made at the call site (a raw
-/// `syscall`/`svc`, inlined), so that the signal is delivered as that instruction returns,
-/// with the caller's own frame pointer in the interrupted context. `libc::raise` is
-/// interrupted inside the libc, whose code may be built without frame pointers and use
-/// `rbp`/`x29` for itself (musl's does), so a frame-pointer walk from there would not reach
-/// the caller.
-#[inline(always)]
-pub fn raise_here(sig: i32) {
-    // SAFETY: getpid and gettid have no preconditions.
-    let (pid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
-    // SAFETY: tgkill to this thread; the caller installed what handles `sig`. The syscall
-    // clobbers only what is declared.
+
+/// A classic BPF statement, for seccomp filters.
+pub fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+/// A classic BPF conditional jump, for seccomp filters.
+pub fn bpf_jump(code: u32, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    }
+}
+
+/// A raw `clone` child (no `CLONE_VM`: a fork) whose `exit_signal` is `sig` and which exits at
+/// once; reaped here (`__WALL`: it is not a SIGCHLD child), retrying on `EINTR`. Its exit
+/// makes the kernel send this process `sig` with `si_code = CLD_EXITED`.
+pub fn clone_child_exits_with(sig: i32) {
+    // SAFETY: clone without CLONE_VM is a fork: the child only calls `_exit`.
     unsafe {
-        #[cfg(target_arch = "x86_64")]
-        core::arch::asm!(
-            "syscall",
-            inlateout("rax") libc::SYS_tgkill => _,
-            in("rdi") pid,
-            in("rsi") tid,
-            in("rdx") sig,
-            lateout("rcx") _,
-            lateout("r11") _,
-            options(nostack),
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            sig as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
         );
-        #[cfg(target_arch = "aarch64")]
-        core::arch::asm!(
-            "svc 0",
-            inlateout("x0") pid as usize => _,
-            in("x1") tid,
-            in("x2") sig,
-            in("x8") libc::SYS_tgkill,
-            options(nostack),
-        );
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        assert!(pid > 0, "clone");
+        let mut status = 0;
+        while libc::waitpid(pid as libc::pid_t, &mut status, libc::__WALL) < 0
+            && errno() == libc::EINTR
+        {}
     }
 }
