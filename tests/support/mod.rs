@@ -656,7 +656,6 @@ pub fn on_altstack() -> bool {
     }
 }
 
-
 /// A classic BPF statement, for seccomp filters.
 pub fn bpf_stmt(code: u32, k: u32) -> libc::sock_filter {
     libc::sock_filter {

@@ -40,10 +40,11 @@ macro_rules! extable_entry {
 }
 
 /// The `asm!` lines that make the linked object holding this load register its table with
-/// the handler at load time (see `handler::register_table`): a constructor in `.init_array`
-/// (`bti c` first: the loader calls it indirectly), its code, and a 24-byte node for the
-/// handler's list, all in one COMDAT group, so that each executable or shared object keeps
-/// one of each (per crate version) however many loads it inlines. The `asm!` must pass
+/// the handler at load time (see `handler::register_table`): a constructor in `.init_array` (`bti c` first: the loader calls it indirectly),
+/// its code, and a 24-byte node for the handler's list, all in one COMDAT group per crate
+/// version. The linker keeps the group of one object file per executable or shared object;
+/// inside that object file every `asm!` instance appended its own constructor and node, and
+/// all but the first find the table listed. The `asm!` must pass
 /// `register = sym super::handler::register_table`.
 macro_rules! registration {
     () => {
@@ -335,7 +336,9 @@ pub(super) unsafe fn faulted_in_load(
             (*info).si_addr() as usize & ADDRESS_BITS,
         )
     };
-    addr.wrapping_sub(base) < width
+    // SAFETY: the caller vouches for `info`.
+    let lsb = unsafe { super::handler::mce_addr_lsb(info) };
+    super::handler::in_access(addr, lsb, base, width)
 }
 
 /// Whether the kernel forced the signal on the thread (a fault of the interrupted

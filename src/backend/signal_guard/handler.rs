@@ -62,16 +62,20 @@ pub(super) struct Node {
 /// first: pushed without a lock, never shortened (each object is pinned when it registers).
 static TABLES: AtomicUsize = AtomicUsize::new(0);
 
-/// Called by the constructor that every linked object holding a guarded load of this crate
-/// runs when it is loaded (emitted with the loads, see the architecture's `registration!`):
+/// Called by the constructors that every linked object holding a guarded load of this crate
+/// runs when it is loaded (emitted with the loads, see the architecture's `registration!`;
+/// every `asm!` instance in the object file the linker kept for the group adds one, all
+/// naming the same table: the later ones find it listed and return):
 /// adds the object's table to the list the handler searches, and pins the object
 /// (`RTLD_NODELETE`) so that the table stays mapped.
 ///
 /// Why: each object's table bounds are hidden, so a handler can only name its own object's
 /// table. With the crate in a Rust `dylib`, the handler lives in the dylib but the executable
 /// inlines the loads, and their entries are in the *executable's* table. Registering at load
-/// time costs the probes nothing: they check nothing, and the list is complete before any of
-/// the object's code runs.
+/// time costs the probes nothing: they check nothing. The object's table is known once its
+/// constructors have run; a load the object makes before that (from another constructor of
+/// its own that runs first, or a signal handler such a constructor started) is not, and its
+/// fault is chained like a stray one.
 ///
 /// # Safety
 /// Only that constructor calls it: `[start, stop)` bounds its object's table, and `node` is 24
@@ -131,7 +135,42 @@ fn registered_continuation(pc: usize, own: usize) -> Option<usize> {
     None
 }
 
-/// Proof that this copy of the crate's handler is installed: only [`install`] make one, after both signals' handlers are in.
+/// For a machine-check SIGBUS (`BUS_MCEERR_AR`), the number of low bits of `si_addr` the
+/// kernel left out (`si_addr_lsb`: a first-time memory error is reported for its whole page);
+/// 0 for every other signal, whose `si_addr` is exact.
+///
+/// # Safety
+/// `info` must be the kernel's siginfo for the signal.
+#[inline(always)]
+pub(super) unsafe fn mce_addr_lsb(info: *const libc::siginfo_t) -> u32 {
+    // SAFETY: the caller vouches for `info`; `si_signo` and `si_code` are its first fields,
+    // and for BUS_MCEERR_* the kernel's `_sigfault` has `si_addr_lsb` (a short) right after
+    // `si_addr`, at byte 24 on 64-bit targets.
+    unsafe {
+        let code = (*info).si_code;
+        if (*info).si_signo != libc::SIGBUS
+            || (code != libc::BUS_MCEERR_AR && code != libc::BUS_MCEERR_AO)
+        {
+            return 0;
+        }
+        let lsb = core::ptr::read_unaligned(info.cast::<u8>().add(24).cast::<u16>());
+        u32::from(lsb).min(usize::BITS - 1)
+    }
+}
+
+/// Whether the faulting address `addr`, known to `lsb` low bits fewer than exact, lies in the
+/// `width` bytes a load at `start` accesses.
+#[inline(always)]
+pub(super) fn in_access(addr: usize, lsb: u32, start: usize, width: usize) -> bool {
+    if lsb == 0 {
+        return addr.wrapping_sub(start) < width;
+    }
+    let block = |a: usize| a >> lsb;
+    block(addr) == block(start) || block(addr) == block(start.wrapping_add(width - 1))
+}
+
+/// Proof that this copy of the crate's handler is installed: only [`install`] makes one, after
+/// both signals' handlers are in.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Installed(());
 
@@ -191,6 +230,20 @@ unsafe fn rt_sigprocmask(how: libc::c_int, new: *const u64, old: *mut u64) -> is
         )
     }
 }
+
+/// `gettid()`, raw.
+#[inline(always)]
+fn gettid() -> u64 {
+    // SAFETY: gettid has no arguments and cannot fail.
+    unsafe { syscall4(libc::SYS_gettid, 0, 0, 0, 0) as u64 }
+}
+
+/// The thread that set an `INSTALLING` state (with the pid in the state): a thread that finds
+/// `INSTALLING` with its own pid *and* its own tid cannot be that installer (which never
+/// waits on itself and runs with every signal blocked), so it is a child forked during the
+/// install whose pid and tid happen to equal the installer's (pid 1 of a new pid namespace,
+/// forked from a container's init whose main thread installs).
+static INSTALLER_TID: AtomicU64 = AtomicU64::new(0);
 
 /// `getpid()`, raw.
 #[inline(always)]
@@ -353,6 +406,7 @@ pub(crate) fn install() -> Result<Installed, Error> {
         });
     }
     let pid = getpid();
+    let tid = gettid();
     loop {
         let state = INSTALL.load(Ordering::Acquire);
         match state & 0xff {
@@ -366,6 +420,10 @@ pub(crate) fn install() -> Result<Installed, Error> {
                     )
                     .is_ok()
                 {
+                    // Set before any per-signal state says INSTALLING (install_both), which
+                    // is what `chain` waits on; a thread that reads a stale value here only
+                    // waits.
+                    INSTALLER_TID.store(tid, Ordering::Relaxed);
                     let ok = install_both(pid);
                     INSTALLED.store(ok, Ordering::Release);
                     let end = if ok { READY } else { FAILED };
@@ -373,7 +431,7 @@ pub(crate) fn install() -> Result<Installed, Error> {
                     break;
                 }
             }
-            INSTALLING if state >> 8 == pid => {
+            INSTALLING if state >> 8 == pid && INSTALLER_TID.load(Ordering::Relaxed) != tid => {
                 // SAFETY: sched_yield has no arguments.
                 unsafe { syscall4(libc::SYS_sched_yield, 0, 0, 0, 0) };
             }
@@ -465,6 +523,14 @@ fn pin_object_of(addr: usize) {
         {
             return;
         }
+        // The executable itself (glibc names it by `argv[0]`): nothing to pin, and no file
+        // to look up by that name.
+        let mut main: libc::Dl_info = core::mem::zeroed();
+        let phdr = libc::getauxval(libc::AT_PHDR) as *const libc::c_void;
+        if !phdr.is_null() && libc::dladdr(phdr, &mut main) != 0 && main.dli_fbase == info.dli_fbase
+        {
+            return;
+        }
         libc::dlopen(
             info.dli_fname,
             libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
@@ -550,6 +616,7 @@ unsafe fn chain(
         match state & 0xff {
             READY => break,
             INSTALLING if state >> 8 != getpid() => break,
+            INSTALLING if INSTALLER_TID.load(Ordering::Relaxed) == gettid() => break,
             INSTALLING => {
                 // SAFETY: sched_yield has no arguments.
                 unsafe { syscall4(libc::SYS_sched_yield, 0, 0, 0, 0) };
@@ -646,7 +713,8 @@ unsafe fn chain(
 /// ours becomes our saved disposition, and ours goes back in: stray signals meet what the
 /// application set, and probes keep working. A real handler found in place of ours (installed
 /// by the previous handler or by another thread) is left alone: the kernel calls it first, as
-/// it would without us. This read is the one syscall chaining adds to every delivery.
+/// it would without us. This read is the one syscall chaining always adds (plus the
+/// `rt_sigprocmask` of `chain` when our action's mask is not the previous handler's).
 ///
 /// # Safety
 /// Only from `chain`, after the previous handler returned.
@@ -677,8 +745,10 @@ unsafe fn adopt_reset(sig: libc::c_int, prev: &Previous) {
 /// The default action of SIGSEGV and SIGBUS, termination with a core dump, which only the
 /// kernel can carry out and only with the disposition at `SIG_DFL`. So the disposition is set
 /// to `SIG_DFL` and the signal is queued again to this thread with its own siginfo; it is
-/// blocked while we run and is delivered as we return, before the interrupted code runs again.
-/// A fault would also execute again and fault under `SIG_DFL`.
+/// delivered as we return, before the interrupted code runs again (or at once, inside the
+/// handler, when the signal is not blocked here: our action adopted `SA_NODEFER`, or a later
+/// handler called us; the process ends the same way). A fault would also execute again and
+/// fault under `SIG_DFL`.
 ///
 /// The init process of a pid namespace (pid 1 there, e.g. a container's main process) is not
 /// killed by a signal that is merely sent while its disposition is `SIG_DFL`: the kernel drops

@@ -35,10 +35,12 @@ macro_rules! extable_entry {
 }
 
 /// The `asm!` lines that make the linked object holding this load register its table with
-/// the handler at load time (see `handler::register_table`): a constructor in `.init_array`,
-/// its code, and a 24-byte node for the handler's list, all in one COMDAT group, so that each
-/// executable or shared object keeps one of each (per crate version) however many loads it
-/// inlines. The `asm!` must pass `register = sym super::handler::register_table`.
+/// the handler at load time (see `handler::register_table`): a constructor in `.init_array` (`endbr64` first: the loader calls it indirectly),
+/// its code, and a 24-byte node for the handler's list, all in one COMDAT group per crate
+/// version. The linker keeps the group of one object file per executable or shared object;
+/// inside that object file every `asm!` instance appended its own constructor and node, and
+/// all but the first find the table listed. The `asm!` must pass
+/// `register = sym super::handler::register_table`.
 macro_rules! registration {
     () => {
         concat!(
@@ -52,6 +54,7 @@ macro_rules! registration {
             ",comdat\n",
             ".balign 16\n",
             "8:\n",
+            "endbr64\n",
             "lea rdi, [rip + __start_",
             section!(),
             "]\n",
@@ -238,6 +241,9 @@ pub(super) fn restorer() -> usize {
 #[unsafe(naked)]
 unsafe extern "C" fn entry_naked() {
     core::arch::naked_asm!(
+        // A landing pad for indirect branch tracking (a NOP without CET): the kernel enters a
+        // handler as an indirect call.
+        "endbr64",
         "lea rax, [rip + {restorer}]",
         "xor ecx, ecx",
         "cmp rax, qword ptr [rsp]",
@@ -251,15 +257,16 @@ unsafe extern "C" fn entry_naked() {
 /// Whether the program runs under valgrind: its `RUNNING_ON_VALGRIND` client request (the
 /// request's number in the first word of a 6-word block whose address is in `rax`, the answer
 /// in `rdx`, which keeps its value, 0, on a real CPU). The four rotations of `rdi` add up to
-/// 128 bits and the `xchg` is with itself: natively the sequence changes nothing; valgrind's
-/// translator recognises it.
+/// 128 bits and the `xchg` is with itself: natively the sequence changes no register but the
+/// flags (`rol` writes CF and OF); valgrind's translator recognises it.
 pub(super) fn under_valgrind() -> bool {
     /// `VG_USERREQ__RUNNING_ON_VALGRIND`.
     const RUNNING_ON_VALGRIND: u64 = 0x1001;
     let args = [RUNNING_ON_VALGRIND, 0, 0, 0, 0, 0];
     let answer: u64;
     // SAFETY: rotations of rdi by 128 bits in all and an exchange of rbx with itself leave
-    // every register as it was; valgrind reads the six words at `rax` and writes `rdx` only.
+    // every register as it was but the flags (not declared preserved); valgrind reads the six
+    // words at `rax` and writes `rdx` only.
     unsafe {
         core::arch::asm!(
             "rol rdi, 3",
@@ -270,7 +277,7 @@ pub(super) fn under_valgrind() -> bool {
             in("rax") args.as_ptr(),
             inout("rdx") 0u64 => answer,
             inout("rdi") 0u64 => _,
-            options(nostack, readonly, preserves_flags),
+            options(nostack, readonly),
         );
     }
     answer != 0
@@ -386,7 +393,9 @@ pub(super) unsafe fn faulted_in_load(
     if code == libc::SI_KERNEL {
         return start.wrapping_add(width - 1) >= NON_CANONICAL;
     }
-    addr.wrapping_sub(start) < width
+    // SAFETY: the caller vouches for `info`.
+    let lsb = unsafe { super::handler::mce_addr_lsb(info) };
+    super::handler::in_access(addr, lsb, start, width)
 }
 
 /// The trap number of a page fault (`X86_TRAP_PF`) in `uc_mcontext.trapno`.
