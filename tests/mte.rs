@@ -97,14 +97,27 @@ fn sync_mte_page() -> usize {
     base as usize
 }
 
-#[test]
-fn tag_check_fault_of_a_guarded_load_is_a_no() {
-    const CASE: &str = "tag_check_fault_of_a_guarded_load_is_a_no";
+/// Runs `body` in a child process (it changes the process's tag-check mode) when the CPU and
+/// kernel have MTE, and checks that the child got to its end; says "skipped" otherwise.
+fn mte_case(case: &str, body: fn()) {
     if !has_mte() {
-        eprintln!("skipped: {CASE}: no MTE on this CPU or kernel (HWCAP2_MTE)");
+        eprintln!("skipped: {case}: no MTE on this CPU or kernel (HWCAP2_MTE)");
         return;
     }
-    if is_child(CASE) {
+    if is_child(case) {
+        body();
+        println!("CHILD DONE");
+        return;
+    }
+    let out = run_child(case);
+    out.assert_success();
+    assert!(out.stdout.contains("CHILD DONE"), "{}", out.stdout);
+    print!("{}", out.stdout);
+}
+
+#[test]
+fn tag_check_fault_of_a_guarded_load_is_a_no() {
+    mte_case("tag_check_fault_of_a_guarded_load_is_a_no", || {
         let guard = Prober::new(Backend::SignalGuard).expect("signal-guard");
         let base = sync_mte_page();
         let ps = support::ps();
@@ -147,13 +160,7 @@ fn tag_check_fault_of_a_guarded_load_is_a_no() {
         assert_eq!(got, [Ok(true), Ok(false), Ok(true), Ok(false), Ok(true)]);
         // SAFETY: our own mapping (the page holding both granules).
         unsafe { libc::munmap((untouched & !(ps - 1)) as *mut libc::c_void, ps) };
-        println!("CHILD DONE");
-        return;
-    }
-    let out = run_child(CASE);
-    out.assert_success();
-    assert!(out.stdout.contains("CHILD DONE"), "{}", out.stdout);
-    print!("{}", out.stdout);
+    });
 }
 
 /// A `read` of bytes inside one granule loads no byte of the next one: with synchronous tag
@@ -162,12 +169,7 @@ fn tag_check_fault_of_a_guarded_load_is_a_no() {
 /// 16-byte window would touch the next granule and answer `Ok(false)`.
 #[test]
 fn read_loads_no_byte_outside_the_range() {
-    const CASE: &str = "read_loads_no_byte_outside_the_range";
-    if !has_mte() {
-        eprintln!("skipped: {CASE}: no MTE on this CPU or kernel (HWCAP2_MTE)");
-        return;
-    }
-    if is_child(CASE) {
+    mte_case("read_loads_no_byte_outside_the_range", || {
         let guard = Prober::new(Backend::SignalGuard).expect("signal-guard");
         let base = sync_mte_page();
         // SAFETY: the second granule of our PROT_MTE page.
@@ -185,11 +187,5 @@ fn read_loads_no_byte_outside_the_range() {
         ];
         println!("read 12+4, 4+12, 14+2 (granule 0), 16+4 (granule 1), 12+8 (both): {got:?}");
         assert_eq!(got, [Ok(true), Ok(true), Ok(true), Ok(false), Ok(false)]);
-        println!("CHILD DONE");
-        return;
-    }
-    let out = run_child(CASE);
-    out.assert_success();
-    assert!(out.stdout.contains("CHILD DONE"), "{}", out.stdout);
-    print!("{}", out.stdout);
+    });
 }
