@@ -29,8 +29,10 @@
 //! The cost of a load that does not fault is the load, a zeroed register and a test: no call,
 //! no memory besides the loaded bytes. [`GuardedLoads`] offers it directly ([`Prober::guarded`]);
 //! [`Prober::check`] and [`Prober::read`] of at most 16 bytes within one 4 KiB block take the
-//! same inline path (one byte load for `check`, one 8-byte load or one pair of them for `read`),
-//! and longer ranges make one load per page (check) or per 8 bytes (read). A fault costs a
+//! same inline path (one byte load for `check`; for `read`, one 8-byte load for 8 bytes, one
+//! pair for 16, else loads of 8, 4, 2 and 1 bytes that cover exactly the range), and longer
+//! ranges make one load per page (check) or per 8 bytes, plus the exact tail of each page's
+//! piece (read): no byte outside a range is ever loaded. A fault costs a
 //! signal delivery (~2 µs). A load that crosses a page boundary is one instruction too: the CPU
 //! either loads all its bytes or faults, and a faulting instruction is not completed in part
 //! (x86_64: the register is not written; arm64: it is left unknown, and discarded), so `Some`
