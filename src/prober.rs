@@ -22,12 +22,14 @@ pub struct Prober {
 
 impl Prober {
     /// Creates a prober for `backend` and proves it on this machine: it probes a readable
-    /// page, a `PROT_NONE` page, an unmapped page and a `MAP_SHARED` page beyond the end of
-    /// its file, all of which it makes, and returns [`Error::SelfTestFailed`] if an answer
-    /// contradicts the backend's guarantee ([`Backend::DevNull`], being
-    /// [`Guarantee::Unsound`], is only checked for availability).
+    /// page, a `PROT_NONE` page, 8 bytes from the readable one into the `PROT_NONE` one, an
+    /// unmapped page and a `MAP_SHARED` page beyond the end of its file, all of which it makes,
+    /// and returns [`Error::SelfTestFailed`] if an answer contradicts the backend's guarantee
+    /// ([`Backend::DevNull`], being [`Guarantee::Unsound`], is only checked for availability).
     ///
-    /// [`Backend::SignalGuard`] installs its SIGSEGV/SIGBUS handler here (once per process).
+    /// [`Backend::SignalGuard`] installs its SIGSEGV/SIGBUS handler here (once per process);
+    /// it is [`Error::Unavailable`] on a thread that blocks SIGSEGV or SIGBUS, under valgrind,
+    /// and in a child forked while another thread of its parent was installing.
     ///
     /// **Not async-signal-safe**: it opens descriptors, maps and unmaps its self-test pages,
     /// may install a signal handler and allocates. Build the prober before arming a profiling
