@@ -334,8 +334,8 @@ fn child_own_space(kind: Kind, fallback: bool) {
     let stop = AtomicBool::new(false);
     let background = AtomicUsize::new(0);
     // Under an emulated CPU (the kernel-matrix guests set a timeout scale) each round takes
-    // seconds and the eight of every case took 529 of the binary's 600 s in an arm64 guest:
-    // three rounds there, each checking all the same.
+    // seconds: three rounds there, each checking all the same (in an arm64 guest the binary
+    // took 529 s of its 600 with eight, 476 s with three; the rest is process setup).
     let rounds = if support::timeout_scale() > 1 { 3 } else { 8 };
     std::thread::scope(|s| {
         s.spawn(|| {
