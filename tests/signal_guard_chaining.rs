@@ -724,9 +724,13 @@ fn too_small_alternate_stack_dies_of_sigsegv() {
         let p = guard();
         // [PROT_NONE × n][readable page][PROT_NONE]: the alternate stack covers the n
         // inaccessible pages and the first 512 bytes of the readable one, so it is as large as
-        // sigaltstack demands (MINSIGSTKSZ: 2048 on x86_64, 5120 on arm64) but only 512 bytes
-        // of it can hold a signal frame.
-        let n = libc::MINSIGSTKSZ.div_ceil(ps()).max(1);
+        // sigaltstack demands (MINSIGSTKSZ, or this CPU's frame size where the kernel checks
+        // against AT_MINSIGSTKSZ) but only 512 bytes of it can hold a signal frame, less than
+        // any CPU's frame.
+        let n = support::signal_frame_size()
+            .max(libc::MINSIGSTKSZ)
+            .div_ceil(ps())
+            .max(1);
         let r = Region::anon(n + 2);
         for i in 0..n {
             r.protect(i, libc::PROT_NONE);
