@@ -11,8 +11,8 @@
 //! - `stray`: after probing, a NULL load of the executable's that is no probe still kills it
 //!   with SIGSEGV (chained to the default action).
 
-// The fixture is built with cargo when the test runs: not in the arm64 guests, which have
-// the test binaries only.
+// The fixture is built with cargo when the test runs, or carried prebuilt into an x86_64
+// kernel-matrix guest (`support::cargo_fixture`); the arm64 guests get no fixtures.
 #![cfg(target_arch = "x86_64")]
 
 mod support;
@@ -31,12 +31,17 @@ fn probes_from_the_executable_and_the_dylib() {
         &[("RUSTFLAGS", Some("-C prefer-dynamic"))],
         TIMEOUT,
     );
-    let libdir = Command::new("rustc")
-        .args(["--print", "target-libdir"])
-        .output()
-        .expect("rustc --print target-libdir");
-    let libdir = String::from_utf8(libdir.stdout).unwrap();
-    let path = format!("{}:{}", dir.join("deps").display(), libdir.trim());
+    // std's shared library: the toolchain's, or the copy a prebuilt fixture carries in `rustlib`
+    let libdir = if support::prebuilt_fixtures().is_some() {
+        dir.join("rustlib").display().to_string()
+    } else {
+        let out = Command::new("rustc")
+            .args(["--print", "target-libdir"])
+            .output()
+            .expect("rustc --print target-libdir");
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let path = format!("{}:{libdir}", dir.join("deps").display());
     let host = dir.join("dylib-host");
     for case in ["exe", "dylib", "both", "stray"] {
         let mut cmd = Command::new(&host);

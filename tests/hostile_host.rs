@@ -510,7 +510,7 @@ fn userfaultfd_sigbus_pages_answer_without_blocking() {
         let uffd = match Uffd::open(UFFD_FEATURE_SIGBUS, false) {
             Ok(u) => u,
             Err(why) => {
-                println!("SKIP userfaultfd: {why}");
+                println!("skipped: userfaultfd: {why}");
                 return;
             }
         };
@@ -596,7 +596,7 @@ fn userfaultfd_sigbus_pages_answer_without_blocking() {
     }
     let out = run_child_env(CASE, &[], Duration::from_secs(30));
     print!("{}", out.stdout);
-    if out.stdout.contains("SKIP userfaultfd") {
+    if out.stdout.contains("skipped: userfaultfd") {
         out.assert_success();
         return;
     }
@@ -713,7 +713,7 @@ fn blocks_until_resolved(case: &str, user_mode_only: bool) {
         let uffd = match Uffd::open(0, user_mode_only) {
             Ok(u) => u,
             Err(why) => {
-                println!("SKIP userfaultfd: {why}");
+                println!("skipped: userfaultfd: {why}");
                 return;
             }
         };
@@ -833,7 +833,7 @@ fn blocks_until_resolved(case: &str, user_mode_only: bool) {
     print!("{}", out.stdout);
     out.assert_success();
     assert!(
-        out.stdout.contains("CHILD DONE") || out.stdout.contains("SKIP userfaultfd"),
+        out.stdout.contains("CHILD DONE") || out.stdout.contains("skipped: userfaultfd"),
         "{out:?}"
     );
 }
@@ -856,7 +856,7 @@ fn pkey_access_disabled_pages() {
             let k = unsafe { libc::syscall(libc::SYS_pkey_alloc, 0 as libc::c_ulong, rights) };
             if k < 0 {
                 println!(
-                    "SKIP protection keys: pkey_alloc: {}",
+                    "skipped: protection keys: pkey_alloc: {}",
                     std::io::Error::last_os_error()
                 );
                 return;
@@ -950,7 +950,7 @@ fn pkey_access_disabled_pages() {
     print!("{}", out.stdout);
     out.assert_success();
     assert!(
-        out.stdout.contains("CHILD DONE") || out.stdout.contains("SKIP protection keys"),
+        out.stdout.contains("CHILD DONE") || out.stdout.contains("skipped: protection keys"),
         "{out:?}"
     );
 }

@@ -22,48 +22,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from kernel_matrix_collect import (  # noqa: E402
-    ARM64_SECTION, MARK, availability_cell, esc, load_json, matrix_table)
+    ARM64_SECTION, MARK, TEST_LEGEND, availability_cell, esc, extract, load_json, matrix_table,
+    skip_notes, test_cell, test_results, tests_summary)
 
 SECTION_BEGIN, SECTION_END = ARM64_SECTION
-
-SUMMARY = re.compile(r"test result: (\w+)\. (\d+) passed; (\d+) failed(?:; (\d+) ignored)?")
-
-
-def extract(text, name):
-    """Lines between ===ADDRPROBE-NAME-BEGIN=== and ===ADDRPROBE-NAME-END===, or None."""
-    b, e = f"===ADDRPROBE-{name}-BEGIN===", f"===ADDRPROBE-{name}-END==="
-    if b not in text:
-        return None
-    body = text.split(b, 1)[1]
-    return body.split(e, 1)[0] if e in body else body
-
-
-def marker(text, key):
-    m = re.findall(r"^===ADDRPROBE-" + re.escape(key) + r"=(.*)===$", text, re.M)
-    return m[-1] if m else None
-
-
-def test_results(text, names):
-    """{name: {rc, passed, failed, ignored, skipped, failures[]}} from the guest output."""
-    out = {}
-    for n in names:
-        body = extract(text, f"TEST-{n}")
-        rc = marker(text, f"TEST-{n}-RC")
-        r = {"rc": None if rc is None else int(rc), "passed": 0, "failed": 0, "ignored": 0,
-             "summaries": 0, "skipped": 0, "failures": []}
-        if body is not None:
-            for m in SUMMARY.finditer(body):
-                r["summaries"] += 1
-                r["passed"] += int(m.group(2))
-                r["failed"] += int(m.group(3))
-                r["ignored"] += int(m.group(4) or 0)
-            r["skipped"] = len(re.findall(r"^skipped: ", body, re.M))
-            r["failures"] = re.findall(r"^test (\S+) \.\.\. FAILED$", body, re.M)
-            r["failures"] += re.findall(r"^FAIL(?:ED)?:? (\S+)", body, re.M)
-            r["tail"] = body.strip().splitlines()[-40:]
-        out[n] = r
-    return out
-
 
 ROW = re.compile(r"^\| (.+?) \| ([0-9.]+) \| ([0-9.]+) \| ([0-9.]+) × (.+?) \|$", re.M)
 
@@ -75,23 +37,6 @@ def guarded_rows(text):
         return None
     return [(m.group(1), float(m.group(2)), float(m.group(3)), float(m.group(4)), m.group(5))
             for m in ROW.finditer(body)]
-
-
-def test_cell(r):
-    if r is None or r["rc"] is None:
-        return "✗ no result"
-    if r["rc"] == 137:
-        return "✗ killed (timeout)"
-    counts = f"{r['passed']}" if r["summaries"] else ""
-    if r["rc"] == 0:
-        extra = []
-        if r["skipped"]:
-            extra.append(f"{r['skipped']} skipped")
-        if r["ignored"]:
-            extra.append(f"{r['ignored']} ignored")
-        return "✓" + (f" {counts}" if counts else "") + (f" ({', '.join(extra)})" if extra else "")
-    failed = ", ".join(r["failures"][:4]) or f"exit {r['rc']}"
-    return f"✗ {r['failed'] or ''} failed: {esc(failed)}".replace("✗  failed", "✗ failed")
 
 
 def main():
@@ -192,8 +137,7 @@ def main():
     for k in kernels:
         r = k["report"] or {}
         feats = ", ".join((r.get("context") or {}).get("cpu_features") or []) or "–"
-        ok_tests = sum(1 for t in k["tests"].values() if t["rc"] == 0)
-        tests_cell = f"{ok_tests}/{len(k['tests'])} pass" if k["tests"] else "not run"
+        tests_cell = tests_summary(k["tests"])
         md.append(f"| {esc(k['label'])} | `{esc(k['meta'].get('uname') or '?')}` | {esc(k['origin'])} | "
                   f"{esc(feats)} | {'ok' if k['report'] else 'missing'} | {esc(r.get('auto'))} | "
                   f"{esc(r.get('auto_with_signal_handler'))} | {k.get('false_positives', '?')} | {tests_cell} |")
@@ -204,10 +148,7 @@ def main():
 
     if test_names:
         md.append("### Test binaries\n")
-        md.append("✓ N: the binary exited 0 after N passing tests (its libtest summaries; the "
-                  "`harness = false` binaries print a summary of the same form); \"skipped\" counts the "
-                  "tests that say why they cannot run here (`skipped: ...` lines); ✓ 0: every test "
-                  "of the binary is compiled for x86_64 only.\n")
+        md.append(TEST_LEGEND)
         md.append("| test binary | " + " | ".join(esc(k["meta"].get("uname") or k["id"]) for k in kernels) + " |")
         md.append("|---|" + "---|" * len(kernels))
         for n in test_names:
@@ -215,6 +156,7 @@ def main():
                 (test_cell(k["tests"].get(n)) if n in k["tests"] else "not run") if k["tests"] else "not run"
                 for k in kernels) + " |")
         md.append("")
+        md += skip_notes([(k["meta"].get("uname") or k["id"], k["tests"]) for k in kernels])
 
     timed = [k for k in kernels if k.get("guarded")]
     if timed:
@@ -298,7 +240,8 @@ def main():
                             {"case": c, "instructions": i, "fastest": f, "ratio": r, "baseline": b}
                             for c, i, f, r, b in k["guarded"]],
                         "backends": (k["report"] or {}).get("backends"),
-                        "tests": {n: {x: t[x] for x in ("rc", "passed", "failed", "ignored", "skipped", "failures")}
+                        "tests": {n: {x: t.get(x) for x in ("rc", "passed", "failed", "ignored", "skipped",
+                                                            "skip_reasons", "failures")}
                                   for n, t in k["tests"].items()}})
     with open(os.path.join(a.out, "kernels-arm64.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=None, separators=(",", ":"))

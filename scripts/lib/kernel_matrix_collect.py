@@ -16,6 +16,7 @@ import html
 import json
 import math
 import os
+import re
 import sys
 
 MARK = {
@@ -32,6 +33,96 @@ MARK = {
 # the markers around the arm64 section that scripts/lib/kernel_matrix_arm64.py writes
 ARM64_SECTION = ("<!-- arm64 matrix: scripts/kernel-matrix --arch arm64 -->",
                  "<!-- end of the arm64 matrix -->")
+
+
+TEST_LEGEND = ("✓ N: the binary exited 0 after N passing tests (its libtest summaries; the "
+               "`harness = false` binaries print a summary of the same form); \"skipped\" counts the "
+               "tests that say why they cannot run here (`skipped: ...` lines, listed under the "
+               "table); ✓ 0: every test of the binary is compiled for another architecture.\n")
+
+
+SUMMARY = re.compile(r"test result: (\w+)\. (\d+) passed; (\d+) failed(?:; (\d+) ignored)?")
+
+
+def extract(text, name):
+    """Lines between ===ADDRPROBE-NAME-BEGIN=== and ===ADDRPROBE-NAME-END===, or None."""
+    b, e = f"===ADDRPROBE-{name}-BEGIN===", f"===ADDRPROBE-{name}-END==="
+    if b not in text:
+        return None
+    body = text.split(b, 1)[1]
+    return body.split(e, 1)[0] if e in body else body
+
+
+def marker(text, key):
+    m = re.findall(r"^===ADDRPROBE-" + re.escape(key) + r"=(.*)===$", text, re.M)
+    return m[-1] if m else None
+
+
+def test_results(text, names):
+    """{name: {rc, passed, failed, ignored, skipped, failures[]}} from the guest output."""
+    out = {}
+    for n in names:
+        body = extract(text, f"TEST-{n}")
+        rc = marker(text, f"TEST-{n}-RC")
+        r = {"rc": None if rc is None else int(rc), "passed": 0, "failed": 0, "ignored": 0,
+             "summaries": 0, "skipped": 0, "failures": []}
+        if body is not None:
+            for m in SUMMARY.finditer(body):
+                r["summaries"] += 1
+                r["passed"] += int(m.group(2))
+                r["failed"] += int(m.group(3))
+                r["ignored"] += int(m.group(4) or 0)
+            r["skip_reasons"] = re.findall(r"^skipped: (.*)$", body, re.M)
+            r["skipped"] = len(r["skip_reasons"])
+            r["failures"] = re.findall(r"^test (\S+) \.\.\. FAILED$", body, re.M)
+            r["failures"] += re.findall(r"^FAIL(?:ED)?:? (\S+)", body, re.M)
+            r["tail"] = body.strip().splitlines()[-40:]
+        out[n] = r
+    return out
+
+
+def tests_summary(tests):
+    """'N/M pass' (+ skipped count) for a kernel's test binaries, 'not run' without any."""
+    if not tests:
+        return "not run"
+    ok = sum(1 for t in tests.values() if t["rc"] == 0)
+    skipped = sum(t.get("skipped", 0) for t in tests.values())
+    return f"{ok}/{len(tests)} pass" + (f" ({skipped} tests skipped)" if skipped else "")
+
+
+def test_cell(r):
+    if r is None or r["rc"] is None:
+        return "✗ no result"
+    if r["rc"] == 137:
+        return "✗ killed (timeout)"
+    counts = f"{r['passed']}" if r["summaries"] else ""
+    if r["rc"] == 0:
+        extra = []
+        if r["skipped"]:
+            extra.append(f"{r['skipped']} skipped")
+        if r["ignored"]:
+            extra.append(f"{r['ignored']} ignored")
+        return "✓" + (f" {counts}" if counts else "") + (f" ({', '.join(extra)})" if extra else "")
+    failed = ", ".join(r["failures"][:4]) or f"exit {r['rc']}"
+    return f"✗ {r['failed'] or ''} failed: {esc(failed)}".replace("✗  failed", "✗ failed")
+
+
+
+def skip_notes(per_kernel):
+    """Markdown lines listing every reason a test gave for skipping, with the kernels it gave it
+    on; per_kernel: [(kernel name, test_results(...))]."""
+    seen = {}
+    for short, tests in per_kernel:
+        for n, r in tests.items():
+            for why in r.get("skip_reasons", []):
+                seen.setdefault((n, why.strip()), []).append(short)
+    if not seen:
+        return []
+    lines = ["Skipped tests, in their own words:\n"]
+    for (n, why), ks in seen.items():
+        lines.append(f"- {esc(n)}: {esc(why)} ({', '.join(f'`{esc(k)}`' for k in ks)})")
+    lines.append("")
+    return lines
 
 
 def load_json(path):
@@ -74,14 +165,34 @@ def esc(s):
 
 
 class Kernel:
-    def __init__(self, d):
+    def __init__(self, d, work=None, test_names=()):
         self.dir = d
+        self.work = work
         self.meta = load_json(os.path.join(d, "meta.json")) or {}
         self.id = self.meta.get("id", os.path.basename(d))
         self.label = self.meta.get("label", self.id)
         self.report = load_json(os.path.join(d, "report.json"))
         self.bench = load_json(os.path.join(d, "bench.json"))
         self.report_icount = load_json(os.path.join(d, "report-icount.json"))
+        # the test binaries boot 1 ran (its steps say whether it ran them)
+        self.tests = {}
+        if "tests" in (self.meta.get("steps") or ""):
+            try:
+                text = open(os.path.join(d, "report.out"), encoding="utf-8", errors="replace").read()
+            except OSError:
+                text = ""
+            self.tests = test_results(text, test_names)
+
+    def merge(self, later):
+        """Take a later run's results of this kernel: its report and bench where it has them,
+        and its test binaries' results over these."""
+        for attr in ("report", "bench", "report_icount"):
+            if getattr(later, attr) is not None:
+                setattr(self, attr, getattr(later, attr))
+        if later.report is not None:
+            self.meta = dict(self.meta, **{x: later.meta.get(x) for x in ("uname", "boot_report", "report_rc")})
+        self.tests.update(later.tests)
+        self.works = getattr(self, "works", [self.work]) + [later.work]
 
     @property
     def short(self):
@@ -153,6 +264,9 @@ def summarize(k):
         "instructions_per_probe": [{"backend": b, "case": c, "len": ln, "instructions": v}
                                    for (b, c, ln), v in costs.items()],
         "getppid_instructions": k.getppid(),
+        "tests": {n: {x: t.get(x) for x in ("rc", "passed", "failed", "ignored", "skipped",
+                                            "skip_reasons", "failures")}
+                  for n, t in k.tests.items()},
     }
 
 
@@ -292,19 +406,40 @@ def svg_chart(kernels, backends):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--work", required=True)
+    ap.add_argument("--work", required=True, action="append",
+                    help="a work dir; repeat to collect several runs (e.g. kernels booted in "
+                         "different sessions) into one page, in the order given")
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true")
     a = ap.parse_args()
 
-    order = []
-    tsv = os.path.join(a.work, "kernels.tsv")
-    if os.path.exists(tsv):
-        with open(tsv) as f:
-            order = [line.split("\t")[0] for line in f if line.strip()]
-    kernels = [Kernel(os.path.join(a.work, i)) for i in order if os.path.isdir(os.path.join(a.work, i))]
+    kernels = []
+    test_names = []  # every run's, in order, for the table
+    for w in a.work:
+        tsv = os.path.join(w, "kernels.tsv")
+        order = []
+        if os.path.exists(tsv):
+            with open(tsv) as f:
+                order = [line.split("\t")[0] for line in f if line.strip()]
+        try:
+            with open(os.path.join(w, "tests.txt")) as f:
+                names = [n for n in (line.strip() for line in f) if n]
+        except OSError:
+            names = []
+        test_names += [n for n in names if n not in test_names]
+        for i in order:
+            if not os.path.isdir(os.path.join(w, i)):
+                continue
+            k = Kernel(os.path.join(w, i), w, names)
+            prev = next((x for x in kernels if x.id == i), None)
+            if prev is None:
+                kernels.append(k)
+            else:
+                # a later run of the same kernel (e.g. a rerun of some test binaries):
+                # its results replace the earlier ones, test binary by test binary
+                prev.merge(k)
     if not kernels:
-        print("collector: no kernel results in", a.work, file=sys.stderr)
+        print("collector: no kernel results in", ", ".join(a.work), file=sys.stderr)
         return 1
     backends = backend_order(kernels)
     problems = []
@@ -314,19 +449,29 @@ def main():
         fp = k.false_positives()
         if fp:
             problems.append(f"{k.id}: {fp} false positive(s)")
+        for n, r in k.tests.items():
+            if r["rc"] != 0:
+                why = "no result" if r["rc"] is None else ("killed by the timeout" if r["rc"] == 137 else f"exit {r['rc']}")
+                problems.append(f"{k.id}: test binary {n}: {why} {r['failures'][:6]}")
 
     md = []
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     md.append("# addrprobe on real kernels\n")
     md.append(f"Generated by `scripts/kernel-matrix{' --quick' if a.quick else ''}` on {now}; "
               "do not edit by hand.\n")
-    try:
-        md.append(open(os.path.join(a.work, "binary.txt")).read().strip() + ".\n")
-    except OSError:
-        pass
+    for w in a.work:
+        try:
+            line = open(os.path.join(w, "binary.txt")).read().strip()
+        except OSError:
+            continue
+        booted = [k.short for k in kernels if w in getattr(k, "works", [k.work])]
+        if len(a.work) > 1 and booted:
+            line += " (" + ", ".join(f"`{esc(u)}`" for u in booted) + ")"
+        md.append(line + ".\n")
     md.append("Every kernel boots under QEMU with TCG (`qemu-system-x86_64 -accel tcg -m 512`, "
               "default CPU model) from a tiny initramfs (busybox-static + the static `addrprobe` "
-              "binary). Boot 1 runs `addrprobe report --json`; boot 2 runs "
+              "binary). Boot 1 runs `addrprobe report --json` and then, unless `--no-tests`, every test "
+              "binary of the workspace (below); boot 2 runs "
               "`addrprobe bench --quick --json` and then `addrprobe report --json` under "
               "`-icount shift=0,sleep=off`.\n")
     md.append("**Units.** Under `-icount shift=0` the guest's virtual clock advances exactly 1 ns per "
@@ -345,14 +490,15 @@ def main():
         md.append("**Problems:** " + "; ".join(esc(p) for p in problems) + "\n")
 
     md.append("## Kernels\n")
-    md.append("| kernel | uname -r | origin | report | auto() | auto() with signal handler | false positives | failures |")
-    md.append("|---|---|---|---|---|---|---|---|")
+    md.append("| kernel | uname -r | origin | report | auto() | auto() with signal handler | false positives | failures | test binaries |")
+    md.append("|---|---|---|---|---|---|---|---|---|")
     for k in kernels:
         r = k.report or {}
         status = "ok" if k.report else f"missing (boot {k.meta.get('boot_report')}, rc {k.meta.get('report_rc') or '–'})"
         md.append(f"| {esc(k.label)} | `{esc(k.meta.get('uname', '?'))}` | {esc(k.meta.get('origin', ''))} | "
                   f"{status} | {esc(r.get('auto', '–'))} | {esc(r.get('auto_with_signal_handler', '–'))} | "
-                  f"{k.false_positives() if k.report else '–'} | {r.get('failures', '–') if k.report else '–'} |")
+                  f"{k.false_positives() if k.report else '–'} | {r.get('failures', '–') if k.report else '–'} | "
+                  f"{tests_summary(k.tests)} |")
     md.append("")
     cpus = sorted({str((k.report or {}).get("cpu")) for k in kernels if k.report})
     if cpus:
@@ -388,6 +534,26 @@ def main():
                   "with each other (stock vs MS_ASYNC-patched), not with the Debian kernels. The patches "
                   "only change `msync(MS_ASYNC)` on shared file mappings, so every cost here, including "
                   "msync's on anonymous memory, should be identical across the three.\n")
+    if test_names:
+        md.append("## Test binaries\n")
+        md.append("Boot 1 (with `-smp 2 -m 2048` when it runs the tests) runs every test binary of the "
+                  "workspace (`cargo test --workspace --no-run`, test profile, static with "
+                  "`-C target-feature=+crt-static`, frame pointers on; doc tests do not run in a guest) "
+                  "from `/tmp`, one after the other, each killed after `TEST_TIMEOUT` seconds (600), "
+                  "with `ADDRPROBE_TIMEOUT_SCALE=30` stretching the tests' own hang timeouts for the "
+                  "emulated CPU. The three fixture projects that tests build with cargo at run time "
+                  "(`tests/two-copies`, `tests/extable-fixture`, `tests/dylib-fixture`) are built on the "
+                  "host with the same command and carried in the initramfs with the shared libraries "
+                  "they load (`ADDRPROBE_PREBUILT_FIXTURES`).\n")
+        md.append(TEST_LEGEND)
+        with_tests = [k for k in kernels if k.tests]
+        md.append("| test binary | " + " | ".join(esc(k.short) for k in with_tests) + " |")
+        md.append("|---|" + "---|" * len(with_tests))
+        for n in test_names:
+            md.append(f"| {esc(n)} | " + " | ".join(
+                test_cell(k.tests.get(n)) if n in k.tests else "not run" for k in with_tests) + " |")
+        md.append("")
+        md += skip_notes([(k.short, k.tests) for k in with_tests])
     md.append("## Backend availability\n")
     md.append("✓ = available and self-test passed; ✗ = unavailable, with the reason the crate gives "
               "(e.g. `PROCMAP_QUERY` is ENOTTY before Linux 6.11, so `auto()` must fall back).\n")
@@ -542,7 +708,7 @@ def main():
               "there (it writes `docs/results/16-core.json`).\n")
 
     md.append("## Guest environment\n")
-    md.append("- 1 vCPU (QEMU default), 512 MiB RAM, default `qemu64` CPU model, no network, "
+    md.append("- 1 vCPU (QEMU default), 512 MiB RAM (boot 1 with the tests: 2 vCPUs, 2 GiB), default `qemu64` CPU model, no network, "
               "no modules loaded (Debian cloud kernels: only built-in drivers).\n"
               "- `/proc`, `/sys`, devtmpfs on `/dev` and a tmpfs on `/tmp` are mounted; the root "
               "file system is the initramfs (rootfs, tmpfs-like); there is no disk in these boots, "
@@ -553,13 +719,14 @@ def main():
               "(Debian 6.1, report only). See `kernels/README.md` for the self-built kernels.\n")
 
     os.makedirs(a.out, exist_ok=True)
-    # The arm64 section (scripts/lib/kernel_matrix_arm64.py) stays as it was.
+    # The arm64 section (scripts/lib/kernel_matrix_arm64.py) and whatever follows it (sections
+    # written by hand) stay as they were.
     arm64 = ""
     try:
         old = open(os.path.join(a.out, "kernels.md"), encoding="utf-8").read()
         b, e = ARM64_SECTION
         if b in old and e in old:
-            arm64 = "\n" + b + old.split(b, 1)[1].split(e, 1)[0] + e + "\n"
+            arm64 = "\n" + b + old.split(b, 1)[1]
     except OSError:
         pass
     with open(os.path.join(a.out, "kernels.md"), "w", encoding="utf-8") as f:

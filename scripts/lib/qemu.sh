@@ -25,7 +25,10 @@
 #            the other from /tmp, each killed after addrprobe_test_timeout s
 #            (default 600; TEST_TIMEOUT), with ADDRPROBE_TIMEOUT_SCALE=30
 #            (TIMEOUT_SCALE: the tests' hang timeouts for their children are
-#            stretched that much on the emulated CPU); stdout and stderr together
+#            stretched that much on the emulated CPU) and --show-output (libtest
+#            prints what passing tests wrote, so that their "skipped: ..." lines
+#            reach the collector; harness = false binaries ignore it); stdout and
+#            stderr together
 #                                             ===ADDRPROBE-TEST-<name>-BEGIN/END===
 #                                             ===ADDRPROBE-TEST-<name>-RC=<rc>===
 #            (rc 137: killed by the timeout)
@@ -83,11 +86,13 @@ file_is_static() {
     ! LC_ALL=C readelf -lW "$1" 2>/dev/null | grep -q 'INTERP'
 }
 
-# make_initramfs BINARY OUT.cpio.gz [TESTDIR [BENCHDIR]] : busybox + BINARY (as
+# make_initramfs BINARY OUT.cpio.gz [TESTDIR [BENCHDIR [FIXDIR]]] : busybox + BINARY (as
 # /addrprobe) + /init, the static test binaries of TESTDIR as /tests/* and those of
-# BENCHDIR as /bench/*
+# BENCHDIR as /bench/*; FIXDIR (scripts/kernel-matrix's prebuilt test fixtures, dynamically
+# linked) as /fixtures, with every shared library its ELF files need (`ldd` on the host)
+# at the path the host has it, the dynamic loader included
 make_initramfs() {
-    local bin=$1 out=$2 tests=${3:-} benches=${4:-} root t
+    local bin=$1 out=$2 tests=${3:-} benches=${4:-} fixtures=${5:-} root t
     [[ -x $bin ]] || die "addrprobe binary $bin missing or not executable"
     file_is_static "$bin" || die "$bin is dynamically linked; the guest has no libc (build with -C target-feature=+crt-static)"
     root=$(mktemp -d)
@@ -103,6 +108,16 @@ make_initramfs() {
             cp "$t" "$root/$dest/"
         done
     done
+    if [[ -n $fixtures ]]; then
+        cp -r "$fixtures" "$root/fixtures"
+        local lib
+        while read -r lib; do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib" || die "copying $lib into the initramfs failed"
+        done < <(find "$fixtures" -type f -exec sh -c 'head -c4 "$1" | grep -q ELF' _ {} \; \
+                     -exec ldd {} \; 2>/dev/null \
+                 | grep -v "not found" | grep -o '/[^ ]*' | sort -u)
+    fi
     cp "$bin" "$root/addrprobe"
     chmod 755 "$root/addrprobe"
     _write_init > "$root/init"
@@ -164,6 +179,8 @@ block() { # block NAME CMD... : run CMD, its stdout between markers on $OUT
     fi
     echo "addrprobe step $name: exit status $rc"
 }
+# fixtures the tests would build with cargo (tests/support: cargo_fixture)
+[ -d /fixtures ] && export ADDRPROBE_PREBUILT_FIXTURES=/fixtures
 emit "===ADDRPROBE-GUEST-BEGIN==="
 emit "===ADDRPROBE-UNAME=$(uname -r)==="
 for step in $(echo "$RUN" | tr , ' '); do
@@ -178,7 +195,7 @@ for step in $(echo "$RUN" | tr , ' '); do
             echo "test binary $name"
             emit "===ADDRPROBE-TEST-$name-BEGIN==="
             t0=$(date +%s)
-            (cd /tmp && ADDRPROBE_TIMEOUT_SCALE=${TIMEOUT_SCALE:-1} timeout -s KILL "${TEST_TIMEOUT:-600}" "$t") >&3 2>&1 3>&-
+            (cd /tmp && ADDRPROBE_TIMEOUT_SCALE=${TIMEOUT_SCALE:-1} timeout -s KILL "${TEST_TIMEOUT:-600}" "$t" --show-output) >&3 2>&1 3>&-
             rc=$?
             emit ""
             emit "===ADDRPROBE-TEST-$name-END==="
@@ -229,7 +246,7 @@ boot_guest() {
         tr -d '\r' < "$logf" > "$out"
     else
         timeout --kill-after=10 "$QEMU_TIMEOUT" qemu-system-x86_64 -accel tcg \
-            "${icount[@]}" -m "${QEMU_MEM:-512}" -nodefaults -no-reboot -display none \
+            "${icount[@]}" -smp "${QEMU_SMP:-1}" -m "${QEMU_MEM:-512}" -nodefaults -no-reboot -display none \
             -serial stdio -serial "file:$out" \
             -kernel "$kernel" -initrd "$initrd" \
             -append "console=ttyS0 $args" \

@@ -186,12 +186,50 @@ pub fn run_command(mut cmd: Command, what: &str, timeout: Duration) -> ChildResu
 /// `env` set (`("NAME", None)` removes a variable), for at most `timeout`. Panics unless cargo
 /// succeeds, saying how to regenerate an out-of-date lock file. Returns cargo's output and the
 /// project's release directory.
+///
+/// Where no cargo can run (a kernel-matrix guest), `ADDRPROBE_PREBUILT_FIXTURES=DIR` names a
+/// directory holding each project's release directory, built beforehand with the same command
+/// (`scripts/kernel-matrix` does): then nothing is built, `run` runs `DIR/<project>/<project>`
+/// (which must then exist) and the release directory returned is `DIR/<project>`.
 pub fn cargo_fixture(
     project: &str,
     subcommand: &str,
     env: &[(&str, Option<&str>)],
     timeout: Duration,
 ) -> (ChildResult, std::path::PathBuf) {
+    if let Some(dir) = prebuilt_fixtures() {
+        let dir = dir.join(project);
+        assert!(
+            dir.is_dir(),
+            "ADDRPROBE_PREBUILT_FIXTURES has no {project}: {}",
+            dir.display()
+        );
+        let r = if subcommand == "run" {
+            let mut cmd = Command::new(dir.join(project));
+            for (k, v) in env {
+                match v {
+                    Some(v) => cmd.env(k, v),
+                    None => cmd.env_remove(k),
+                };
+            }
+            let r = run_command(cmd, &format!("prebuilt tests/{project}"), timeout);
+            assert!(
+                r.status.success(),
+                "prebuilt tests/{project} failed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
+                r.status,
+                r.stdout,
+                r.stderr
+            );
+            r
+        } else {
+            ChildResult {
+                status: std::os::unix::process::ExitStatusExt::from_raw(0),
+                stdout: String::new(),
+                stderr: String::new(),
+            }
+        };
+        return (r, dir);
+    }
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target_dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(project);
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
@@ -221,6 +259,64 @@ pub fn cargo_fixture(
         r.stderr
     );
     (r, target_dir.join("release"))
+}
+
+/// Whether this kernel installs seccomp filters: a feature probe, in a forked child (a filter
+/// cannot be removed), that sets `no_new_privs` and installs an allow-everything filter.
+/// `Err` says why not: ENOSYS (a kernel without `CONFIG_SECCOMP`) or EINVAL (without
+/// `CONFIG_SECCOMP_FILTER`, which needs `CONFIG_NET`), as a test's "skipped" reason.
+pub fn seccomp_filters() -> Result<(), String> {
+    let allow = [bpf_stmt(
+        libc::BPF_RET | libc::BPF_K,
+        libc::SECCOMP_RET_ALLOW,
+    )];
+    let prog = libc::sock_fprog {
+        len: 1,
+        filter: allow.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the child makes only async-signal-safe calls (prctl, syscall, _exit) before it
+    // exits; the parent waits for it.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: as above; the filter program outlives the call.
+        unsafe {
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                libc::_exit(200);
+            }
+            let r = libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                0,
+                &prog as *const libc::sock_fprog,
+            );
+            libc::_exit(if r == 0 { 0 } else { errno().min(199) });
+        }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(r, pid, "waitpid: {}", std::io::Error::last_os_error());
+    assert!(
+        libc::WIFEXITED(status),
+        "the seccomp probe child: {status:#x}"
+    );
+    match libc::WEXITSTATUS(status) {
+        0 => Ok(()),
+        200 => Err("prctl(PR_SET_NO_NEW_PRIVS) failed".to_owned()),
+        e => Err(format!(
+            "this kernel installs no seccomp filter (seccomp(SECCOMP_SET_MODE_FILTER): {})",
+            std::io::Error::from_raw_os_error(e)
+        )),
+    }
+}
+
+/// The directory of prebuilt fixture projects, when `ADDRPROBE_PREBUILT_FIXTURES` names one
+/// (see [`cargo_fixture`]).
+pub fn prebuilt_fixtures() -> Option<std::path::PathBuf> {
+    std::env::var_os("ADDRPROBE_PREBUILT_FIXTURES")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
 }
 
 /// In the output of a standalone fixture program (`tests/two-copies`, `tests/extable-fixture`),
