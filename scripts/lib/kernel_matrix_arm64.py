@@ -151,7 +151,7 @@ def main():
         md.append(TEST_LEGEND)
         md.append("| test binary | " + " | ".join(esc(k["meta"].get("uname") or k["id"]) for k in kernels) + " |")
         md.append("|---|" + "---|" * len(kernels))
-        for n in test_names:
+        for n in sorted(test_names):
             md.append(f"| {esc(n)} | " + " | ".join(
                 (test_cell(k["tests"].get(n)) if n in k["tests"] else "not run") if k["tests"] else "not run"
                 for k in kernels) + " |")
@@ -241,7 +241,7 @@ def main():
                             for c, i, f, r, b in k["guarded"]],
                         "backends": (k["report"] or {}).get("backends"),
                         "tests": {n: {x: t.get(x) for x in ("rc", "passed", "failed", "ignored", "skipped",
-                                                            "skip_reasons", "failures")}
+                                                            "skip_reasons", "failures", "seconds")}
                                   for n, t in k["tests"].items()}})
     with open(os.path.join(a.out, "kernels-arm64.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=None, separators=(",", ":"))

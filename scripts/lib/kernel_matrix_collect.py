@@ -38,7 +38,9 @@ ARM64_SECTION = ("<!-- arm64 matrix: scripts/kernel-matrix --arch arm64 -->",
 TEST_LEGEND = ("✓ N: the binary exited 0 after N passing tests (its libtest summaries; the "
                "`harness = false` binaries print a summary of the same form); \"skipped\" counts the "
                "tests that say why they cannot run here (`skipped: ...` lines, listed under the "
-               "table); ✓ 0: every test of the binary is compiled for another architecture.\n")
+               "table); ✓ 0: every test of the binary is compiled for another architecture; "
+               "· N s: the binary's wall seconds in the guest (emulated, so only comparable with "
+               "each other).\n")
 
 
 SUMMARY = re.compile(r"test result: (\w+)\. (\d+) passed; (\d+) failed(?:; (\d+) ignored)?")
@@ -64,8 +66,10 @@ def test_results(text, names):
     for n in names:
         body = extract(text, f"TEST-{n}")
         rc = marker(text, f"TEST-{n}-RC")
+        secs = marker(text, f"TEST-{n}-SECONDS")
         r = {"rc": None if rc is None else int(rc), "passed": 0, "failed": 0, "ignored": 0,
-             "summaries": 0, "skipped": 0, "failures": []}
+             "summaries": 0, "skipped": 0, "failures": [],
+             "seconds": int(secs) if secs and secs.isdigit() else None}
         if body is not None:
             for m in SUMMARY.finditer(body):
                 r["summaries"] += 1
@@ -93,6 +97,11 @@ def tests_summary(tests):
 def test_cell(r):
     if r is None or r["rc"] is None:
         return "✗ no result"
+    secs = f" · {r['seconds']} s" if r.get("seconds") is not None else ""
+    return _test_verdict(r) + secs
+
+
+def _test_verdict(r):
     if r["rc"] == 137:
         return "✗ killed (timeout)"
     counts = f"{r['passed']}" if r["summaries"] else ""
@@ -265,7 +274,7 @@ def summarize(k):
                                    for (b, c, ln), v in costs.items()],
         "getppid_instructions": k.getppid(),
         "tests": {n: {x: t.get(x) for x in ("rc", "passed", "failed", "ignored", "skipped",
-                                            "skip_reasons", "failures")}
+                                            "skip_reasons", "failures", "seconds")}
                   for n, t in k.tests.items()},
     }
 
@@ -469,8 +478,8 @@ def main():
             line += " (" + ", ".join(f"`{esc(u)}`" for u in booted) + ")"
         md.append(line + ".\n")
     md.append("Every kernel boots under QEMU with TCG (`qemu-system-x86_64 -accel tcg -m 512`, "
-              "default CPU model) from a tiny initramfs (busybox-static + the static `addrprobe` "
-              "binary). Boot 1 runs `addrprobe report --json` and then, unless `--no-tests`, every test "
+              "default CPU model) from an initramfs (busybox-static, the static `addrprobe` "
+              "binary and, for boot 1, the test binaries). Boot 1 runs `addrprobe report --json` and then, unless `--no-tests`, every test "
               "binary of the workspace (below); boot 2 runs "
               "`addrprobe bench --quick --json` and then `addrprobe report --json` under "
               "`-icount shift=0,sleep=off`.\n")
@@ -549,7 +558,7 @@ def main():
         with_tests = [k for k in kernels if k.tests]
         md.append("| test binary | " + " | ".join(esc(k.short) for k in with_tests) + " |")
         md.append("|---|" + "---|" * len(with_tests))
-        for n in test_names:
+        for n in sorted(test_names):
             md.append(f"| {esc(n)} | " + " | ".join(
                 test_cell(k.tests.get(n)) if n in k.tests else "not run" for k in with_tests) + " |")
         md.append("")
@@ -716,7 +725,11 @@ def main():
               "- The init is a busybox shell script running as root (pid 1 is the shell, "
               "the binary runs as its child).\n")
     md.append("Reproduce: `scripts/kernel-matrix` (all kernels) or `scripts/kernel-matrix --quick` "
-              "(Debian 6.1, report only). See `kernels/README.md` for the self-built kernels.\n")
+              "(Debian 6.1, report only; `--quick --tests a,b` adds those test binaries); "
+              "`--kernels 6.12 --no-self-built --tests fork_kinds --no-icount` reruns one binary on one "
+              "kernel, and `scripts/lib/kernel_matrix_collect.py --work DIR --work DIR... --out docs` "
+              "puts several runs on one page (a later run's results of a kernel replace the earlier "
+              "ones, test binary by test binary). See `kernels/README.md` for the self-built kernels.\n")
 
     os.makedirs(a.out, exist_ok=True)
     # The arm64 section (scripts/lib/kernel_matrix_arm64.py) and whatever follows it (sections
