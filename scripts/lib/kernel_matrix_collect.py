@@ -548,7 +548,7 @@ def main():
         md.append("Boot 1 (with `-smp 2 -m 2048` when it runs the tests) runs every test binary of the "
                   "workspace (`cargo test --workspace --no-run`, test profile, static with "
                   "`-C target-feature=+crt-static`, frame pointers on; doc tests do not run in a guest) "
-                  "from `/tmp`, one after the other, each killed after `TEST_TIMEOUT` seconds (600), "
+                  "from `/tmp`, one after the other, each killed after `TEST_TIMEOUT` seconds (1200), "
                   "with `ADDRPROBE_TIMEOUT_SCALE=30` stretching the tests' own hang timeouts for the "
                   "emulated CPU. The three fixture projects that tests build with cargo at run time "
                   "(`tests/two-copies`, `tests/extable-fixture`, `tests/dylib-fixture`) are built on the "
