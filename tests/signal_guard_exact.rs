@@ -384,6 +384,21 @@ fn run(case: &Case, mode: &str) -> (Outcome, String) {
 fn compare(case: &Case) -> Result<(), String> {
     let (control, control_raw) = run(case, "control");
     let (guard, guard_raw) = run(case, "guard");
+    // A case that cannot run here (a pid namespace case without pid namespaces) says why in
+    // both children, and ends there.
+    if let Some(why) = control
+        .observations
+        .iter()
+        .find_map(|o| o.strip_prefix("OBS skipped: "))
+    {
+        if control != guard {
+            return Err(format!(
+                "only the control child skipped\n{control_raw}\n{guard_raw}"
+            ));
+        }
+        println!("skipped: {}: {why}", case.name());
+        return Ok(());
+    }
     let sane = control.observations.iter().any(|o| o == "OBS ready");
     if !sane {
         return Err(format!(
@@ -732,14 +747,20 @@ fn overflow(depth: usize) -> usize {
 /// Makes the rest of the case run as pid 1 of a new pid namespace: `unshare(CLONE_NEWPID)`
 /// and `fork`; this process waits for the namespace's init and ends the same way (the same
 /// exit status, or killed by the same signal). Without the privilege for a pid namespace the
-/// case says so and ends, in both children alike.
+/// case says so (`OBS skipped: ...`, which [`compare`] reports) and ends, in both children
+/// alike: the feature probe is the `unshare` itself.
 fn become_pid_ns_init() {
     // SAFETY: unshare affects only the children created afterwards; this process has one
     // thread, so fork leaves a consistent copy.
     unsafe {
         if libc::unshare(libc::CLONE_NEWPID) != 0 {
-            obs("skipped: no pid namespace (unshare failed)");
-            println!("note: pid namespace cases need CAP_SYS_ADMIN; skipped");
+            let e = std::io::Error::last_os_error();
+            let why = match e.raw_os_error() {
+                Some(libc::EINVAL) => "this kernel has no pid namespaces",
+                Some(libc::EPERM) => "no privilege for a pid namespace (CAP_SYS_ADMIN)",
+                _ => "no pid namespace here",
+            };
+            obs(&format!("skipped: {why} (unshare(CLONE_NEWPID): {e})"));
             std::process::exit(0);
         }
         let pid = libc::fork();
