@@ -170,12 +170,15 @@ impl Walk {
     ///
     /// - [`Ending::NotAtEnd`] if the walk stopped at [`Stop::MaxDepth`] or [`Stop::Error`].
     /// - Otherwise `reached` is the higher of two addresses, each taken only if it lies on
-    ///   the registered stack `[lo, hi)`: the last frame pointer whose record the walk read
-    ///   (`out[depth - 2].fp`, or `out[depth - 1].fp` when the chain ended on a zero return
-    ///   address read there) and, for [`Start::Regs`], `regs.sp`. [`Ending::Unknown`] if
-    ///   `bounds` is `None` or neither address is on the stack (the walk ran on a sigaltstack
-    ///   or a coroutine stack, or read no record and had no `sp`). A chain that left the
-    ///   stack (a record read off `[lo, hi)` after a start on it) counts only its start.
+    ///   the registered stack `[lo, hi)`: the highest frame pointer on it whose record the
+    ///   walk read (the records read are at `out[..depth - 1]`'s frame pointers, and at
+    ///   `out[depth - 1].fp` too when the chain ended on a zero return address read there)
+    ///   and, for [`Start::Regs`], `regs.sp`. [`Ending::Unknown`] if `bounds` is `None` or
+    ///   neither address is on the stack (the walk ran on a sigaltstack or a coroutine
+    ///   stack, or read no record and had no `sp`). A chain that left the stack counts what
+    ///   it read on it before: a thread's outermost frame whose frame-pointer register still
+    ///   held its creator's (musl's aarch64 `clone` does not clear it) leads the walk off the
+    ///   stack after the entry frames, which is still the bottom.
     /// - [`Ending::ProbablyTruncated`] with `reached = regs.sp` if the walk started from
     ///   [`Start::Regs`] below the entry frames (`lo <= regs.sp < entry_sp`) and the first
     ///   record it read at or above `regs.sp` on the stack lies in the entry frames: the chain
@@ -233,7 +236,10 @@ impl Walk {
         {
             return Ending::ProbablyTruncated { reached: sp, entry };
         }
-        let last_read = read.last().map(|f| f.fp);
+        // The highest record read on the stack: records read after the chain left it (such as
+        // a thread's outermost frame, whose frame-pointer register still held its creator's
+        // because musl's aarch64 `clone` does not clear it) do not count.
+        let last_read = read.iter().map(|f| f.fp).filter(|&a| on_stack(a)).max();
         let Some(reached) = [last_read, sp]
             .into_iter()
             .flatten()
@@ -1242,7 +1248,7 @@ mod tests {
         let w = unwinder.walk(from_top, &mut out, None);
         assert_eq!(w.ending(&from_top, &out, Some(&bounds)), Ending::Bottom);
 
-        // A chain that leaves the stack from a start on it counts only its start.
+        // A chain that leaves the stack at once from a start on it counts only its start.
         let off = Region::new(1, 1);
         off.put(off.base + 64, 0, 0x55);
         let start = Start::Regs(Regs {
@@ -1261,6 +1267,32 @@ mod tests {
         assert_eq!(
             w.ending(&start, &out, Some(&bounds)),
             Ending::ProbablyTruncated { reached: f1, entry }
+        );
+        // A chain that reads records off the stack after the entry frames (a thread whose
+        // outermost frame pointer was its creator's: musl's aarch64 clone) reached the
+        // bottom; one that leaves the stack below them is truncated where it left.
+        let frame = |fp| Frame { pc: 0x1000, fp };
+        let stale = [
+            frame(f1),
+            frame(f2),
+            frame(top),
+            frame(hi + 0x1000),
+            frame(1),
+        ];
+        let left = Walk {
+            depth: stale.len(),
+            stop: Stop::Misaligned { fp: 1 },
+        };
+        let current = Start::From { pc: 1, fp: f1 };
+        assert_eq!(left.ending(&current, &stale, Some(&bounds)), Ending::Bottom);
+        let early = [frame(f1), frame(f2), frame(hi + 0x1000), frame(1)];
+        let left = Walk {
+            depth: early.len(),
+            stop: Stop::Misaligned { fp: 1 },
+        };
+        assert_eq!(
+            left.ending(&current, &early, Some(&bounds)),
+            Ending::ProbablyTruncated { reached: f2, entry }
         );
         // ... and a walk entirely off the stack is unknown.
         let from_off = Start::From {
