@@ -116,7 +116,7 @@ def main():
               "`--no-tests`, every test binary of the workspace (`cargo test --no-run`, cross-built "
               "with `scripts/lib/aarch64_toolchain.sh`; doc tests do not cross-run). The guest runs "
               "`addrprobe report --json`, then each test binary from `/tmp`, one after the other, "
-              "killed after `TEST_TIMEOUT` seconds (600). `-cpu max` gives the guest PAC (QEMU's "
+              "killed after `TEST_TIMEOUT` seconds (1200 since 2026-12-07, 600 before). `-cpu max` gives the guest PAC (QEMU's "
               "implementation-defined algorithm), BTI, LVA/LPA2 and, with `mte=on`, MTE; the "
               "kernels are built with 48-bit virtual addresses, so user space ends at 2^48. "
               "Everything, std included, is built with `-Z branch-protection=pac-ret`, so the "

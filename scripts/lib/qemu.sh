@@ -23,7 +23,7 @@
 #   bench  : addrprobe bench --quick --json   ===ADDRPROBE-BENCH-BEGIN/END===
 #   tests  : every test binary in /tests (make_initramfs TESTDIR), one after
 #            the other from /tmp, each killed after addrprobe_test_timeout s
-#            (default 600; TEST_TIMEOUT), with ADDRPROBE_TIMEOUT_SCALE=30
+#            (default 1200; TEST_TIMEOUT), with ADDRPROBE_TIMEOUT_SCALE=30
 #            (TIMEOUT_SCALE: the tests' hang timeouts for their children are
 #            stretched that much on the emulated CPU) and --show-output (libtest
 #            prints what passing tests wrote, so that their "skipped: ..." lines
@@ -195,7 +195,7 @@ for step in $(echo "$RUN" | tr , ' '); do
             echo "test binary $name"
             emit "===ADDRPROBE-TEST-$name-BEGIN==="
             t0=$(date +%s)
-            (cd /tmp && ADDRPROBE_TIMEOUT_SCALE=${TIMEOUT_SCALE:-1} timeout -s KILL "${TEST_TIMEOUT:-600}" "$t" --show-output) >&3 2>&1 3>&-
+            (cd /tmp && ADDRPROBE_TIMEOUT_SCALE=${TIMEOUT_SCALE:-1} timeout -s KILL "${TEST_TIMEOUT:-1200}" "$t" --show-output) >&3 2>&1 3>&-
             rc=$?
             emit ""
             emit "===ADDRPROBE-TEST-$name-END==="
@@ -230,7 +230,7 @@ INIT
 boot_guest() {
     local kernel=$1 initrd=$2 out=$3 logf=$4 steps=$5; shift 5
     local icount=() rc=0
-    local args="quiet panic=-1 addrprobe_run=$steps addrprobe_settle=${SETTLE:-0} addrprobe_test_timeout=${TEST_TIMEOUT:-600} addrprobe_timeout_scale=${TIMEOUT_SCALE:-30} addrprobe_guarded_rounds=${GUARDED_ROUNDS:-21}"
+    local args="quiet panic=-1 addrprobe_run=$steps addrprobe_settle=${SETTLE:-0} addrprobe_test_timeout=${TEST_TIMEOUT:-1200} addrprobe_timeout_scale=${TIMEOUT_SCALE:-30} addrprobe_guarded_rounds=${GUARDED_ROUNDS:-21}"
     [[ ${ICOUNT:-0} == 1 ]] && icount=(-icount shift=0,sleep=off)
     : > "$out"
     if [[ $GUEST_ARCH == aarch64 ]]; then
