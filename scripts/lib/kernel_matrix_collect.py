@@ -71,11 +71,15 @@ def test_results(text, names):
              "summaries": 0, "skipped": 0, "failures": [],
              "seconds": int(secs) if secs and secs.isdigit() else None}
         if body is not None:
-            for m in SUMMARY.finditer(body):
-                r["summaries"] += 1
-                r["passed"] += int(m.group(2))
-                r["failed"] += int(m.group(3))
-                r["ignored"] += int(m.group(4) or 0)
+            # one harness per binary, and its summary comes last: earlier ones are the
+            # output of child processes that --show-output printed
+            found = list(SUMMARY.finditer(body))
+            r["summaries"] = len(found)
+            if found:
+                m = found[-1]
+                r["passed"] = int(m.group(2))
+                r["failed"] = int(m.group(3))
+                r["ignored"] = int(m.group(4) or 0)
             r["skip_reasons"] = re.findall(r"^skipped: (.*)$", body, re.M)
             r["skipped"] = len(r["skip_reasons"])
             r["failures"] = re.findall(r"^test (\S+) \.\.\. FAILED$", body, re.M)
