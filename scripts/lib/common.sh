@@ -52,6 +52,16 @@ addrprobe_bin() {
     echo "$bin"
 }
 
+# describe_tests ROOT : one line saying which sources the test binaries were built from (the
+# last commit that touched the crate, its tests or the lab, and whether the tree differed)
+describe_tests() {
+    local root=$1 c dirty=""
+    git -C "$root" rev-parse --git-dir >/dev/null 2>&1 || { echo "test binaries built outside git"; return 0; }
+    c=$(git -C "$root" log -1 --format=%h -- src tests lab Cargo.toml Cargo.lock build.rs)
+    git -C "$root" diff --quiet HEAD -- src tests lab Cargo.toml Cargo.lock 2>/dev/null || dirty=" + uncommitted changes"
+    echo "test binaries built from the sources of commit $c$dirty"
+}
+
 # describe_bin ROOT BIN GIVEN : one line saying which addrprobe binary ran
 # (git commit of ROOT when we built it, otherwise the path and a hash prefix)
 describe_bin() {

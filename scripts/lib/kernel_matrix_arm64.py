@@ -105,7 +105,7 @@ def main():
     for w in a.work:
         if not os.path.exists(os.path.join(w, "binary.txt")):
             continue
-        line = open(os.path.join(w, "binary.txt")).read().strip()
+        line = "; ".join(x.strip() for x in open(os.path.join(w, "binary.txt")) if x.strip())
         booted = [k["meta"].get("uname") or k["id"] for k in kernels if k["work"] == w]
         if len(a.work) > 1 and booted:
             line += " (" + ", ".join(f"`{esc(u)}`" for u in booted) + ")"

@@ -205,6 +205,7 @@ class Kernel:
         if later.report is not None:
             self.meta = dict(self.meta, **{x: later.meta.get(x) for x in ("uname", "boot_report", "report_rc")})
         self.tests.update(later.tests)
+        self.rerun = getattr(self, "rerun", set()) | set(later.tests)
         self.works = getattr(self, "works", [self.work]) + [later.work]
 
     @property
@@ -474,7 +475,7 @@ def main():
               "do not edit by hand.\n")
     for w in a.work:
         try:
-            line = open(os.path.join(w, "binary.txt")).read().strip()
+            line = "; ".join(x.strip() for x in open(os.path.join(w, "binary.txt")) if x.strip())
         except OSError:
             continue
         booted = [k.short for k in kernels if w in getattr(k, "works", [k.work])]
@@ -564,8 +565,12 @@ def main():
         md.append("|---|" + "---|" * len(with_tests))
         for n in sorted(test_names):
             md.append(f"| {esc(n)} | " + " | ".join(
-                test_cell(k.tests.get(n)) if n in k.tests else "not run" for k in with_tests) + " |")
+                (test_cell(k.tests.get(n)) + (" ↻" if n in getattr(k, "rerun", ()) else ""))
+                if n in k.tests else "not run" for k in with_tests) + " |")
         md.append("")
+        if any(getattr(k, "rerun", None) for k in with_tests):
+            md.append("↻: from a later run of that kernel, after a fix (its binary line above names "
+                      "the commit; `git log` says what was fixed).\n")
         md += skip_notes([(k.short, k.tests) for k in with_tests])
     md.append("## Backend availability\n")
     md.append("✓ = available and self-test passed; ✗ = unavailable, with the reason the crate gives "
