@@ -289,10 +289,6 @@ fn made_up(lo: usize, hi: usize, extra: &[usize]) -> Vec<usize> {
     v
 }
 
-/// The readable probers whose reads cannot make the kernel grow a stack on this kernel:
-/// `process_vm_readv` (get_user_pages no longer expands stacks since Linux 6.5). A prober is
-/// primed on every made-up address before the first snapshot, so that on an older kernel
-/// any growth it causes happens before the comparison.
 /// Whether this kernel's `process_vm_readv` grows the main thread's `[stack]` when it reads
 /// below it (within `RLIMIT_STACK`): a feature probe, in a forked child so that this process's
 /// stack stays as it is. `get_user_pages` extended stacks (`find_extend_vma`) until Linux 6.5
@@ -301,46 +297,63 @@ fn made_up(lo: usize, hi: usize, extra: &[usize]) -> Vec<usize> {
 fn process_vm_readv_grows_the_stack() -> bool {
     let (start, _) = stack_vma();
     let below = start - 16 * ps();
-    // SAFETY: the child only reads /proc/self/maps (allocating: the test process is
-    // single-threaded here, so no lock can be held by another thread), makes one syscall into
-    // its own buffer and exits.
+    // The child allocates (it reads /proc/self/maps): only safe when no other thread can hold
+    // the allocator's lock at the fork.
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.split_whitespace().eq(["Threads:", "1"])),
+        "the probe forks a single-threaded process only"
+    );
+    // SAFETY: this process has one thread (checked above), so the child is a consistent copy;
+    // it reads /proc/self/maps, makes one syscall into its own buffer and exits without
+    // returning (a panic exits with 2).
     let pid = unsafe { libc::fork() };
     assert!(pid >= 0, "fork");
     if pid == 0 {
-        let mut buf = [0u8; 8];
-        let local = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        let remote = libc::iovec {
-            iov_base: below as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        // SAFETY: reads into our own buffer; a remote address that is not mapped is EFAULT.
-        unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
-        let grew = stack_vma().0 <= below;
+        let grew = std::panic::catch_unwind(|| {
+            let mut buf = [0u8; 8];
+            let local = libc::iovec {
+                iov_base: buf.as_mut_ptr().cast(),
+                iov_len: buf.len(),
+            };
+            let remote = libc::iovec {
+                iov_base: below as *mut libc::c_void,
+                iov_len: buf.len(),
+            };
+            // SAFETY: reads into our own buffer; a remote address that is not mapped is EFAULT.
+            unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+            stack_vma().0 <= below
+        });
         // SAFETY: leaves the forked child at once.
-        unsafe { libc::_exit(i32::from(grew)) };
+        unsafe { libc::_exit(grew.map_or(2, i32::from)) };
     }
     let mut status = 0;
     // SAFETY: waits for our own child.
     assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
-    assert!(libc::WIFEXITED(status), "probe child: {status:#x}");
-    libc::WEXITSTATUS(status) == 1
+    match (libc::WIFEXITED(status), libc::WEXITSTATUS(status)) {
+        (true, 0) => false,
+        (true, 1) => true,
+        _ => panic!("the stack-growth probe child failed: status {status:#x}"),
+    }
 }
 
 /// [`walk_prober`], and the `[stack]` start after its warm-up reads: the same as `stack_start`
 /// unless this kernel's `process_vm_readv` grows the stack
-/// ([`process_vm_readv_grows_the_stack`]), which the case then says. What the crate's loaders
-/// and walks do is judged against the mapping after the warm-up.
-fn walk_prober_and_stack(fps: &[usize], stack_start: usize) -> (Prober, usize) {
+/// ([`process_vm_readv_grows_the_stack`]). The loaders, which use no prober, are judged before
+/// the warm-up; the walks against the mapping after it. Where the warm-up grew the stack to
+/// its limit, the walks' own no-growth check cannot fail: `case` says so as skipped.
+fn walk_prober_and_stack(fps: &[usize], stack_start: usize, case: &str) -> (Prober, usize) {
     let grows = process_vm_readv_grows_the_stack();
     let prober = walk_prober(fps);
     let now = stack_vma().0;
     if grows {
+        assert!(now <= stack_start, "[stack] moved up");
         println!(
-            "note: this kernel's process_vm_readv grows [stack] (get_user_pages extends \
-             stacks): the warm-up reads moved its start from {stack_start:#x} to {now:#x}"
+            "skipped: {case}: the walks' no-growth check: this kernel's process_vm_readv grows \
+             [stack] (get_user_pages extends stacks) and the warm-up grew it; the fast-path \
+             loaders were checked before"
         );
     } else {
         assert_eq!(
@@ -352,6 +365,9 @@ fn walk_prober_and_stack(fps: &[usize], stack_start: usize) -> (Prober, usize) {
     (prober, now)
 }
 
+/// The walks' prober: `process_vm_readv`, primed on every made-up address before the walks'
+/// snapshot, so that on a kernel whose `get_user_pages` still expands stacks (before 6.5
+/// without the backport) any growth it causes happens before the comparison.
 fn walk_prober(fps: &[usize]) -> Prober {
     let p = Prober::new(Backend::ProcessVmReadv).expect("process_vm_readv prober");
     for &fp in fps {
@@ -481,8 +497,6 @@ fn main_thread_made_up() {
         b.lo() + ps(),
     ];
     let addrs = made_up(b.lo(), hi, &extra);
-    let (prober, start_now) = walk_prober_and_stack(&addrs, stack_start);
-    let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
     let mut log = Vec::with_capacity(addrs.len() * addrs.len() * 4);
     let mut walks = Vec::with_capacity(addrs.len() * addrs.len());
     let (mut before, mut after) = (MapsText::new(), MapsText::new());
@@ -490,13 +504,26 @@ fn main_thread_made_up() {
     after.snapshot();
     assert_same_maps(&before, &after, "two snapshots in a row");
 
+    // The loaders first: they use no prober, so nothing may grow the stack.
     before.snapshot();
     exercise_loaders(&b, &addrs, &addrs, &mut log);
+    after.snapshot();
+    assert_same_maps(&before, &after, "made-up sp on the main thread (loaders)");
+    assert_eq!(
+        stack_vma(),
+        (stack_start, hi),
+        "[stack] did not grow (loaders)"
+    );
+
+    let case = "main_thread_made_up_sp_never_grows_the_stack";
+    let (prober, start_now) = walk_prober_and_stack(&addrs, stack_start, case);
+    let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
+    before.snapshot();
     exercise_walks(&u, &addrs, &addrs, &mut walks);
     after.snapshot();
 
-    assert_same_maps(&before, &after, "made-up sp on the main thread");
-    assert_eq!(stack_vma(), (start_now, hi), "[stack] did not grow");
+    assert_same_maps(&before, &after, "made-up sp on the main thread (walks)");
+    assert_eq!(stack_vma(), (start_now, hi), "[stack] did not grow (walks)");
     check_accepted(&log, stack_start, hi, &[]);
     check_walks(&walks, stack_start, hi);
     assert_fast_path_still_used(&b);
@@ -642,18 +669,29 @@ fn rlimit_changed_after_registration() {
             b.lo(),
         ];
         let addrs = made_up(b.lo(), hi, &extra);
-        let (prober, start_now) = walk_prober_and_stack(&addrs, stack_vma().0);
-        let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
         let mut log = Vec::with_capacity(addrs.len() * addrs.len() * 4);
         let mut walks = Vec::with_capacity(addrs.len() * addrs.len());
+        let what = format!("RLIMIT_STACK {OLD} -> {new} after registration");
 
+        // The loaders first: they use no prober, so nothing may grow the stack.
+        let start_before = stack_vma().0;
         before.snapshot();
         exercise_loaders(&b, &addrs, &addrs, &mut log);
+        after.snapshot();
+        assert_same_maps(&before, &after, &format!("{what} (loaders)"));
+        assert_eq!(
+            stack_vma().0,
+            start_before,
+            "{what}: the loaders grew [stack]"
+        );
+
+        let case = "rlimit_stack_changed_after_registration";
+        let (prober, start_now) = walk_prober_and_stack(&addrs, start_before, case);
+        let u = Unwinder::new(&prober).unwrap().with_fast_path(true);
+        before.snapshot();
         exercise_walks(&u, &addrs, &addrs, &mut walks);
         after.snapshot();
-
-        let what = format!("RLIMIT_STACK {OLD} -> {new} after registration");
-        assert_same_maps(&before, &after, &what);
+        assert_same_maps(&before, &after, &format!("{what} (walks)"));
         check_accepted(&log, stack_start, hi, &[]);
         check_walks(&walks, stack_start, hi);
         // A new registration follows the mapping (as the warm-up left it), not the limit.
