@@ -134,18 +134,20 @@ pub struct Walk {
 #[non_exhaustive]
 pub enum Ending {
     /// The chain ended ([`Stop::EndOfChain`], [`Stop::Unreadable`], [`Stop::NotIncreasing`]
-    /// or [`Stop::Misaligned`]) inside the thread's entry frames: at or above
-    /// [`StackBounds::entry_sp`], below `hi`. The walk reached the bottom of the stack as far
-    /// as the thread's registration can tell.
+    /// or [`Stop::Misaligned`]) after it reached the thread's entry frames: the highest
+    /// record it read on the stack lies at or above [`StackBounds::entry_sp`], below `hi`
+    /// (records it read off the stack after that do not count). The walk reached the bottom
+    /// of the stack as far as the thread's registration can tell.
     Bottom,
     /// The chain is intact from its start up to `reached`, on the thread's registered stack
     /// below its entry frames, and the frames between `reached` and
     /// [`StackBounds::entry_sp`] are missing: the chain ended there, or jumped from there
-    /// into the entry frames (a function without a frame pointer, a corrupt record).
+    /// into the entry frames (a function without a frame pointer, a corrupt record), or left
+    /// the stack from there.
     ProbablyTruncated {
-        /// Where the intact part of the chain ends: the last frame pointer whose record the
-        /// walk read, or the interrupted stack pointer of [`Start::Regs`] (see
-        /// [`Walk::ending`]).
+        /// Where the intact part of the chain ends: the highest frame pointer on the stack
+        /// whose record the walk read, or the interrupted stack pointer of [`Start::Regs`]
+        /// (see [`Walk::ending`]).
         reached: usize,
         /// [`StackBounds::entry_sp`] of the thread.
         entry: usize,
@@ -193,7 +195,9 @@ impl Walk {
     /// registered ([`StackBounds::entry_sp`]); a thread that registered deep in its code has
     /// a large entry region and gets `Bottom` for chains that broke inside it (a false "clean
     /// end"), and a chain whose last record was corrupt but pointed into the entry region
-    /// looks clean too. In the other direction, a chain that really ended below the entry
+    /// looks clean too, as does one that reached the entry frames and then followed a stale
+    /// or corrupt record off the stack (which is what the outermost frame of a musl thread
+    /// on aarch64 looks like, and why that counts as the bottom). In the other direction, a chain that really ended below the entry
     /// frames (code that deliberately zeroes its frame pointer to mark an outermost frame,
     /// a stack switched to and back) is reported as truncated. A frame-pointer chain that
     /// skips frames without ending (the interrupted function's `fp` still holds a caller's
