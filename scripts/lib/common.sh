@@ -58,7 +58,8 @@ describe_tests() {
     local root=$1 c dirty=""
     git -C "$root" rev-parse --git-dir >/dev/null 2>&1 || { echo "test binaries built outside git"; return 0; }
     c=$(git -C "$root" log -1 --format=%h -- src tests lab Cargo.toml Cargo.lock build.rs)
-    git -C "$root" diff --quiet HEAD -- src tests lab Cargo.toml Cargo.lock 2>/dev/null || dirty=" + uncommitted changes"
+    [[ -z $(git -C "$root" status --porcelain -- src tests lab Cargo.toml Cargo.lock build.rs 2>/dev/null) ]] \
+        || dirty=" + uncommitted changes"
     echo "test binaries built from the sources of commit $c$dirty"
 }
 

@@ -67,7 +67,7 @@ def test_results(text, names):
         body = extract(text, f"TEST-{n}")
         rc = marker(text, f"TEST-{n}-RC")
         secs = marker(text, f"TEST-{n}-SECONDS")
-        r = {"rc": None if rc is None else int(rc), "passed": 0, "failed": 0, "ignored": 0,
+        r = {"rc": int(rc) if rc is not None and rc.isdigit() else None, "passed": 0, "failed": 0, "ignored": 0,
              "summaries": 0, "skipped": 0, "failures": [],
              "seconds": int(secs) if secs and secs.isdigit() else None}
         if body is not None:
@@ -128,7 +128,9 @@ def skip_notes(per_kernel):
     for short, tests in per_kernel:
         for n, r in tests.items():
             for why in r.get("skip_reasons", []):
-                seen.setdefault((n, why.strip()), []).append(short)
+                ks = seen.setdefault((n, why.strip()), [])
+                if short not in ks:
+                    ks.append(short)
     if not seen:
         return []
     lines = ["Skipped tests, in their own words:\n"]
@@ -202,6 +204,8 @@ class Kernel:
         for attr in ("report", "bench", "report_icount"):
             if getattr(later, attr) is not None:
                 setattr(self, attr, getattr(later, attr))
+        if later.bench is not None:
+            self.meta = dict(self.meta, **{x: later.meta.get(x) for x in ("boot_bench", "bench_rc")})
         if later.report is not None:
             self.meta = dict(self.meta, **{x: later.meta.get(x) for x in ("uname", "boot_report", "report_rc")})
         self.tests.update(later.tests)
@@ -665,7 +669,7 @@ def main():
     for k in kernels:
         if a.quick:
             break
-        if k.bench is None:
+        if k.bench is None and k.meta.get("boot_bench") != "skipped":
             bench_notes.append(f"{k.short}: bench failed or printed no JSON (rc {k.meta.get('bench_rc') or '–'}, boot {k.meta.get('boot_bench')})")
     if bench_notes:
         md.append("Bench failures: " + "; ".join(esc(n) for n in bench_notes) + ".\n")
@@ -736,7 +740,8 @@ def main():
     md.append("Reproduce: `scripts/kernel-matrix` (all kernels) or `scripts/kernel-matrix --quick` "
               "(Debian 6.1, report only; `--quick --tests a,b` adds those test binaries); "
               "`--kernels 6.12 --no-self-built --tests fork_kinds --no-icount` reruns one binary on one "
-              "kernel, and `scripts/lib/kernel_matrix_collect.py --work DIR --work DIR... --out docs` "
+              "kernel (a narrowed run writes its page to its work dir, never to `docs/`)"
+              ", and `scripts/lib/kernel_matrix_collect.py --work DIR --work DIR... --out docs` "
               "puts several runs on one page (a later run's results of a kernel replace the earlier "
               "ones, test binary by test binary). See `kernels/README.md` for the self-built kernels.\n")
 
