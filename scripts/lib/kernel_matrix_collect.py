@@ -80,7 +80,9 @@ def test_results(text, names):
                 r["passed"] = int(m.group(2))
                 r["failed"] = int(m.group(3))
                 r["ignored"] = int(m.group(4) or 0)
-            r["skip_reasons"] = re.findall(r"^skipped: (.*)$", body, re.M)
+            # at the start of a line, or after a child's "test name ... " (a test that prints
+            # what its child process wrote)
+            r["skip_reasons"] = re.findall(r"^(?:test \S+ \.\.\. )?skipped: (.*)$", body, re.M)
             r["skipped"] = len(r["skip_reasons"])
             r["failures"] = re.findall(r"^test (\S+) \.\.\. FAILED$", body, re.M)
             r["failures"] += re.findall(r"^FAIL(?:ED)?:? (\S+)", body, re.M)
@@ -122,20 +124,30 @@ def _test_verdict(r):
 
 
 def skip_notes(per_kernel):
-    """Markdown lines listing every reason a test gave for skipping, with the kernels it gave it
-    on; per_kernel: [(kernel name, test_results(...))]."""
+    """Markdown lines listing every reason a test gave for skipping, with the tests that gave it
+    and the kernels they gave it on; per_kernel: [(kernel name, test_results(...))]. A reason
+    of the form "<test>: <why>" is grouped by its why."""
     seen = {}
     for short, tests in per_kernel:
         for n, r in tests.items():
-            for why in r.get("skip_reasons", []):
-                ks = seen.setdefault((n, why.strip()), [])
-                if short not in ks:
-                    ks.append(short)
+            for line in r.get("skip_reasons", []):
+                test, sep, why = line.strip().partition(": ")
+                if not sep or " " in test:
+                    test, why = "", line.strip()
+                tests_, kernels = seen.setdefault((n, why), ([], []))
+                if test and test not in tests_:
+                    tests_.append(test)
+                if short not in kernels:
+                    kernels.append(short)
     if not seen:
         return []
     lines = ["Skipped tests, in their own words:\n"]
-    for (n, why), ks in seen.items():
-        lines.append(f"- {esc(n)}: {esc(why)} ({', '.join(f'`{esc(k)}`' for k in ks)})")
+    for (n, why), (tests_, ks) in seen.items():
+        which = ""
+        if tests_:
+            shown = ", ".join(esc(t) for t in tests_[:3]) + (", …" if len(tests_) > 3 else "")
+            which = f" ({len(tests_)} test{'s' if len(tests_) > 1 else ''}: {shown})"
+        lines.append(f"- {esc(n)}{which}: {esc(why)} ({', '.join(f'`{esc(k)}`' for k in ks)})")
     lines.append("")
     return lines
 
