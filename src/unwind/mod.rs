@@ -197,7 +197,8 @@ impl Walk {
     /// end"), and a chain whose last record was corrupt but pointed into the entry region
     /// looks clean too, as does one that reached the entry frames and then followed a stale
     /// or corrupt record off the stack (which is what the outermost frame of a musl thread
-    /// on aarch64 looks like, and why that counts as the bottom). In the other direction, a chain that really ended below the entry
+    /// on aarch64 looks like, and why that counts as the bottom). In the other direction, a
+    /// chain that really ended below the entry
     /// frames (code that deliberately zeroes its frame pointer to mark an outermost frame,
     /// a stack switched to and back) is reported as truncated. A frame-pointer chain that
     /// skips frames without ending (the interrupted function's `fp` still holds a caller's
@@ -243,8 +244,8 @@ impl Walk {
         // The highest record read on the stack: records read after the chain left it (such as
         // a thread's outermost frame, whose frame-pointer register still held its creator's
         // because musl's aarch64 `clone` does not clear it) do not count.
-        let last_read = read.iter().map(|f| f.fp).filter(|&a| on_stack(a)).max();
-        let Some(reached) = [last_read, sp]
+        let highest_read = read.iter().map(|f| f.fp).filter(|&a| on_stack(a)).max();
+        let Some(reached) = [highest_read, sp]
             .into_iter()
             .flatten()
             .filter(|&a| on_stack(a))
