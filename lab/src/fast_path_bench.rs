@@ -3,14 +3,14 @@
 //!
 //! **Not part of the probe API** (hidden from the docs; may change in any release). Every
 //! function here is set-up or timing code, not signal-safe, and meant for a benchmark
-//! process: [`profiler`] installs a SIGPROF handler for each run and the crate's SIGSEGV/SIGBUS
+//! process: [`profiler()`] installs a SIGPROF handler for each run and the crate's SIGSEGV/SIGBUS
 //! handler.
 //!
 //! - [`own_stack_walks`]: a 64-frame walk of the calling thread's own stack with each way of
 //!   validating it, against the same walk with no validation, in the same run.
 //! - [`batched_walks`]: a 64-frame walk of a hand-made coroutine stack (off the thread's
 //!   stack, so every frame is probed) with and without batch windows.
-//! - [`profiler`]: the benchmarks' SIGPROF profiler workload ([`crate::bench::profiler`]) with
+//! - [`profiler()`]: the benchmarks' SIGPROF profiler workload ([`crate::bench::profiler`]) with
 //!   the fast-path walker against SignalGuard, interleaved, in the same run.
 
 use std::hint::black_box;
