@@ -206,20 +206,9 @@ pub fn cargo_fixture(
         );
         let r = if subcommand == "run" {
             let mut cmd = Command::new(dir.join(project));
-            for (k, v) in env {
-                match v {
-                    Some(v) => cmd.env(k, v),
-                    None => cmd.env_remove(k),
-                };
-            }
+            set_env(&mut cmd, env);
             let r = run_command(cmd, &format!("prebuilt tests/{project}"), timeout);
-            assert!(
-                r.status.success(),
-                "prebuilt tests/{project} failed ({:?})\n--- stdout\n{}\n--- stderr\n{}",
-                r.status,
-                r.stdout,
-                r.stderr
-            );
+            r.assert_success();
             r
         } else {
             ChildResult {
@@ -237,12 +226,7 @@ pub fn cargo_fixture(
         .arg("--manifest-path")
         .arg(root.join("tests").join(project).join("Cargo.toml"))
         .env("CARGO_TARGET_DIR", &target_dir);
-    for (k, v) in env {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
+    set_env(&mut cmd, env);
     let r = run_command(
         cmd,
         &format!("cargo {subcommand} of tests/{project}"),
@@ -259,6 +243,16 @@ pub fn cargo_fixture(
         r.stderr
     );
     (r, target_dir.join("release"))
+}
+
+/// Sets (`Some`) or removes (`None`) each variable of `env` for `cmd`.
+fn set_env(cmd: &mut Command, env: &[(&str, Option<&str>)]) {
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
 }
 
 /// Whether this kernel installs seccomp filters: a feature probe, in a forked child (a filter
